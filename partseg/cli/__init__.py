@@ -1,0 +1,73 @@
+"""The ``partseg`` console script: one subcommand per module in this package.
+
+Each subcommand module defines ``add_parser(subparsers)``, which registers its parser and sets
+``func`` to a callable taking the parsed namespace and returning an exit status. Modules import
+heavy dependencies (torch, zarr) inside that callable so ``partseg --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from partseg import __version__
+from partseg.errors import PartsegError
+
+#: Subcommands in the order ``--help`` lists them.
+COMMANDS = (
+    "demo",
+    "phantom",
+    "ingest",
+    "info",
+    "plan",
+    "train",
+    "cv",
+    "predict",
+    "evaluate",
+    "compare",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the top-level parser with every available subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="partseg",
+        description="Train 2D/3D U-Nets on large medical volumes with minicube partitions, "
+        "on a small GPU or a CPU, and stitch seam-free full-volume predictions.",
+    )
+    parser.add_argument("--version", action="version", version=f"partseg {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        module_name = f"partseg.cli.{name}"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name == module_name:
+                continue
+            raise
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``partseg`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status = args.func(args)
+    except PartsegError as err:
+        print(f"partseg {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"partseg {args.command}: interrupted; rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
+    return int(status or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Exception types that users see.
+
+Every message says *what* is wrong, *where* (case, file, key) and *what to do*. The CLI turns
+a :class:`PartsegError` into one line on stderr and a non-zero exit status; anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class PartsegError(Exception):
+    """Base class of every error partseg reports to a user."""
+
+
+class InputError(PartsegError):
+    """A source case cannot be ingested: bad shape, missing file, NaN voxels, bad labels...
+
+    Args:
+        case: case identifier, e.g. ``"BraTS20_Training_001"``.
+        path: the file that shows the problem (or the case folder).
+        problem: what is wrong, in plain words.
+        hint: what the user can do about it.
+    """
+
+    def __init__(self, case: str, path: object, problem: str, hint: str = "") -> None:
+        self.case, self.path, self.problem, self.hint = case, str(path), problem, hint
+        message = f"case {case!r}: {problem} ({self.path})"
+        if hint:
+            message += f"; {hint}"
+        super().__init__(message)
+
+
+class StoreError(PartsegError):
+    """A path is not a (complete) partseg store, or a case or array is missing from it."""
+
+
+class GeometryError(PartsegError):
+    """Minicube sizes, margins or strides that cannot tile a volume."""
+
+
+class ConfigError(PartsegError):
+    """A configuration key or value is invalid."""
+
+
+class CheckpointError(PartsegError):
+    """A checkpoint is unreadable or does not fit the data it is applied to."""
