@@ -189,8 +189,10 @@ class Minicube:
         return before, after
 
 
-def align_margin(before: Sequence[int], after: Sequence[int], stride: int) -> tuple[Shape, Shape]:
-    """Grow each axis' margins until ``before + after`` is a multiple of the stride.
+def align_margin(
+    before: Sequence[int], after: Sequence[int], stride: int | Sequence[int]
+) -> tuple[Shape, Shape]:
+    """Grow each axis' margins until ``before + after`` is a multiple of that axis' stride.
 
     The extra voxels are split as evenly as possible, the odd one going after the core. Margins
     are never rounded down.
@@ -201,19 +203,24 @@ def align_margin(before: Sequence[int], after: Sequence[int], stride: int) -> tu
         >>> align_margin((0, 3), (0, 2), 4)
         ((0, 4), (0, 4))
     """
-    _check_stride(stride)
+    strides = _strides(stride, len(before))
     new_before: list[int] = []
     new_after: list[int] = []
-    for b, a in zip(before, after, strict=True):
-        extra = -(b + a) % stride
+    for b, a, s in zip(before, after, strides, strict=True):
+        extra = -(b + a) % s
         new_before.append(b + extra // 2)
         new_after.append(a + extra - extra // 2)
     return tuple(new_before), tuple(new_after)
 
 
-def _check_stride(stride: int) -> None:
-    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
-        raise GeometryError(f"network stride must be a positive integer, got {stride!r}")
+def _strides(stride: int | Sequence[int], ndim: int) -> Shape:
+    """Broadcast a stride to ``ndim`` axes (2D slices use stride 1 along the slice axis)."""
+    strides = (stride,) * ndim if isinstance(stride, int) else tuple(stride)
+    if len(strides) != ndim or any(
+        isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in strides
+    ):
+        raise GeometryError(f"network stride must be positive integers per axis, got {stride!r}")
+    return strides
 
 
 @dataclass(frozen=True)
@@ -227,14 +234,14 @@ class Partition:
         core: core size per axis (multiples of ``stride``).
         margin_before: context before the core per axis.
         margin_after: context after the core per axis (``before + after`` divisible by stride).
-        stride: the network's total stride.
+        stride: the network's total stride per axis (1 along the slice axis of 2D models).
         notes: human-readable messages about rounding that was applied.
     """
 
     core: Shape
     margin_before: Shape
     margin_after: Shape
-    stride: int = 1
+    stride: Shape
     notes: tuple[str, ...] = ()
 
     @property
@@ -266,7 +273,7 @@ class Partition:
 def make_partition(
     core: int | Sequence[int],
     margin: int | Sequence[int] | Sequence[Sequence[int]] = 0,
-    stride: int = 1,
+    stride: int | Sequence[int] = 1,
     ndim: int | None = None,
 ) -> Partition:
     """Validate and align a core size and margin to a network stride.
@@ -274,8 +281,9 @@ def make_partition(
     Args:
         core: core size per axis (an int broadcasts to ``ndim`` axes).
         margin: context per axis, the same on both sides, or ``[(before, after), ...]`` per axis.
-        stride: the network's total stride ``2 ** poolings``; margins grow until each axis'
-            ``before + after`` is a multiple of it.
+        stride: the network's total stride ``2 ** poolings`` (an int, or one per axis: a 2D
+            model cutting slices along Z has stride ``(1, s, s)``); margins grow until each
+            axis' ``before + after`` is a multiple of it.
         ndim: number of spatial axes; inferred from ``core`` when it is a sequence.
 
     Raises:
@@ -293,32 +301,32 @@ def make_partition(
         if isinstance(core, int):
             raise GeometryError("give ndim when core is a single int")
         ndim = len(tuple(core))
-    _check_stride(stride)
+    strides = _strides(stride, ndim)
     cores = _as_tuple(core, ndim, "core")
     if any(c == 0 for c in cores):
         raise GeometryError(f"core size must be positive, got {cores}")
-    bad = [c for c in cores if c % stride]
-    if bad:
-        hint = tuple(-(-c // stride) * stride for c in cores)
+    if any(c % s for c, s in zip(cores, strides, strict=True)):
+        hint = tuple(-(-c // s) * s for c, s in zip(cores, strides, strict=True))
         raise GeometryError(
             f"core size {cores} is not a multiple of the network stride {stride}; "
             f"use {hint} (or a model with fewer poolings)"
         )
     before, after = _split_margin(margin, ndim)
-    aligned_before, aligned_after = align_margin(before, after, stride)
+    aligned_before, aligned_after = align_margin(before, after, strides)
+    shown = strides[0] if len(set(strides)) == 1 else strides
     notes: list[str] = []
     if (aligned_before, aligned_after) != (before, after):
         if before == after:
             notes.append(
                 f"margin rounded up from {before} to {aligned_before} per side "
-                f"to align with stride {stride}"
+                f"to align with stride {shown}"
             )
         else:
             notes.append(
                 f"margins rounded up from {before}/{after} to {aligned_before}/{aligned_after} "
-                f"(before/after) to align with stride {stride}"
+                f"(before/after) to align with stride {shown}"
             )
-    return Partition(cores, aligned_before, aligned_after, stride, tuple(notes))
+    return Partition(cores, aligned_before, aligned_after, strides, tuple(notes))
 
 
 def _split_margin(

@@ -1,0 +1,64 @@
+"""``partseg phantom``: write synthetic BraTS-like or aneurysm-like cases as NIfTI."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``phantom`` subcommand."""
+    parser = subparsers.add_parser(
+        "phantom",
+        help="write synthetic BraTS-like (or aneurysm TOF-like) cases as NIfTI",
+        description="Write synthetic cases in the BraTS 2020 layout, "
+        "OUT/<id>/<id>_{t1,t1ce,t2,flair,seg}.nii.gz (aneurysm: <id>_{tof,seg}.nii.gz), "
+        "1 mm RAS affine. Same seed, same files; case i depends only on (seed, i), so adding "
+        "cases keeps the earlier ones. Complete cases already in OUT are skipped (resume).",
+    )
+    parser.add_argument("out", metavar="OUT", type=Path, help="output folder (created)")
+    parser.add_argument(
+        "--cases", type=int, required=True, metavar="N", help="number of cases (required)"
+    )
+    parser.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        default=(155, 240, 240),
+        help="volume size in voxels, partseg (Z, Y, X) order (default: 155 240 240, BraTS)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="data-set seed >= 0 (default: 0)")
+    parser.add_argument(
+        "--kind",
+        choices=("brats", "aneurysm"),
+        default="brats",
+        help="brats: t1/t1ce/t2/flair with tumor labels {0,1,2,4}; aneurysm: one TOF channel "
+        "with labels {0,1} (default: brats)",
+    )
+    parser.add_argument(
+        "--prefix", default="Phantom", help="case id prefix, ids <prefix>_001... (default: Phantom)"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="rewrite cases that already exist (default: skip complete cases)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the phantoms and print where they are."""
+    from partseg.phantom import write_phantoms
+
+    folders = write_phantoms(
+        args.out,
+        cases=args.cases,
+        shape=tuple(args.shape),
+        seed=args.seed,
+        kind=args.kind,
+        prefix=args.prefix,
+        overwrite=args.overwrite,
+    )
+    print(f"partseg phantom: {len(folders)} {args.kind} cases in {args.out}")
+    return 0

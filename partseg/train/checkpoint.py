@@ -1,0 +1,181 @@
+"""Checkpoints: atomic save, safe load, and a model rebuilt with its geometry.
+
+A checkpoint is a plain dict of tensors and primitives, so it loads with
+``torch.load(..., weights_only=True)`` (no pickled code runs). It carries what inference needs to
+reproduce training's geometry: the model config, the partition (core and margins) and the input
+layout (2D/3D, slice axis), plus the classes, channels and label mapping of the store it was
+trained on.
+
+Payload keys: ``format`` (``"partseg-checkpoint"``), ``version``, ``model_config``,
+``model_state``, ``partition``, ``layout``, ``classes``, ``channels``, ``label_mapping``,
+``config``; training state adds ``optimizer``, ``scaler``, ``scheduler``, ``loss_state``,
+``epoch``, ``step``, ``rng``, ``sampler``, ``metrics``, ``best``.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "ck.pt"
+    >>> save_checkpoint(path, {"format": FORMAT, "version": VERSION, "epoch": 3})
+    >>> load_checkpoint(path)["epoch"]
+    3
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from partseg.errors import CheckpointError
+from partseg.geometry import Partition
+
+FORMAT = "partseg-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` atomically (temporary file in the same folder, then rename).
+
+    Raises:
+        CheckpointError: the folder is not writable or the disk is full; the previous file at
+            ``path``, if any, is left intact.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise CheckpointError(
+            f"cannot write checkpoint {path}: {err.strerror or err}; "
+            "choose a writable run directory with free space (--out)"
+        ) from err
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(
+            f"cannot write checkpoint {path}: {err.strerror or err}; the previous checkpoint is "
+            "kept; free disk space or choose another run directory (--out)"
+        ) from err
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """Map a run directory to its best (else last) checkpoint; a file maps to itself."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            candidate = path / "checkpoints" / name
+            if candidate.is_file():
+                return candidate
+        raise CheckpointError(
+            f"{path} is a directory without checkpoints/best.pt or checkpoints/last.pt; "
+            "pass a run directory written by `partseg train` or a .pt file"
+        )
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint dict with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: unreadable, truncated, or not a partseg checkpoint.
+    """
+    path = resolve_checkpoint(path)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt files
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {err}; the file is truncated, corrupt or not a "
+            "partseg checkpoint (re-run training or pick checkpoints/last.pt)"
+        ) from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a partseg checkpoint (no format={FORMAT!r} key)")
+    if payload.get("version", 0) > VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint version {payload['version']}, newer than this partseg "
+            f"understands ({VERSION}); upgrade partseg"
+        )
+    return payload
+
+
+def partition_to_dict(partition: Partition) -> dict[str, list[int]]:
+    """The JSON/checkpoint form of a partition (notes are not kept)."""
+    return {
+        "core": list(partition.core),
+        "margin_before": list(partition.margin_before),
+        "margin_after": list(partition.margin_after),
+        "stride": list(partition.stride),
+    }
+
+
+def partition_from_dict(data: dict[str, Any]) -> Partition:
+    """Inverse of :func:`partition_to_dict`."""
+    return Partition(
+        core=tuple(data["core"]),
+        margin_before=tuple(data["margin_before"]),
+        margin_after=tuple(data["margin_after"]),
+        stride=tuple(data["stride"]),
+    )
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model rebuilt from a checkpoint, in eval mode, with the geometry it was trained with."""
+
+    model: torch.nn.Module
+    model_config: Any
+    partition: Partition
+    layout: Any
+    classes: tuple[str, ...]
+    channels: tuple[str, ...]
+    label_mapping: dict[int, int]
+    config: dict[str, Any]
+    path: Path
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the model stored in a checkpoint or run directory, ready for inference.
+
+    Raises:
+        CheckpointError: unreadable checkpoint, or weights that do not fit the stored config.
+    """
+    from partseg.dataset import InputLayout
+    from partseg.models import ModelConfig, build_model
+
+    resolved = resolve_checkpoint(path)
+    payload = load_checkpoint(resolved, map_location=device)
+    try:
+        model_config = ModelConfig(**payload["model_config"])
+        model = build_model(model_config)
+        model.load_state_dict(payload["model_state"])
+        partition = partition_from_dict(payload["partition"])
+        layout = InputLayout(**payload.get("layout", {}))
+    except (KeyError, TypeError, RuntimeError, ValueError) as err:
+        raise CheckpointError(
+            f"checkpoint {resolved} does not fit this partseg version: {err}"
+        ) from err
+    model.to(device).eval()
+    mapping = {int(k): int(v) for k, v in payload.get("label_mapping", {}).items()}
+    return LoadedModel(
+        model=model,
+        model_config=model_config,
+        partition=partition,
+        layout=layout,
+        classes=tuple(payload.get("classes", ())),
+        channels=tuple(payload.get("channels", ())),
+        label_mapping=mapping,
+        config=dict(payload.get("config", {})),
+        path=resolved,
+    )
