@@ -1,0 +1,32 @@
+"""The partseg chunk store: find raw cases, preprocess them, write and read a zarr v3 store.
+
+``open_store(url)`` is the entry point for readers (re-exported as ``partseg.open_store``);
+``ingest(src, store)`` builds a store from BraTS, MSD/nnU-Net, HDF5 or NumPy data.
+
+Example:
+    >>> from partseg.store import open_store
+    >>> store = open_store("data/brats.zarr")  # doctest: +SKIP
+    >>> case = store[store.case_ids[0]]  # doctest: +SKIP
+    >>> image, label = case.read(Box((0, 0, 0), (100, 116, 116)))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from partseg.store.zarrstore import (
+    DEFAULT_CHUNKS,
+    Case,
+    Store,
+    StoreWriter,
+    create_store,
+    open_store,
+)
+
+__all__ = ["DEFAULT_CHUNKS", "Case", "Store", "StoreWriter", "create_store", "ingest", "open_store"]
+
+
+def __getattr__(name: str):  # lazy: ingest pulls in scipy/tqdm only when used
+    if name == "ingest":
+        from partseg.store.ingest import ingest
+
+        return ingest
+    raise AttributeError(f"module 'partseg.store' has no attribute {name!r}")
