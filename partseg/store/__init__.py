@@ -1,7 +1,8 @@
 """The partseg chunk store: find raw cases, preprocess them, write and read a zarr v3 store.
 
 ``open_store(url)`` is the entry point for readers (re-exported as ``partseg.open_store``);
-``ingest(src, store)`` builds a store from BraTS, MSD/nnU-Net, HDF5 or NumPy data.
+``partseg.store.ingest.ingest(src, store)`` builds a store from BraTS, MSD/nnU-Net, HDF5 or
+NumPy data (``partseg ingest`` on the command line).
 
 Example:
     >>> from partseg.store import open_store
@@ -21,12 +22,4 @@ from partseg.store.zarrstore import (
     open_store,
 )
 
-__all__ = ["DEFAULT_CHUNKS", "Case", "Store", "StoreWriter", "create_store", "ingest", "open_store"]
-
-
-def __getattr__(name: str):  # lazy: ingest pulls in scipy/tqdm only when used
-    if name == "ingest":
-        from partseg.store.ingest import ingest
-
-        return ingest
-    raise AttributeError(f"module 'partseg.store' has no attribute {name!r}")
+__all__ = ["DEFAULT_CHUNKS", "Case", "Store", "StoreWriter", "create_store", "open_store"]

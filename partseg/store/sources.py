@@ -1,0 +1,702 @@
+"""Find the cases of a raw dataset on disk, and read one case into partseg's axis order.
+
+Each layout is one small function returning a :class:`Source`: the dataset-level declaration
+(channel names, declared label values and their names) plus a list of :class:`SourceCase`.
+Discovery only looks at file names (and at most one header); files are read, one case at a time,
+by :func:`read_case`, which also checks them and raises :class:`~partseg.errors.InputError`
+naming the case, the file, the problem and what to do.
+
+Supported layouts:
+
+* ``brats``: BraTS 2017-2021 (``<id>_t1.nii.gz _t1ce _t2 _flair _seg``; labels {0, 1, 2, 4}) and
+  BraTS 2023 (``<id>-t1n.nii.gz -t1c -t2w -t2f -seg``; labels {0, 1, 2, 3}), one folder per case
+  or all files in one flat folder; a case without ``seg`` has no label (validation/test sets).
+* ``msd``: Medical Segmentation Decathlon and nnU-Net raw folders: ``dataset.json`` (channel names
+  under ``modality`` or ``channel_names``, labels under ``labels``), ``imagesTr/``, ``labelsTr/``,
+  ``imagesTs/``; one 4D NIfTI per case (MSD) or one file per channel with ``_0000`` suffixes
+  (nnU-Net).
+* ``hdf5``: one ``.h5``/``.hdf5`` file per case with an image dataset (C, Z, Y, X) or (Z, Y, X)
+  and an optional label dataset (Z, Y, X); optional dataset attributes ``spacing`` (Z, Y, X),
+  ``affine`` (4 x 4, NIfTI convention) and ``channels``.
+* ``numpy``: ``<id>.npy`` images (C, Z, Y, X) or (Z, Y, X) with optional ``<id>_label.npy`` or
+  ``<id>_seg.npy``, and ``<id>.npz`` archives with ``image``/``label`` keys. Spacing 1 mm.
+
+Declared labels: BraTS and MSD declare their label set (the file naming or ``dataset.json``);
+HDF5 and NumPy datasets declare none, and ingest then takes the values found in the first
+labelled case (or ``--labels``); a later case with another value is reported as bad.
+
+Axis order: NIfTI arrays are (X, Y, Z[, C]); :func:`read_case` returns images (C, Z, Y, X) and
+labels (Z, Y, X). The affine is kept as stored, in the NIfTI convention (it maps voxel indices
+(i, j, k) = (x, y, z) to world coordinates).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from partseg.errors import InputError
+
+#: BraTS 2017-2021 file suffixes, in channel order.
+BRATS_CHANNELS = ("t1", "t1ce", "t2", "flair")
+#: BraTS 2023 file suffixes, in the same channel order as :data:`BRATS_CHANNELS`.
+BRATS23_CHANNELS = ("t1n", "t1c", "t2w", "t2f")
+#: Tumour sub-region names shared by every BraTS edition.
+BRATS_CLASS_NAMES = ("background", "necrotic", "edema", "enhancing")
+LAYOUTS = ("brats", "msd", "hdf5", "numpy")
+
+_NIFTI = r"\.nii(?:\.gz)?"
+_BRATS_RE = re.compile(rf"^(?P<id>.+)_(?P<mod>t1|t1ce|t2|flair|seg){_NIFTI}$")
+_BRATS23_RE = re.compile(rf"^(?P<id>.+)-(?P<mod>t1n|t1c|t2w|t2f|seg){_NIFTI}$")
+_CHANNEL_RE = re.compile(r"^(?P<id>.+)_(?P<ch>\d{4})$")
+_HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+_AFFINE_ATOL = 1e-3
+
+
+@dataclass(frozen=True)
+class SourceCase:
+    """One case as found on disk (nothing read yet).
+
+    Attributes:
+        case_id: identifier, e.g. ``"BraTS20_Training_001"``.
+        image_files: one file per channel (NIfTI per modality), or one file holding every
+            channel (4D NIfTI, HDF5, ``.npy``, ``.npz``). A missing modality keeps its expected
+            path, so reading reports it.
+        label_file: the label file; ``None`` when the case has no label; for HDF5/``.npz`` the
+            same file as the image when it holds a label dataset.
+        channel_names: names of the image channels, in order.
+        fmt: how to read it: ``"nifti"`` (NIfTI/NRRD/MHA), ``"hdf5"``, ``"npy"`` or ``"npz"``.
+    """
+
+    case_id: str
+    image_files: tuple[Path, ...]
+    label_file: Path | None
+    channel_names: tuple[str, ...]
+    fmt: str = "nifti"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A discovered dataset: its layout, cases and declarations.
+
+    Attributes:
+        layout: one of :data:`LAYOUTS`.
+        root: the folder (or file) it was found in.
+        cases: cases in a stable (sorted) order.
+        channels: channel names shared by every case.
+        labels: declared label values -> class names, or ``None`` when the layout declares none.
+    """
+
+    layout: str
+    root: Path
+    cases: tuple[SourceCase, ...]
+    channels: tuple[str, ...]
+    labels: dict[int, str] | None = None
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """Dataset names for HDF5 files and ``.npz`` keys."""
+
+    image_key: str = "image"
+    label_key: str = "label"
+
+
+@dataclass
+class RawCase:
+    """One case read into partseg's axis order, before any preprocessing.
+
+    Attributes:
+        image: (C, Z, Y, X) float32.
+        label: (Z, Y, X) integer array, or ``None``.
+        affine: (4, 4) float64 in the NIfTI convention (voxel (x, y, z) -> world).
+        spacing: voxel size (Z, Y, X) in mm.
+    """
+
+    image: np.ndarray
+    label: np.ndarray | None
+    affine: np.ndarray
+    spacing: tuple[float, float, float]
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------- discovery
+
+
+def discover(
+    root: str | Path, layout: str = "auto", options: ReadOptions | None = None, split: str = "train"
+) -> Source:
+    """Find the cases under ``root`` for ``layout`` (``"auto"`` tries each layout in turn).
+
+    Args:
+        root: the dataset folder (or, for HDF5/NumPy, a single file).
+        layout: ``"auto"`` or one of :data:`LAYOUTS`.
+        options: HDF5 dataset names / ``.npz`` keys.
+        split: MSD/nnU-Net only: ``"train"`` (imagesTr), ``"test"`` (imagesTs) or ``"all"``.
+
+    Raises:
+        InputError: the folder does not exist, or no case of the layout was found (the message
+            lists what was looked for).
+
+    Example:
+        >>> import tempfile
+        >>> discover(tempfile.mkdtemp()).cases  # doctest: +SKIP
+        Traceback (most recent call last):
+        InputError: ...no known dataset layout...
+    """
+    root = Path(root)
+    options = options or ReadOptions()
+    if not root.exists():
+        raise InputError("(dataset)", root, "source path does not exist", "check the SRC path")
+    finders: dict[str, Callable[[], Source | None]] = {
+        "msd": lambda: find_msd(root, split),
+        "brats": lambda: find_brats(root),
+        "hdf5": lambda: find_hdf5(root, options),
+        "numpy": lambda: find_numpy(root, options),
+    }
+    if layout != "auto":
+        if layout not in finders:
+            raise InputError(
+                "(dataset)", root, f"unknown layout {layout!r}", f"use one of auto, {LAYOUTS}"
+            )
+        found = finders[layout]()
+        if found is None or not found.cases:
+            raise InputError(
+                "(dataset)", root, f"no {layout} cases found", f"expected {_LOOKED_FOR[layout]}"
+            )
+        return found
+    for finder in finders.values():
+        found = finder()
+        if found is not None and found.cases:
+            return found
+    looked = "; ".join(f"{name}: {what}" for name, what in _LOOKED_FOR.items())
+    raise InputError(
+        "(dataset)",
+        root,
+        f"no known dataset layout (looked for {looked})",
+        "point SRC at the dataset folder or pass --layout",
+    )
+
+
+_LOOKED_FOR = {
+    "msd": "dataset.json with imagesTr/ or imagesTs/ of NIfTI files",
+    "brats": "<id>_t1/_t1ce/_t2/_flair[/_seg].nii[.gz] or <id>-t1n/-t1c/-t2w/-t2f[-seg].nii[.gz], "
+    "flat or one folder per case",
+    "hdf5": "*.h5 / *.hdf5 files with an image dataset",
+    "numpy": "*.npy images (optional <id>_label.npy or <id>_seg.npy) or *.npz with image/label",
+}
+
+
+def _nifti_files(root: Path) -> list[Path]:
+    """NIfTI files directly in ``root`` and one folder level below it."""
+    files = [*root.glob("*.nii"), *root.glob("*.nii.gz")]
+    files += [*root.glob("*/*.nii"), *root.glob("*/*.nii.gz")]
+    return sorted(f for f in files if f.is_file())
+
+
+def find_brats(root: Path) -> Source | None:
+    """BraTS 2017-2021 or 2023 naming, flat or one folder per case; see the module docstring."""
+    if not root.is_dir():
+        return None
+    files = _nifti_files(root)
+    for pattern, channels, labels in (
+        (_BRATS_RE, BRATS_CHANNELS, {0: "background", 1: "necrotic", 2: "edema", 4: "enhancing"}),
+        (_BRATS23_RE, BRATS23_CHANNELS, dict(enumerate(BRATS_CLASS_NAMES))),
+    ):
+        by_case: dict[str, dict[str, Path]] = {}
+        for path in files:
+            match = pattern.match(path.name)
+            if match:
+                by_case.setdefault(match["id"], {})[match["mod"]] = path
+        if not by_case:
+            continue
+        sep = "_" if pattern is _BRATS_RE else "-"
+        cases = []
+        for case_id, mods in sorted(by_case.items()):
+            folder = next(iter(mods.values())).parent
+            ext = ".nii.gz" if next(iter(mods.values())).name.endswith(".gz") else ".nii"
+            images = tuple(mods.get(ch, folder / f"{case_id}{sep}{ch}{ext}") for ch in channels)
+            cases.append(SourceCase(case_id, images, mods.get("seg"), channels, "nifti"))
+        return Source("brats", root, tuple(cases), channels, labels)
+    return None
+
+
+def find_msd(root: Path, split: str = "train") -> Source | None:
+    """MSD / nnU-Net raw layout (``dataset.json``, ``imagesTr/``, ``labelsTr/``, ``imagesTs/``)."""
+    meta_file = root / "dataset.json"
+    if not root.is_dir() or not meta_file.is_file():
+        return None
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(
+            "(dataset)", meta_file, f"unreadable dataset.json: {err}", "fix the JSON file"
+        ) from err
+    channels = _msd_channels(meta, meta_file)
+    labels = _msd_labels(meta, meta_file)
+    ending = str(meta.get("file_ending", ".nii.gz"))
+    folders = {"train": ["imagesTr"], "test": ["imagesTs"], "all": ["imagesTr", "imagesTs"]}
+    if split not in folders:
+        raise InputError("(dataset)", root, f"unknown split {split!r}", "use train, test or all")
+    cases: list[SourceCase] = []
+    for folder in folders[split]:
+        cases += _msd_cases(root / folder, root / "labelsTr", channels, ending)
+    return Source("msd", root, tuple(cases), channels, labels)
+
+
+def _msd_channels(meta: dict, meta_file: Path) -> tuple[str, ...]:
+    names = meta.get("channel_names", meta.get("modality"))
+    if not isinstance(names, dict) or not names:
+        raise InputError(
+            "(dataset)",
+            meta_file,
+            "dataset.json has no 'channel_names' or 'modality'",
+            'add e.g. "channel_names": {"0": "T1"}',
+        )
+    return tuple(str(names[k]) for k in sorted(names, key=int))
+
+
+def _msd_labels(meta: dict, meta_file: Path) -> dict[int, str] | None:
+    """MSD writes ``{"0": "background"}``; nnU-Net v2 writes ``{"background": 0}``."""
+    raw = meta.get("labels")
+    if not raw:
+        return None
+    labels: dict[int, str] = {}
+    for key, value in raw.items():
+        if isinstance(value, int | float) and not str(key).lstrip("-").isdigit():
+            labels[int(value)] = str(key)
+        elif str(key).lstrip("-").isdigit():
+            labels[int(key)] = str(value)
+        else:
+            raise InputError(
+                "(dataset)",
+                meta_file,
+                f"label entry {key!r}: {value!r} is not a single value",
+                "region-based labels are not supported; list one integer per class",
+            )
+    return dict(sorted(labels.items()))
+
+
+def _msd_cases(
+    images_dir: Path, labels_dir: Path, channels: Sequence[str], ending: str
+) -> list[SourceCase]:
+    if not images_dir.is_dir():
+        return []
+    files = sorted(p for p in images_dir.iterdir() if p.name.endswith(ending) and p.is_file())
+    files = [p for p in files if not p.name.startswith(".")]
+    per_channel: dict[str, dict[int, Path]] = {}
+    single: dict[str, Path] = {}
+    for path in files:
+        stem = path.name[: -len(ending)]
+        match = _CHANNEL_RE.match(stem)
+        if match:
+            per_channel.setdefault(match["id"], {})[int(match["ch"])] = path
+        else:
+            single[stem] = path
+    is_train = images_dir.name == "imagesTr"
+    cases = []
+    for case_id in sorted(set(per_channel) | set(single)):
+        if case_id in per_channel:
+            found = per_channel[case_id]
+            images = tuple(
+                found.get(i, images_dir / f"{case_id}_{i:04d}{ending}")
+                for i in range(len(channels))
+            )
+        else:
+            images = (single[case_id],)
+        label = labels_dir / f"{case_id}{ending}"
+        has_label = is_train and label.is_file()
+        cases.append(SourceCase(case_id, images, label if has_label else None, tuple(channels)))
+    return cases
+
+
+def find_hdf5(root: Path, options: ReadOptions) -> Source | None:
+    """One HDF5 file per case; channel names from the first file's image dataset."""
+    files = _files_with(root, _HDF5_SUFFIXES)
+    if not files:
+        return None
+    import h5py
+
+    cases = []
+    channels: tuple[str, ...] = ()
+    for path in files:
+        case_id = path.name.rsplit(".", 1)[0]
+        try:
+            with h5py.File(path, "r") as f:
+                if not channels and options.image_key in f:
+                    channels = _channel_names(
+                        f[options.image_key].shape, f[options.image_key].attrs
+                    )
+                has_label = options.label_key in f
+        except OSError:
+            has_label = False  # read_case reports the unreadable file
+        cases.append(SourceCase(case_id, (path,), path if has_label else None, (), "hdf5"))
+    channels = channels or ("ch0",)
+    cases = [_with_channels(c, channels) for c in cases]
+    return Source("hdf5", root, tuple(cases), channels, None)
+
+
+def find_numpy(root: Path, options: ReadOptions) -> Source | None:
+    """``<id>.npy`` (+ ``<id>_label.npy`` / ``<id>_seg.npy``) and ``<id>.npz`` files."""
+    files = _files_with(root, (".npy", ".npz"))
+    if not files:
+        return None
+    stems = {p.name[:-4] for p in files if p.suffix == ".npy"}
+    cases = []
+    channels: tuple[str, ...] = ()
+    for path in files:
+        stem = path.name[:-4]
+        if path.suffix == ".npy":
+            base = re.sub(r"_(label|seg)$", "", stem)
+            if base != stem and base in stems:
+                continue  # a label file, attached to its image below
+            label = next(
+                (
+                    path.with_name(f"{stem}_{s}.npy")
+                    for s in ("label", "seg")
+                    if path.with_name(f"{stem}_{s}.npy").is_file()
+                ),
+                None,
+            )
+            cases.append(SourceCase(stem, (path,), label, (), "npy"))
+            channels = channels or _peek_numpy(path, None)
+        else:
+            keys = _npz_keys(path)
+            label = path if options.label_key in keys else None
+            cases.append(SourceCase(stem, (path,), label, (), "npz"))
+            channels = channels or _peek_numpy(path, options.image_key)
+    channels = channels or ("ch0",)
+    return Source("numpy", root, tuple(_with_channels(c, channels) for c in cases), channels, None)
+
+
+def _files_with(root: Path, suffixes: Sequence[str]) -> list[Path]:
+    if root.is_file():
+        return [root] if root.suffix in suffixes else []
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.suffix in suffixes and p.is_file())
+
+
+def _with_channels(case: SourceCase, channels: tuple[str, ...]) -> SourceCase:
+    return SourceCase(case.case_id, case.image_files, case.label_file, channels, case.fmt)
+
+
+def _channel_names(shape: Sequence[int], attrs: object = None) -> tuple[str, ...]:
+    names = None
+    if attrs is not None and "channels" in attrs:  # type: ignore[operator]
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in attrs["channels"]]  # type: ignore[index]
+    count = shape[0] if len(shape) == 4 else 1
+    if names and len(names) == count:
+        return tuple(names)
+    return tuple(f"ch{i}" for i in range(count))
+
+
+def _peek_numpy(path: Path, key: str | None) -> tuple[str, ...]:
+    try:
+        if key is None:
+            return _channel_names(np.load(path, mmap_mode="r").shape)
+        with np.load(path) as archive:
+            return _channel_names(archive[key].shape) if key in archive.files else ()
+    except (OSError, ValueError, KeyError):
+        return ()  # read_case reports the unreadable file
+
+
+def _npz_keys(path: Path) -> list[str]:
+    try:
+        with np.load(path) as archive:
+            return list(archive.files)
+    except (OSError, ValueError):
+        return []
+
+
+# ----------------------------------------------------------------------------------- reading
+
+
+def read_case(case: SourceCase, options: ReadOptions | None = None) -> RawCase:
+    """Read and check one case: image (C, Z, Y, X) float32, label (Z, Y, X), affine, spacing.
+
+    Checks (each failure raises :class:`InputError` naming the case and file): a missing or
+    unreadable/truncated file, channels of different shape or affine, an image and label of
+    different shape or affine, NaN or Inf voxels, a label that is not integer-valued, an empty
+    volume or an all-zero channel, a channel count different from the dataset's.
+
+    Example:
+        >>> case = SourceCase("c1", (Path("c1.npy"),), None, ("ch0",), "npy")
+        >>> read_case(case).image.shape  # doctest: +SKIP
+        (1, 12, 16, 20)
+    """
+    options = options or ReadOptions()
+    readers = {"nifti": _read_nifti_case, "hdf5": _read_hdf5_case, "npy": _read_npy_case}
+    readers["npz"] = _read_npz_case
+    image, label, affine, spacing = readers[case.fmt](case, options)
+    raw = RawCase(image, label, affine, spacing)
+    check_case(case, raw)
+    return raw
+
+
+def _fail(case: SourceCase, path: object, problem: str, hint: str) -> InputError:
+    return InputError(case.case_id, path, problem, hint)
+
+
+def _load(case: SourceCase, path: Path, what: str, loader: Callable[[Path], object]) -> object:
+    """Run ``loader(path)`` and turn any reader exception into an InputError."""
+    if not path.exists():
+        raise _fail(
+            case,
+            path,
+            f"missing {what} file",
+            "add the file, or rerun with --skip-bad to leave this case out",
+        )
+    try:
+        return loader(path)
+    except InputError:
+        raise
+    except Exception as err:
+        raise _fail(
+            case,
+            path,
+            f"unreadable or truncated {what} file ({type(err).__name__}: {err})",
+            "re-download or re-export the file, or rerun with --skip-bad",
+        ) from err
+
+
+def _nifti_array(path: Path, integer: bool) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """(array in file order (X, Y, Z[, C]), affine, zooms (X, Y, Z)) of a NIfTI/NRRD/MHA file."""
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj) if integer else img.get_fdata(dtype=np.float32)
+        zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+        return np.asarray(data), np.asarray(img.affine, dtype=np.float64), zooms
+    import torchio
+
+    image = torchio.ScalarImage(path)  # data (C, X, Y, Z)
+    data = image.data.numpy()
+    data = np.moveaxis(data, 0, -1)
+    if data.shape[-1] == 1:
+        data = data[..., 0]
+    return data, np.asarray(image.affine, dtype=np.float64), tuple(float(s) for s in image.spacing)
+
+
+def _to_czyx(array: np.ndarray) -> np.ndarray:
+    """(X, Y, Z) -> (1, Z, Y, X); (X, Y, Z, C) -> (C, Z, Y, X)."""
+    if array.ndim == 3:
+        return array.transpose(2, 1, 0)[None]
+    if array.ndim == 4:
+        return array.transpose(3, 2, 1, 0)
+    raise ValueError(f"expected a 3D or 4D volume, got shape {array.shape}")
+
+
+def _read_nifti_case(
+    case: SourceCase, options: ReadOptions
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, tuple[float, float, float]]:
+    channels: list[np.ndarray] = []
+    affine: np.ndarray | None = None
+    zooms: tuple[float, ...] = (1.0, 1.0, 1.0)
+    for path in case.image_files:
+        data, aff, zz = _load(case, path, "image", lambda p: _nifti_array(p, integer=False))  # type: ignore[misc]
+        try:
+            chans = _to_czyx(np.asarray(data, dtype=np.float32))
+        except ValueError as err:
+            raise _fail(case, path, str(err), "give 3D volumes, or one 4D volume") from err
+        if channels and chans.shape[1:] != channels[0].shape:
+            raise _fail(
+                case,
+                path,
+                f"channel shape {chans.shape[1:]} differs from "
+                f"{channels[0].shape} of {case.image_files[0].name} (Z, Y, X)",
+                "resample all modalities to one grid before ingest",
+            )
+        if affine is not None and not np.allclose(aff, affine, atol=_AFFINE_ATOL):
+            raise _fail(
+                case,
+                path,
+                "channel affine differs from the first channel's",
+                "co-register the modalities before ingest",
+            )
+        affine, zooms = aff if affine is None else affine, zz if affine is None else zooms
+        channels.extend(chans)
+    image = np.stack(channels).astype(np.float32, copy=False)  # (C, Z, Y, X)
+    label = None
+    if case.label_file is not None:
+        data, aff, _ = _load(case, case.label_file, "label", lambda p: _nifti_array(p, True))  # type: ignore[misc]
+        data = np.asarray(data)
+        if data.ndim == 4 and data.shape[-1] == 1:
+            data = data[..., 0]
+        if data.ndim != 3:
+            raise _fail(case, case.label_file, f"label is not 3D: shape {data.shape}", "")
+        label = data.transpose(2, 1, 0)
+        if affine is not None and not np.allclose(aff, affine, atol=_AFFINE_ATOL):
+            raise _fail(
+                case,
+                case.label_file,
+                "label affine differs from the image affine",
+                "resample the label onto the image grid before ingest",
+            )
+    assert affine is not None
+    spacing = (float(zooms[2]), float(zooms[1]), float(zooms[0]))
+    return image, label, affine, spacing
+
+
+def _default_affine(spacing: Sequence[float]) -> np.ndarray:
+    """NIfTI-convention affine for (Z, Y, X) spacing: diag(sx, sy, sz, 1)."""
+    return np.diag([float(spacing[2]), float(spacing[1]), float(spacing[0]), 1.0])
+
+
+def _as_image(case: SourceCase, path: Path, array: np.ndarray) -> np.ndarray:
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4:
+        raise _fail(
+            case,
+            path,
+            f"image has shape {array.shape}",
+            "store images as (C, Z, Y, X) or (Z, Y, X)",
+        )
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise _fail(case, path, f"image dtype {array.dtype} is not numeric", "store numbers")
+    return np.asarray(array, dtype=np.float32)
+
+
+def _read_hdf5_case(
+    case: SourceCase, options: ReadOptions
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, tuple[float, float, float]]:
+    import h5py
+
+    path = case.image_files[0]
+
+    def load(p: Path) -> tuple[np.ndarray, np.ndarray | None, dict]:
+        with h5py.File(p, "r") as f:
+            if options.image_key not in f:
+                raise _fail(
+                    case,
+                    p,
+                    f"no dataset {options.image_key!r} (found {sorted(f.keys())})",
+                    "pass --hdf5-image NAME",
+                )
+            dset = f[options.image_key]
+            attrs = {k: np.asarray(dset.attrs[k]) for k in ("spacing", "affine") if k in dset.attrs}
+            image = dset[()]
+            label = f[options.label_key][()] if options.label_key in f else None
+            return image, label, attrs
+
+    image, label, attrs = _load(case, path, "HDF5", load)  # type: ignore[misc]
+    spacing = tuple(float(s) for s in attrs.get("spacing", (1.0, 1.0, 1.0)))
+    affine = np.asarray(attrs["affine"], dtype=np.float64) if "affine" in attrs else None
+    if affine is None or affine.shape != (4, 4):
+        affine = _default_affine(spacing)
+    return _as_image(case, path, image), label, affine, spacing  # type: ignore[return-value]
+
+
+def _read_npy_case(
+    case: SourceCase, options: ReadOptions
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, tuple[float, float, float]]:
+    path = case.image_files[0]
+    image = _load(case, path, "image", lambda p: np.load(p, allow_pickle=False))
+    label = None
+    if case.label_file is not None:
+        label = _load(case, case.label_file, "label", lambda p: np.load(p, allow_pickle=False))
+    spacing = (1.0, 1.0, 1.0)
+    return _as_image(case, path, image), label, _default_affine(spacing), spacing  # type: ignore[arg-type,return-value]
+
+
+def _read_npz_case(
+    case: SourceCase, options: ReadOptions
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, tuple[float, float, float]]:
+    path = case.image_files[0]
+
+    def load(p: Path) -> tuple[np.ndarray, np.ndarray | None]:
+        with np.load(p, allow_pickle=False) as archive:
+            if options.image_key not in archive.files:
+                raise _fail(
+                    case,
+                    p,
+                    f"no array {options.image_key!r} (found {archive.files})",
+                    "save the image under the key 'image' or pass --hdf5-image NAME",
+                )
+            image = archive[options.image_key]
+            has = options.label_key in archive.files
+            return image, archive[options.label_key] if has else None
+
+    image, label = _load(case, path, "archive", load)  # type: ignore[misc]
+    spacing = (1.0, 1.0, 1.0)
+    return _as_image(case, path, image), label, _default_affine(spacing), spacing
+
+
+# ------------------------------------------------------------------------------------ checks
+
+
+def check_case(case: SourceCase, raw: RawCase) -> None:
+    """Raise InputError when a read case is unusable; see :func:`read_case` for the list."""
+    image_file = case.image_files[0]
+    if raw.image.size == 0:
+        raise _fail(case, image_file, f"empty image of shape {raw.image.shape}", "")
+    if case.channel_names and raw.image.shape[0] != len(case.channel_names):
+        raise _fail(
+            case,
+            image_file,
+            f"{raw.image.shape[0]} channels, the dataset has "
+            f"{len(case.channel_names)} ({', '.join(case.channel_names)})",
+            "give every case the same channels",
+        )
+    finite = np.isfinite(raw.image)
+    if not finite.all():
+        c = int(np.argwhere(~finite)[0][0])
+        raise _fail(
+            case,
+            _channel_file(case, c),
+            f"{int((~finite).sum())} NaN or Inf voxels in channel {_channel_name(case, c)}",
+            "fix the scan (e.g. replace NaN by 0) or rerun with --skip-bad",
+        )
+    for c in range(raw.image.shape[0]):
+        if not raw.image[c].any():
+            raise _fail(
+                case,
+                _channel_file(case, c),
+                f"channel {_channel_name(case, c)} is all zero",
+                "check the file, or rerun with --skip-bad",
+            )
+    if raw.label is not None:
+        _check_label(case, raw)
+
+
+def _check_label(case: SourceCase, raw: RawCase) -> None:
+    label, path = raw.label, case.label_file
+    assert label is not None
+    if label.shape != raw.image.shape[1:]:
+        raise _fail(
+            case,
+            path,
+            f"label shape {label.shape} differs from image shape {raw.image.shape[1:]} (Z, Y, X)",
+            "resample the label onto the image grid",
+        )
+    if label.dtype == bool:
+        raw.label = label.astype(np.uint8)
+        return
+    if not np.issubdtype(label.dtype, np.number):
+        raise _fail(case, path, f"label dtype {label.dtype} is not numeric", "store integers")
+    if not np.issubdtype(label.dtype, np.integer):
+        if not np.isfinite(label).all() or not np.array_equal(label, np.round(label)):
+            raise _fail(
+                case,
+                path,
+                "label has non-integer values",
+                "labels must be class numbers; did you pass an image as label?",
+            )
+        raw.label = label.astype(np.int64)
+
+
+def _channel_file(case: SourceCase, channel: int) -> Path:
+    return case.image_files[channel] if len(case.image_files) > channel else case.image_files[0]
+
+
+def _channel_name(case: SourceCase, channel: int) -> str:
+    names = case.channel_names
+    return names[channel] if channel < len(names) else str(channel)
