@@ -1,0 +1,69 @@
+"""Export: inverse label mapping, uncrop, resample back, NIfTI axis order and affine."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+
+from partseg.infer.export import (
+    export_case,
+    labels_to_original,
+    labels_to_original_grid,
+    probabilities_to_original_grid,
+    resize_nearest,
+)
+from partseg.infer.predictor import ArrayCase
+
+MAPPING = {0: 0, 1: 1, 2: 2, 4: 3}  # BraTS
+
+
+def _case(shape=(3, 4, 5)) -> ArrayCase:
+    affine = np.array([[1.5, 0, 0, -10], [0, 1.2, 0, 5], [0, 0, 2, 7.5], [0, 0, 0, 1.0]])
+    attrs = {
+        "original_shape": [6, 8, 9],
+        "crop_box": {"start": [1, 2, 3], "size": [3, 4, 5]},
+        "affine": affine.tolist(),
+    }
+    return ArrayCase("c1", np.zeros((1, *shape), np.float32), attrs=attrs)
+
+
+def test_labels_go_back_to_brats_values():
+    assert labels_to_original(np.array([[0, 1], [2, 3]]), MAPPING).tolist() == [[0, 1], [2, 4]]
+
+
+def test_uncrop_places_the_prediction_at_the_crop_box():
+    labels = (np.arange(60).reshape(3, 4, 5) % 4).astype(np.uint8)
+    full = labels_to_original_grid(labels, _case().attrs, MAPPING)
+    assert full.shape == (6, 8, 9)
+    np.testing.assert_array_equal(full[1:4, 2:6, 3:8], labels_to_original(labels, MAPPING))
+    assert full.sum() == labels_to_original(labels, MAPPING).sum()
+
+
+def test_resampled_store_is_resized_back_nearest():
+    labels = np.zeros((3, 2, 5), np.uint8)
+    labels[:, 1] = 3  # stored at half the Y resolution of the crop box (4)
+    full = labels_to_original_grid(labels, _case().attrs, MAPPING)
+    assert full[1:4, 2:4, 3:8].max() == 0 and (full[1:4, 4:6, 3:8] == 4).all()
+    assert resize_nearest(np.arange(3)[None], (1, 6)).tolist() == [[0, 0, 1, 1, 2, 2]]
+
+
+def test_export_writes_xyz_nifti_with_the_original_affine(tmp_path):
+    case = _case()
+    labels = (np.arange(60).reshape(3, 4, 5) % 4).astype(np.uint8)
+    probabilities = np.stack([1 - labels / 4, labels / 4]).astype(np.float32)
+    paths = export_case(case, labels, tmp_path, MAPPING, probabilities=probabilities)
+    assert [p.name for p in paths] == ["c1.nii.gz", "c1_probabilities.nii.gz"]
+    image = nib.load(str(paths[0]))
+    data = np.asarray(image.dataobj)
+    assert data.shape == (9, 8, 6)  # (X, Y, Z)
+    np.testing.assert_allclose(image.affine, case.attrs["affine"])
+    np.testing.assert_array_equal(
+        data.transpose(2, 1, 0), labels_to_original_grid(labels, case.attrs, MAPPING)
+    )
+    probs = np.asarray(nib.load(str(paths[1])).dataobj)
+    assert probs.shape == (9, 8, 6, 2)
+    np.testing.assert_allclose(
+        probs.transpose(3, 2, 1, 0), probabilities_to_original_grid(probabilities, case.attrs)
+    )
+    assert probs[0, 0, 0].tolist() == [1.0, 0.0]  # outside the crop: background
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
