@@ -1,0 +1,103 @@
+"""``partseg cv CONFIG --folds 5``: k-fold cross-validation, one fold after another.
+
+Each fold trains into ``DIR/fold_K`` (a normal run directory); the folds are drawn once and
+stored as ``DIR/splits.json`` (and in every fold's directory). When all folds are done,
+``DIR/cv_summary.json`` holds each fold's best validation metrics and their mean and standard
+deviation across folds. Folds that already finished (``summary.json`` present) are skipped, so
+rerunning the command with ``--resume`` completes an interrupted cross-validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from partseg.cli.train import add_common_arguments, fit_to_budget
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``partseg cv``."""
+    p = subparsers.add_parser(
+        "cv",
+        help="k-fold cross-validation: train every fold and summarise their validation metrics",
+        description="Train the folds of a k-fold split one after another into DIR/fold_K and "
+        "write the mean and std of their best validation metrics to DIR/cv_summary.json.",
+    )
+    add_common_arguments(p)
+    p.add_argument("--folds", type=int, default=5, help="number of folds k (default: 5)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: runs/<config name>_cv)"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="resume an interrupted fold from its last.pt (default: refuse to overwrite it); "
+        "finished folds are always skipped",
+    )
+    p.set_defaults(func=run)
+
+
+def summarize_folds(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std (population) over folds of every numeric ``val_*`` metric.
+
+    Example:
+        >>> summarize_folds([{"val_dice": 0.5}, {"val_dice": 0.7}])["val_dice"]["mean"]
+        0.6
+    """
+    keys = dict.fromkeys(k for r in records for k in r if k.startswith("val_"))
+    summary: dict[str, Any] = {}
+    for key in keys:
+        values = [float(r[key]) for r in records if isinstance(r.get(key), int | float)]
+        if not values:
+            continue
+        mean = sum(values) / len(values)
+        std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+        summary[key] = {"mean": round(mean, 12), "std": round(std, 12), "n": len(values)}
+    return summary
+
+
+def run(args: argparse.Namespace) -> int:
+    from partseg.config import load_config
+    from partseg.store.zarrstore import open_store
+    from partseg.train.distributed import init_distributed, shutdown
+    from partseg.train.splits import kfold_splits, write_splits
+    from partseg.train.trainer import train
+
+    out = args.out or Path("runs") / f"{args.config.stem}_cv"
+    base = [*args.overrides, f"data.folds={args.folds}"]
+    first = load_config(args.config, [*base, "data.fold=0"])
+    ctx = init_distributed(first.train.device)
+    try:
+        if ctx.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            store = open_store(first.data.store)
+            splits = kfold_splits(store.case_ids, args.folds, first.data.split_seed)
+            write_splits(out / "splits.json", splits)
+        records = []
+        for fold in range(args.folds):
+            run_dir = out / f"fold_{fold}"
+            summary_path = run_dir / "summary.json"
+            if not summary_path.is_file():
+                config = load_config(args.config, [*base, f"data.fold={fold}"])
+                if args.gpu_mem:
+                    log = print if ctx.is_main else (lambda _message: None)
+                    config = fit_to_budget(config, args.gpu_mem, ctx.device.type, log)
+                resume = args.resume and (run_dir / "checkpoints" / "last.pt").is_file()
+                train(config, run_dir, resume=resume, dist=ctx)
+            if ctx.is_main:
+                summary = json.loads(summary_path.read_text())
+                records.append({"fold": fold, **summary["best"].get("record", {})})
+    finally:
+        shutdown(ctx)
+    if ctx.is_main:
+        result = {"folds": records, "summary": summarize_folds(records)}
+        tmp = out / ".cv_summary.json.tmp"
+        tmp.write_text(json.dumps(result, indent=1))
+        os.replace(tmp, out / "cv_summary.json")
+        for key, stats in result["summary"].items():
+            print(f"{key}: {stats['mean']:.4f} +- {stats['std']:.4f} over {stats['n']} folds")
+        print(f"cross-validation summary: {out / 'cv_summary.json'}")
+    return 0

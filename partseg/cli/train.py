@@ -1,0 +1,130 @@
+"""``partseg train CONFIG``: train one model into a run directory.
+
+The run directory receives the resolved ``config.yaml``, ``metrics.jsonl`` / ``metrics.csv``,
+``checkpoints/last.pt`` and ``checkpoints/best.pt`` (see :mod:`partseg.train.trainer`).
+``--gpu-mem 4GiB`` lets the memory planner pick the largest core / batch (and mixed precision,
+checkpointing) that fits; ``key=value`` arguments override config keys, e.g.
+``train.epochs=20 data.store=brats.zarr``. For several GPUs or CPU processes launch it with
+``torchrun --nproc_per_node N -m partseg train CONFIG``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+class IntermixedParser(argparse.ArgumentParser):
+    """A parser whose ``key=value`` positionals may follow options (``CONFIG --out DIR a=b``).
+
+    Plain argparse assigns the empty list to a ``nargs="*"`` positional when it first meets
+    CONFIG, then rejects overrides after an option; intermixed parsing reads all positionals.
+    """
+
+    _inside = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def,override]
+        if self._inside:  # parse_known_intermixed_args calls back into this method
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``partseg train``."""
+    p = subparsers.add_parser(
+        "train",
+        help="train a 2D/3D U-Net on minicubes of an ingested store",
+        description="Train a segmentation model from a YAML recipe (configs/*.yaml) with "
+        "mixed precision, gradient checkpointing, stitched full-volume validation and exact "
+        "resume.",
+    )
+    add_common_arguments(p)
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="run directory (default: runs/<config name>, plus /fold_K with --fold)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from checkpoints/last.pt (default: start fresh)",
+    )
+    p.add_argument(
+        "--fold",
+        type=int,
+        default=None,
+        help="cross-validation fold to train, 0..data.folds-1 (default: data.fold of the "
+        "config; sets data.folds=5 when the config has none)",
+    )
+    p.set_defaults(func=run)
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """CONFIG, --gpu-mem and the key=value overrides, shared by train and cv."""
+    p.__class__ = IntermixedParser  # overrides may come after options
+    p.add_argument("config", type=Path, help="YAML recipe, e.g. configs/default.yaml")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config overrides such as train.epochs=10 partition.core=[64,64,64] (default: none)",
+    )
+    p.add_argument(
+        "--gpu-mem",
+        default=None,
+        metavar="SIZE",
+        help="memory budget (4GiB, 4GB, 4096MiB, 6g): the planner picks core, batch, mixed "
+        "precision and checkpointing to fit it (default: use the config as is)",
+    )
+
+
+def fold_overrides(fold: int | None, overrides: list[str]) -> list[str]:
+    """``--fold K`` as config overrides (``data.folds`` defaults to 5, as in the papers)."""
+    if fold is None:
+        return list(overrides)
+    extra = [f"data.fold={fold}"]
+    if not any(o.startswith("data.folds=") for o in overrides):
+        extra.insert(0, "data.folds=5")
+    return [*overrides, *extra]
+
+
+def fit_to_budget(config, size: str, device_type: str, log=print):  # type: ignore[no-untyped-def]
+    """Apply the memory planner's choice for a ``--gpu-mem`` budget and log it."""
+    from partseg.train.planner import apply_estimate, parse_size, plan_memory, require_fit
+
+    budget = parse_size(size)
+    chosen = require_fit(plan_memory(config, budget, device_type=device_type))
+    log(f"memory planner, budget {size}: chose\n{chosen.describe()}")
+    return apply_estimate(config, chosen)
+
+
+def run(args: argparse.Namespace) -> int:
+    from partseg.config import load_config
+    from partseg.errors import ConfigError
+    from partseg.train.distributed import init_distributed, shutdown
+    from partseg.train.trainer import train
+
+    config = load_config(args.config, fold_overrides(args.fold, args.overrides))
+    if args.fold is not None and config.data.folds and args.fold >= config.data.folds:
+        raise ConfigError(f"--fold {args.fold} is outside 0..{config.data.folds - 1}")
+    run_dir = args.out
+    if run_dir is None:
+        run_dir = Path("runs") / args.config.stem
+        if config.data.folds:
+            run_dir = run_dir / f"fold_{config.data.fold}"
+    ctx = init_distributed(config.train.device)
+    try:
+        if args.gpu_mem:
+            log = print if ctx.is_main else (lambda _message: None)
+            config = fit_to_budget(config, args.gpu_mem, ctx.device.type, log)
+        train(config, run_dir, resume=args.resume, dist=ctx)
+    finally:
+        shutdown(ctx)
+    if ctx.is_main:
+        print(f"run directory: {run_dir}")
+    return 0

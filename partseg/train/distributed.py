@@ -1,0 +1,135 @@
+"""Data-parallel training with torchrun: process group, rank-0 duties, helpers.
+
+Nothing here reads the environment at import time. The train command calls
+:func:`init_distributed`, which reads torchrun's variables (``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) once and returns a :class:`DistContext`; without
+them (a plain ``partseg train``) it returns a single-process context and starts no process group.
+The backend is ``nccl`` on GPUs and ``gloo`` on CPUs.
+
+Launch: ``torchrun --nproc_per_node 2 -m partseg train CONFIG --out RUN``.
+
+Example:
+    >>> ctx = init_distributed("cpu", env={})
+    >>> ctx.world_size, ctx.is_main
+    (1, True)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from partseg.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits in a (possibly single-process) training job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 logs, validates and writes checkpoints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> ``cuda:LOCAL_RANK`` when a GPU is visible, else ``cpu``.
+
+    Raises:
+        ConfigError: cuda requested but not available.
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device={name!r} but no CUDA GPU is visible; use cpu")
+        return torch.device(name if ":" in name else f"cuda:{local_rank}")
+    return torch.device(name)
+
+
+def init_distributed(device: str = "auto", env: Mapping[str, str] | None = None) -> DistContext:
+    """Join the torchrun process group if launched by torchrun, else run single-process.
+
+    Args:
+        device: ``train.device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
+        env: the environment to read (default: ``os.environ``, read now, not at import).
+    """
+    env = os.environ if env is None else env
+    world_size = int(env.get("WORLD_SIZE", "1"))
+    rank = int(env.get("RANK", "0"))
+    local_rank = int(env.get("LOCAL_RANK", "0"))
+    chosen = pick_device(device, local_rank)
+    if world_size <= 1:
+        return DistContext(0, 1, 0, chosen)
+    if chosen.type == "cuda":
+        torch.cuda.set_device(chosen)
+    if not dist.is_initialized():
+        backend = "nccl" if chosen.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    return DistContext(rank, world_size, local_rank, chosen)
+
+
+def shutdown(ctx: DistContext) -> None:
+    """Leave the process group (no-op for a single process)."""
+    if ctx.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.distributed:
+        dist.barrier()
+
+
+def broadcast_object(ctx: DistContext, value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (e.g. the validation metric early stopping reads)."""
+    if not ctx.distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_reduce_mean(ctx: DistContext, value: float) -> float:
+    """Mean of a float over ranks (for logged losses)."""
+    if not ctx.distributed:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=_comm_device(ctx))
+    dist.all_reduce(tensor)
+    return float(tensor.item()) / ctx.world_size
+
+
+def all_reduce_sum_(ctx: DistContext, tensor: torch.Tensor) -> None:
+    """Sum a tensor over ranks in place (e.g. the adaptive loss' running sums)."""
+    if not ctx.distributed:
+        return
+    moved = tensor.to(_comm_device(ctx))
+    dist.all_reduce(moved)
+    tensor.copy_(moved)
+
+
+def _comm_device(ctx: DistContext) -> torch.device:
+    return ctx.device if ctx.device.type == "cuda" else torch.device("cpu")
+
+
+def wrap_model(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
+    """``DistributedDataParallel(model)`` when distributed, else the model itself."""
+    if not ctx.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)

@@ -1,0 +1,693 @@
+"""The training loop: one :class:`Trainer` with small named steps.
+
+The loop has the shape of nnU-Net's ``run_training``::
+
+    trainer.setup()
+    for epoch in range(trainer.epoch, epochs):
+        record = trainer.train_epoch(epoch)       # sampled minicubes -> train_step x N
+        record |= trainer.validate(epoch)         # stitched full-volume Dice of val cases
+        trainer.end_epoch(epoch, record)          # schedule, adaptive loss, log, checkpoints
+        if trainer.maybe_stop(epoch):             # early stopping
+            break
+
+Everything comes from the :class:`~partseg.config.ExperimentConfig`; nothing is subclassed per
+hyperparameter. Mixed precision has one code path (``autocast`` + ``GradScaler``, both no-ops
+when off); gradient checkpointing is the model's per-stage switch.
+
+Run directory layout::
+
+    RUN/config.yaml            the resolved config
+    RUN/splits.json            the cross-validation folds (when data.folds > 0)
+    RUN/metrics.jsonl, .csv    one record per epoch
+    RUN/checkpoints/last.pt    after every epoch (full training state, for --resume)
+    RUN/checkpoints/best.pt    the best validation Dice so far (lowest train loss without val)
+    RUN/summary.json           best and last records when training ends
+    RUN/tensorboard/           event files, when tensorboard is installed
+
+**Exact resume.** Sampling and augmentation are deterministic in ``(seed, epoch)``; the model,
+optimizer, scaler, schedule, loss state and the torch / numpy / python RNG states are saved at
+every epoch end. A run resumed from ``last.pt`` ends with the same weights (on CPU, bit for bit)
+as an uninterrupted one.
+
+Example:
+    >>> # from partseg.config import load_config
+    >>> # Trainer(load_config("configs/tiny.yaml", ["data.store=s.zarr"]), "runs/a").run()
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from partseg.config import ExperimentConfig, OptimConfig, save_config
+from partseg.errors import CheckpointError, ConfigError, PartsegError
+from partseg.train import distributed as ddp
+from partseg.train.amp import resolve_amp
+from partseg.train.checkpoint import (
+    FORMAT,
+    VERSION,
+    load_checkpoint,
+    partition_to_dict,
+    save_checkpoint,
+)
+from partseg.train.schedule import LrSchedule
+from partseg.train.splits import resolve_split
+
+
+class TrainingError(PartsegError):
+    """Training cannot go on: a non-finite loss or a run directory that cannot be written."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and every GPU)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """RNG states in a ``weights_only``-loadable form (tensors, ints, lists)."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    version, state, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": [version, list(state), gauss],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["cached"]))
+    version, values, gauss = state["python"]
+    random.setstate((version, tuple(values), gauss))
+
+
+def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW, or SGD with (Nesterov) momentum, over the model's parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.name == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov and config.momentum > 0,
+            weight_decay=config.weight_decay,
+        )
+    return torch.optim.AdamW(
+        params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay
+    )
+
+
+def compute_loss(
+    loss_fn: nn.Module,
+    output: torch.Tensor | list[torch.Tensor],
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    core: tuple[slice, ...],
+) -> torch.Tensor:
+    """The loss on the core of a network output.
+
+    A single output (B, K, *input) is cropped to the core (B, K, *core), where target and mask
+    (B, *core) live. A deep-supervision list [full, 1/2, ...] keeps its input size; target and
+    mask are placed into the core of input-sized tensors whose margin is masked out, so the
+    wrapped loss can resize them to every level.
+    """
+    if isinstance(output, torch.Tensor):
+        return loss_fn(output[(slice(None), slice(None), *core)], target, mask)
+    spatial = tuple(output[0].shape[2:])
+    full_target = target.new_zeros((target.shape[0], *spatial))  # (B, *input)
+    full_mask = mask.new_zeros((mask.shape[0], *spatial))
+    full_target[(slice(None), *core)] = target
+    full_mask[(slice(None), *core)] = mask
+    return loss_fn(output, full_target, full_mask)
+
+
+def check_writable(run_dir: Path) -> None:
+    """Create ``run_dir`` and prove a file can be written there, before any work is done."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=run_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise TrainingError(
+            f"run directory {run_dir} is not writable ({err.strerror or err}); choose another --out"
+        ) from err
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (appended) and ``metrics.csv`` (rewritten) of epoch records."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.jsonl = run_dir / "metrics.jsonl"
+        self.csv = run_dir / "metrics.csv"
+        self.records: list[dict[str, Any]] = []
+        self.tensorboard = _tensorboard(run_dir / "tensorboard")
+
+    def resume(self, last_epoch: int) -> None:
+        """Keep the records up to ``last_epoch`` (an interrupted epoch's line is dropped)."""
+        if self.jsonl.is_file():
+            lines = self.jsonl.read_text().splitlines()
+            records = [json.loads(line) for line in lines if line.strip()]
+            self.records = [r for r in records if r.get("epoch", -1) <= last_epoch]
+        self._rewrite()
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        try:
+            with self.jsonl.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            self._write_csv()
+        except OSError as err:
+            raise TrainingError(f"cannot write {self.jsonl}: {err.strerror or err}") from err
+        if self.tensorboard is not None:
+            for key, value in record.items():
+                if isinstance(value, int | float) and key != "epoch":
+                    self.tensorboard.add_scalar(key, value, record["epoch"])
+            self.tensorboard.flush()
+
+    def _rewrite(self) -> None:
+        tmp = self.jsonl.with_name(".metrics.jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+        os.replace(tmp, self.jsonl)
+        self._write_csv()
+
+    def _write_csv(self) -> None:
+        columns = list(dict.fromkeys(k for r in self.records for k in r))
+        tmp = self.csv.with_name(".metrics.csv.tmp")
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            for record in self.records:
+                writer.writerow({k: _scalar(v) for k, v in record.items()})
+        os.replace(tmp, self.csv)
+
+
+def _scalar(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, dict | list) else value
+
+
+def _tensorboard(path: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(path))
+
+
+def _dice_record(summary: dict[str, Any]) -> dict[str, float]:
+    """``val_dice`` (mean over foreground classes) and per class / region Dice means."""
+    record: dict[str, float] = {}
+    classes = summary.get("classes", {})
+    for name, stats in classes.items():
+        record[f"val_dice_{name}"] = stats["dice"]["mean"]
+    for name, stats in summary.get("regions", {}).items():
+        record[f"val_dice_{name}"] = stats["dice"]["mean"]
+    values = [stats["dice"]["mean"] for stats in classes.values()]
+    record["val_dice"] = float(np.mean(values)) if values else 0.0
+    return record
+
+
+class Trainer:
+    """Trains one model from an :class:`ExperimentConfig` into a run directory.
+
+    Args:
+        config: the validated experiment.
+        run_dir: where config, metrics and checkpoints go.
+        resume: continue from ``run_dir/checkpoints/last.pt``.
+        dist: the DDP context from :func:`partseg.train.distributed.init_distributed`
+            (default: single process on ``train.device``).
+        log: where rank 0's progress lines go.
+    """
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        run_dir: str | os.PathLike,
+        *,
+        resume: bool = False,
+        dist: ddp.DistContext | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.dist = dist or ddp.DistContext(device=ddp.pick_device(config.train.device))
+        self.device = self.dist.device
+        self._log = log
+        self.epoch = 0
+        self.step = 0
+        self.best: dict[str, Any] = {"value": None, "epoch": None, "metric": None}
+        self.since_best = 0
+
+    # ---------------------------------------------------------------------------- setup
+    def log(self, message: str) -> None:
+        if self.dist.is_main:
+            self._log(message)
+
+    def setup(self) -> None:
+        """Open the store, check it against the config, build everything, maybe resume."""
+        cfg = self.config
+        seed_everything(cfg.train.seed)
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = not cfg.train.deterministic
+        if self.dist.is_main:
+            check_writable(self.run_dir)
+        self._setup_data()
+        self._setup_model()
+        self.metrics = MetricsLog(self.run_dir) if self.dist.is_main else None
+        last = self.run_dir / "checkpoints" / "last.pt"
+        if self.resume:
+            self.load(last)
+        elif last.is_file():
+            raise ConfigError(
+                f"{self.run_dir} already holds a training run (checkpoints/last.pt); pass "
+                "--resume to continue it or choose another --out"
+            )
+        elif self.metrics is not None:
+            self.metrics.resume(-1)  # a fresh run: drop lines of an attempt without checkpoint
+        if self.dist.is_main:
+            save_config(cfg, self.run_dir / "config.yaml")
+
+    def _setup_data(self) -> None:
+        from partseg.sampling import make_sampler
+        from partseg.store.zarrstore import open_store
+
+        cfg = self.config
+        if not cfg.data.store:
+            raise ConfigError("data.store is not set; pass data.store=PATH_OR_URL")
+        self.store = open_store(cfg.data.store)
+        self.partition = cfg.partition.build(cfg.model.total_stride)
+        self.layout = cfg.partition.layout()
+        for note in self.partition.notes:
+            self.log(f"partition: {note}")
+        self._check_store()
+        # rank 0 reads or writes RUN/splits.json; the others draw the same seeded folds
+        split_dir = self.run_dir if self.dist.is_main else None
+        split = resolve_split(cfg.data, self.store.case_ids, split_dir)
+        self.train_cases = split["train"]
+        self.val_cases = split["val"][: cfg.data.max_val_cases or None]
+        if not self.train_cases:
+            raise ConfigError(f"no training cases left in {cfg.data.store} after the split")
+        self.sampler = make_sampler(
+            cfg.sampler, self.store, self.partition, self.train_cases, seed=cfg.train.seed
+        )
+        self.core_slices = self.layout.core_slices(self.partition.at((0, 0, 0)))
+
+    def _check_store(self) -> None:
+        cfg, store = self.config, self.store
+        n_in = self.layout.in_channels(len(store.channels), self.partition)
+        if cfg.model.in_channels != n_in:
+            context = (
+                f" x {self.partition.input_size[cfg.partition.slice_axis]} slices"
+                if cfg.partition.spatial_dims == 2
+                else ""
+            )
+            raise ConfigError(
+                f"model.in_channels={cfg.model.in_channels} but store {store.url} has "
+                f"{len(store.channels)} channels {list(store.channels)}{context}: set "
+                f"model.in_channels={n_in}"
+            )
+        n_classes = len(store.classes)
+        if cfg.model.out_channels != n_classes and not (
+            cfg.model.out_channels == 1 and n_classes == 2
+        ):
+            raise ConfigError(
+                f"model.out_channels={cfg.model.out_channels} but store {store.url} has "
+                f"{n_classes} classes {list(store.classes)}: set model.out_channels={n_classes}"
+            )
+
+    def _setup_model(self) -> None:
+        from partseg.losses import DeepSupervisionLoss
+        from partseg.models import build_model
+
+        cfg = self.config
+        self.model = build_model(cfg.model).to(self.device)
+        self.model.set_grad_checkpointing(cfg.train.checkpointing)
+        self.net = ddp.wrap_model(self.model, self.dist)
+        loss_fn = cfg.loss.build()
+        if cfg.model.deep_supervision:
+            loss_fn = DeepSupervisionLoss(loss_fn)
+        self.loss_fn = loss_fn.to(self.device)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.amp = resolve_amp(cfg.train.amp, self.device)
+        self.scaler = self.amp.scaler()
+        self.schedule = LrSchedule(self.optimizer, cfg.schedule, cfg.train.epochs)
+        self.log(
+            f"model {cfg.model.name} ({self.model.num_parameters():,} parameters), input "
+            f"{self.layout.spatial_size(self.partition)}, core {self.partition.core}, "
+            f"batch {cfg.train.batch_size} x {cfg.train.accumulate}, amp={self.amp.mode}, "
+            f"checkpointing={'on' if cfg.train.checkpointing else 'off'}, device={self.device}, "
+            f"world size {self.dist.world_size}; {len(self.train_cases)} training / "
+            f"{len(self.val_cases)} validation cases"
+        )
+
+    # ---------------------------------------------------------------------------- the loop
+    def run(self) -> dict[str, Any]:
+        """Train to the end (or early stop); returns ``{"best": ..., "last": record}``."""
+        self.setup()
+        record: dict[str, Any] = {}
+        for epoch in range(self.epoch, self.config.train.epochs):
+            record = self.train_epoch(epoch)
+            record |= self.validate(epoch)
+            self.end_epoch(epoch, record)
+            if self.maybe_stop(epoch):
+                break
+        return self.finish(record)
+
+    def epoch_samples(self, epoch: int) -> list[Any]:
+        """This rank's samples of ``epoch``, cycled or cut to ``steps_per_epoch`` steps."""
+        train = self.config.train
+        samples = self.sampler.epoch(epoch, self.dist.rank, self.dist.world_size)
+        if not train.steps_per_epoch:
+            return samples
+        items = train.steps_per_epoch * train.accumulate * train.batch_size
+        needed = -(-items // train.reuse)
+        return [samples[i % len(samples)] for i in range(needed)]
+
+    def loader(self, epoch: int) -> torch.utils.data.DataLoader:
+        from partseg.dataset import MinicubeDataset
+
+        cfg = self.config
+        dataset: torch.utils.data.Dataset = MinicubeDataset(
+            cfg.data.store,
+            self.epoch_samples(epoch),
+            self.layout,
+            cfg.augment,
+            seed=cfg.train.seed,
+            reuse=cfg.train.reuse,
+            epoch=epoch,
+        )
+        if cfg.train.steps_per_epoch:
+            items = cfg.train.steps_per_epoch * cfg.train.accumulate * cfg.train.batch_size
+            dataset = torch.utils.data.Subset(dataset, range(items))
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_size=cfg.train.batch_size,
+            shuffle=False,  # the sampler's order is already random and seeded
+            num_workers=cfg.train.workers,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(cfg.train.seed + epoch),
+        )
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        """One pass over the epoch's minicubes; returns the epoch's training record."""
+        from tqdm import tqdm
+
+        train = self.config.train
+        self.net.train()
+        lr = self.schedule.start_epoch(epoch)
+        loader = self.loader(epoch)
+        bar = tqdm(
+            total=len(loader),
+            desc=f"epoch {epoch + 1}/{train.epochs}",
+            disable=not (self.dist.is_main and train.progress),
+            leave=False,
+            dynamic_ncols=True,
+        )
+        start, total, count = time.perf_counter(), 0.0, 0
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, batch in enumerate(loader):
+            last_micro = (i + 1) % train.accumulate == 0 or i + 1 == len(loader)
+            total += self.train_step(batch, sync=last_micro)
+            count += 1
+            if last_micro:
+                self.optimizer_step()
+            seen = count * train.batch_size * self.dist.world_size
+            bar.set_postfix(
+                loss=f"{total / count:.4f}", mc_s=f"{seen / (time.perf_counter() - start):.1f}"
+            )
+            bar.update()
+        bar.close()
+        elapsed = time.perf_counter() - start
+        loss = ddp.all_reduce_mean(self.dist, total / max(count, 1))
+        return {
+            "epoch": epoch,
+            "step": self.step,
+            "lr": lr,
+            "train_loss": loss,
+            "time_s": round(elapsed, 3),
+            "minicubes_per_s": round(count * train.batch_size * self.dist.world_size / elapsed, 3),
+        }
+
+    def train_step(self, batch: dict[str, Any], *, sync: bool = True) -> float:
+        """Forward and backward of one batch (gradients accumulate); returns its loss."""
+        image = batch["image"].to(self.device, non_blocking=True)  # (B, C', *input)
+        target = batch["target"].to(self.device, non_blocking=True)  # (B, *core) int64
+        mask = batch["mask"].to(self.device, non_blocking=True)  # (B, *core) bool
+        skip_sync = self.dist.distributed and not sync
+        with self.net.no_sync() if skip_sync else nullcontext():  # type: ignore[operator]
+            with self.amp.autocast():
+                output = self.net(image)  # (B, K, *input) or [full, 1/2, ...]
+            loss = compute_loss(self.loss_fn, output, target, mask, self.core_slices)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainingError(
+                    f"the loss became {value} at step {self.step} (cases "
+                    f"{list(batch['case_id'])}); training stopped, the last good checkpoint "
+                    f"{self.run_dir / 'checkpoints' / 'last.pt'} is kept. Lower optim.lr, "
+                    "set train.clip_grad, or try train.amp=off"
+                )
+            self.scaler.scale(loss / self.config.train.accumulate).backward()
+        return value
+
+    def optimizer_step(self) -> None:
+        """Unscale, clip, step (skipped by the scaler on inf/NaN fp16 gradients), zero."""
+        clip = self.config.train.clip_grad
+        if clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+
+    def validate(self, epoch: int) -> dict[str, Any]:
+        """Stitched full-volume inference of the validation cases and their real Dice.
+
+        Rank 0 predicts every case; the others wait and receive its record.
+        """
+        every = self.config.train.val_every
+        last = epoch + 1 == self.config.train.epochs
+        if not self.val_cases or not every or ((epoch + 1) % every and not last):
+            return {}
+        record = self._validate_cases() if self.dist.is_main else {}
+        return ddp.broadcast_object(self.dist, record)
+
+    def _validate_cases(self) -> dict[str, Any]:
+        from partseg.geometry import Box
+        from partseg.infer.predictor import predict_case
+        from partseg.metrics import BRATS_CLASSES, BRATS_REGIONS, evaluate_case, summarize
+
+        classes = self.store.classes
+        regions = BRATS_REGIONS if tuple(classes) == BRATS_CLASSES else {}
+        start = time.perf_counter()
+        self.model.eval()
+        results = {}
+        with torch.no_grad():
+            for case_id in self.val_cases:
+                case = self.store[case_id]
+                probs = predict_case(
+                    self.model,
+                    case,
+                    self.partition,
+                    self.layout,
+                    batch_size=self.config.train.val_batch_size,
+                    device=self.device,
+                    amp=self.amp.enabled,
+                )  # (K, Z, Y, X)
+                pred = probs.argmax(0).astype(np.uint8)  # (Z, Y, X)
+                _, gt = case.read(Box.whole(case.shape))
+                results[case_id] = evaluate_case(pred, gt, classes, case.spacing, regions)
+        self.model.train()
+        summary = summarize(results)
+        _write_json(self.run_dir / "validation.json", {"cases": results, "summary": summary})
+        return {**_dice_record(summary), "val_time_s": round(time.perf_counter() - start, 3)}
+
+    def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        """Adaptive loss weights, schedule, best tracking, checkpoints and the metrics line."""
+        weights = self._loss_end_epoch()
+        if weights:
+            record["loss_weights"] = weights
+        self.schedule.observe(record.get("val_dice"))
+        metric, value = self._monitored(record)
+        improved = self.best["value"] is None or value > self.best["value"]
+        if improved:
+            self.best = {"value": value, "epoch": epoch, "metric": metric}
+            self.since_best = 0
+        elif metric == "val_dice" and "val_dice" in record:
+            self.since_best += 1
+        self.epoch = epoch + 1
+        if self.dist.is_main:
+            self.save("last", record)
+            if improved:
+                self.save("best", record)
+            assert self.metrics is not None
+            self.metrics.append(record)
+            shown = ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in record.items()
+                if k in ("epoch", "lr", "train_loss", "val_dice", "time_s")
+            )
+            self.log(f"epoch {epoch + 1}/{self.config.train.epochs}: {shown}")
+
+    def _monitored(self, record: dict[str, Any]) -> tuple[str, float]:
+        if self.val_cases and self.config.train.val_every:
+            if "val_dice" in record:
+                return "val_dice", float(record["val_dice"])
+            return "val_dice", -math.inf  # not validated this epoch: never the best
+        return "-train_loss", -float(record["train_loss"])
+
+    def _loss_end_epoch(self) -> dict[str, float] | None:
+        from partseg.losses import AdaptiveTverskyCELoss
+
+        for module in self.loss_fn.modules():
+            if isinstance(module, AdaptiveTverskyCELoss):
+                ddp.all_reduce_sum_(self.dist, module.sums)
+                ddp.all_reduce_sum_(self.dist, module.count)
+        end = getattr(self.loss_fn, "end_epoch", None)
+        return end() if callable(end) else None
+
+    def maybe_stop(self, epoch: int) -> bool:
+        """True after ``early_stop_patience`` validations without a better Dice."""
+        patience = self.config.train.early_stop_patience
+        if patience and self.since_best >= patience:
+            self.log(
+                f"early stop after epoch {epoch + 1}: no better {self.best['metric']} for "
+                f"{self.since_best} validations (best {self.best['value']:.4f} at epoch "
+                f"{self.best['epoch'] + 1})"
+            )
+            return True
+        return False
+
+    def finish(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Write ``summary.json`` (rank 0) and return it."""
+        best_record = {}
+        if self.dist.is_main and self.metrics is not None:
+            best_record = next(
+                (r for r in self.metrics.records if r["epoch"] == self.best["epoch"]), {}
+            )
+        summary = {"best": {**self.best, "record": best_record}, "last": record}
+        if self.dist.is_main:
+            _write_json(self.run_dir / "summary.json", summary)
+            if self.metrics is not None and self.metrics.tensorboard is not None:
+                self.metrics.tensorboard.close()
+        ddp.barrier(self.dist)
+        return summary
+
+    # ---------------------------------------------------------------------------- state
+    def payload(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The checkpoint dict (see :mod:`partseg.train.checkpoint` for the keys)."""
+        cfg = self.config
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "model_config": asdict(cfg.model),
+            "model_state": self.model.state_dict(),
+            "partition": partition_to_dict(self.partition),
+            "layout": asdict(self.layout),
+            "classes": list(self.store.classes),
+            "channels": list(self.store.channels),
+            "label_mapping": {str(k): int(v) for k, v in self.store.label_mapping.items()},
+            "config": cfg.to_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "loss_state": self.loss_fn.state_dict(),
+            "epoch": self.epoch - 1,
+            "step": self.step,
+            "rng": rng_state(),
+            "sampler": {"epoch": self.epoch, "seed": cfg.train.seed, "kind": cfg.sampler.kind},
+            "metrics": _json_safe(record),
+            "best": {**self.best, "since": self.since_best},
+        }
+
+    def save(self, name: str, record: dict[str, Any]) -> None:
+        """Atomically write ``checkpoints/<name>.pt``."""
+        save_checkpoint(self.run_dir / "checkpoints" / f"{name}.pt", self.payload(record))
+
+    def load(self, path: Path) -> None:
+        """Restore the full training state from ``path`` (for ``--resume``)."""
+        if not path.is_file():
+            raise CheckpointError(f"cannot resume: {path} does not exist (start without --resume)")
+        payload = load_checkpoint(path, map_location=self.device)
+        if payload.get("model_config") != asdict(self.config.model):
+            raise CheckpointError(
+                f"cannot resume from {path}: its model config differs from the given config; "
+                "resume with the run's own config.yaml"
+            )
+        self.model.load_state_dict(payload["model_state"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scaler.load_state_dict(payload["scaler"])
+        self.schedule.load_state_dict(payload["scheduler"])
+        self.loss_fn.load_state_dict(payload["loss_state"])
+        self.epoch = int(payload["epoch"]) + 1
+        self.step = int(payload["step"])
+        best = dict(payload["best"])
+        self.since_best = int(best.pop("since", 0))
+        self.best = best
+        set_rng_state(payload["rng"])
+        if self.metrics is not None:
+            self.metrics.resume(self.epoch - 1)
+        self.log(f"resumed from {path} after epoch {self.epoch} (step {self.step})")
+
+
+def _json_safe(record: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(record, default=float))
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=1, default=float))
+        os.replace(tmp, path)
+    except OSError as err:
+        raise TrainingError(f"cannot write {path}: {err.strerror or err}") from err
+
+
+def train(
+    config: ExperimentConfig,
+    run_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    dist: ddp.DistContext | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train one run; see :class:`Trainer`."""
+    return Trainer(config, run_dir, resume=resume, dist=dist, log=log).run()
+
+
+__all__: Sequence[str] = (
+    "MetricsLog",
+    "Trainer",
+    "TrainingError",
+    "build_optimizer",
+    "compute_loss",
+    "train",
+)

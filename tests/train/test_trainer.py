@@ -1,0 +1,237 @@
+"""Training loop end to end on a tiny store: CLI, resume, errors, DDP, cross-validation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from partseg.cli import main
+from partseg.config import load_config
+from partseg.errors import CheckpointError, ConfigError
+from partseg.train.checkpoint import load_checkpoint, load_model
+from partseg.train.trainer import Trainer, TrainingError
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
+
+
+def write_tiny_store(url: str | os.PathLike, n_cases: int = 4, shape=(16, 16, 16)) -> str:
+    """Four 2-channel 16^3 cases with a sphere of class 1 around a core of class 2."""
+    from partseg.store.zarrstore import create_store
+
+    classes = ["background", "c1", "c2"]
+    index = {"channels": ["a", "b"], "classes": classes, "label_mapping": [[0, 0], [1, 1], [2, 2]]}
+    writer = create_store(url, {**index, "chunks": [8, 8, 8], "case_ids": []})
+    ids = []
+    z, y, x = np.indices(shape)
+    for i in range(n_cases):
+        rng = np.random.default_rng(i)
+        centre = np.array(shape) // 2 + rng.integers(-2, 3, 3)
+        radius = np.sqrt((z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2)
+        label = np.zeros(shape, np.uint8)
+        label[radius < 5] = 1
+        label[radius < 2.5] = 2
+        image = rng.normal(0, 0.3, (2, *shape)).astype(np.float32) + label[None] * 1.0
+        counts = {str(k): int((label == k).sum()) for k in range(3)}
+        locations = np.concatenate(
+            [np.c_[np.full(20, k), np.argwhere(label == k)[:20]] for k in range(3)]
+        )
+        attrs = {
+            "shape": list(shape),
+            "spacing": [1.0, 1.0, 1.0],
+            "channels": ["a", "b"],
+            "classes": classes,
+            "has_label": True,
+            "voxel_counts": counts,
+        }
+        writer.write_case(f"case{i}", image, label, attrs, locations, (8, 8, 8))
+        ids.append(f"case{i}")
+    writer.write_index({**writer.index(), "case_ids": ids})
+    return os.fspath(url)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return write_tiny_store(tmp_path_factory.mktemp("store") / "tiny.zarr")
+
+
+def tiny(store: str, *overrides: str):
+    return load_config(CONFIG, [f"data.store={store}", *overrides])
+
+
+def test_cli_train_writes_run_dir(store: str, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(["train", str(CONFIG), "--out", str(out), f"data.store={store}"]) == 0
+    for name in ("config.yaml", "metrics.jsonl", "metrics.csv", "summary.json"):
+        assert (out / name).is_file(), name
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1]
+    assert all(0.0 <= r["val_dice"] <= 1.0 for r in records)
+    assert records[-1]["step"] == 4  # 2 epochs x 2 steps
+    assert (out / "metrics.csv").read_text().splitlines()[0].startswith("epoch,step,lr")
+    payload = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert payload["epoch"] == 1 and payload["classes"] == ["background", "c1", "c2"]
+    assert payload["partition"]["margin_before"] == [2, 2, 2]
+    loaded = load_model(out)
+    assert loaded.channels == ("a", "b") and loaded.partition.core == (8, 8, 8)
+
+
+def _state(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / "checkpoints" / "last.pt")["model_state"]
+
+
+def test_resume_ends_with_identical_weights(store: str, tmp_path: Path) -> None:
+    overrides = ("model.dropout=0.2", "train.epochs=2", "optim.name=sgd", "schedule.name=cosine")
+    config = tiny(store, *overrides)
+    straight = Trainer(config, tmp_path / "a", log=lambda _m: None)
+    straight.run()
+    interrupted = Trainer(config, tmp_path / "b", log=lambda _m: None)
+    interrupted.maybe_stop = lambda epoch: True  # stops after the first epoch
+    interrupted.run()
+    assert load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["epoch"] == 0
+    Trainer(config, tmp_path / "b", resume=True, log=lambda _m: None).run()
+    a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [0, 1]
+
+
+def test_existing_run_needs_resume(store: str, tmp_path: Path) -> None:
+    config = tiny(store, "train.epochs=1", "train.val_every=0")
+    Trainer(config, tmp_path, log=lambda _m: None).run()
+    with pytest.raises(ConfigError, match="--resume"):
+        Trainer(config, tmp_path, log=lambda _m: None).run()
+    other = tiny(store, "train.epochs=1", "train.val_every=0", "model.base_width=8")
+    with pytest.raises(CheckpointError, match="model config differs"):
+        Trainer(other, tmp_path, resume=True, log=lambda _m: None).run()
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(store: str, tmp_path: Path) -> None:
+    config = tiny(store, "train.epochs=1", "train.val_every=0")
+    Trainer(config, tmp_path, log=lambda _m: None).run()
+    before = _state(tmp_path)
+    trainer = Trainer(tiny(store, "train.epochs=2"), tmp_path, resume=True, log=lambda _m: None)
+    trainer.setup()
+    trainer.loss_fn = lambda *args: torch.tensor(float("nan"), requires_grad=True)
+    with pytest.raises(TrainingError, match="last good checkpoint"):
+        trainer.train_epoch(1)
+    after = _state(tmp_path)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_store_mismatch_names_the_fix(store: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"set model\.in_channels=2"):
+        Trainer(tiny(store, "model.in_channels=4"), tmp_path, log=print).run()
+    with pytest.raises(ConfigError, match=r"set model\.out_channels=3"):
+        Trainer(tiny(store, "model.out_channels=4"), tmp_path, log=print).run()
+
+
+def test_unwritable_run_dir(store: str, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(TrainingError, match="not writable"):
+        Trainer(tiny(store), blocker / "run", log=print).run()
+
+
+def test_deep_supervision_adaptive_loss_bf16_checkpointing(store: str, tmp_path: Path) -> None:
+    config = tiny(
+        store,
+        "model.depth=3",
+        "model.deep_supervision=true",
+        "partition.core=[8,8,8]",
+        "loss.name=adaptive_tversky_ce",
+        "train.amp=bf16",
+        "train.checkpointing=true",
+        "train.accumulate=2",
+        "train.epochs=1",
+    )
+    Trainer(config, tmp_path, log=lambda _m: None).run()
+    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    weights = record["loss_weights"]
+    assert weights["tversky"] + weights["ce"] == pytest.approx(1.0)
+    assert weights["tversky"] != 0.5  # set from the epoch's loss proportions
+    assert record["step"] == 2  # 2 optimizer steps of 2 accumulated batches each
+
+
+def test_2d_with_context_slices(store: str, tmp_path: Path) -> None:
+    config = tiny(
+        store,
+        "model.spatial_dims=2",
+        "model.in_channels=6",  # 2 channels x (1 + 2 context slices)
+        "partition.spatial_dims=2",
+        "partition.core=[8,8]",
+        "partition.context_slices=1",
+        "train.epochs=1",
+    )
+    summary = Trainer(config, tmp_path, log=lambda _m: None).run()
+    assert 0.0 <= summary["last"]["val_dice"] <= 1.0
+    assert load_model(tmp_path).layout.spatial_dims == 2
+
+
+def test_cv_writes_folds_and_summary(store: str, tmp_path: Path) -> None:
+    out = tmp_path / "cv"
+    args = ["cv", str(CONFIG), "--folds", "2", "--out", str(out), f"data.store={store}"]
+    assert main([*args, "train.epochs=1"]) == 0
+    splits = json.loads((out / "splits.json").read_text())
+    assert sorted(splits[0]["val"] + splits[1]["val"]) == [f"case{i}" for i in range(4)]
+    assert json.loads((out / "fold_1" / "splits.json").read_text()) == splits
+    summary = json.loads((out / "cv_summary.json").read_text())
+    dice = [f["val_dice"] for f in summary["folds"]]
+    assert summary["summary"]["val_dice"]["mean"] == pytest.approx(np.mean(dice))
+    assert summary["summary"]["val_dice"]["std"] == pytest.approx(np.std(dice))
+
+
+def test_train_fold_flag_and_gpu_mem(store: str, tmp_path: Path) -> None:
+    out = tmp_path / "fold"
+    args = ["train", str(CONFIG), "--out", str(out), "--fold", "1", "--gpu-mem", "64MiB"]
+    assert main([*args, f"data.store={store}", "data.folds=2", "train.epochs=1"]) == 0
+    splits = json.loads((out / "splits.json").read_text())
+    saved = load_config(out / "config.yaml")
+    assert saved.data.fold == 1 and saved.data.folds == 2
+    assert payload_val_cases(out) == splits[1]["val"]
+
+
+def payload_val_cases(run: Path) -> list[str]:
+    data = json.loads((run / "validation.json").read_text())
+    return sorted(data["cases"])
+
+
+def _ddp_worker(rank: int, store: str, out: str, port: int) -> None:
+    from partseg.train.distributed import init_distributed, shutdown
+
+    env = {"RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank)}
+    os.environ.update({**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    ctx = init_distributed("cpu")
+    config = tiny(store, "train.epochs=1", "train.val_every=0", "sampler.samples_per_case=1")
+    trainer = Trainer(config, out, dist=ctx, log=lambda _m: None)
+    trainer.run()
+    digest = hashlib.sha256()
+    for name, param in sorted(trainer.model.named_parameters()):
+        digest.update(name.encode() + param.detach().numpy().tobytes())
+    Path(out, f"rank{rank}.sha").write_text(digest.hexdigest())
+    shutdown(ctx)
+
+
+def test_ddp_two_cpu_processes_keep_identical_weights(store: str, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    torch.multiprocessing.spawn(_ddp_worker, args=(store, str(tmp_path), port), nprocs=2)
+    hashes = [(tmp_path / f"rank{r}.sha").read_text() for r in range(2)]
+    assert hashes[0] == hashes[1]
+    assert (tmp_path / "checkpoints" / "last.pt").is_file()
+    initial = Trainer(tiny(store), tmp_path / "fresh", log=print)
+    initial._setup_data()
+    initial._setup_model()
+    state = _state(tmp_path)
+    assert not all(torch.equal(state[k], v) for k, v in initial.model.state_dict().items())
