@@ -44,3 +44,7 @@ class ConfigError(PartsegError):
 
 class CheckpointError(PartsegError):
     """A checkpoint is unreadable or does not fit the data it is applied to."""
+
+
+class TrainingError(PartsegError):
+    """Training cannot go on: a non-finite loss or a run directory that cannot be written."""

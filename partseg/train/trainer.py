@@ -54,7 +54,7 @@ import torch
 from torch import nn
 
 from partseg.config import ExperimentConfig, OptimConfig, save_config
-from partseg.errors import CheckpointError, ConfigError, PartsegError
+from partseg.errors import CheckpointError, ConfigError, TrainingError
 from partseg.train import distributed as ddp
 from partseg.train.amp import resolve_amp
 from partseg.train.checkpoint import (
@@ -66,10 +66,6 @@ from partseg.train.checkpoint import (
 )
 from partseg.train.schedule import LrSchedule
 from partseg.train.splits import resolve_split
-
-
-class TrainingError(PartsegError):
-    """Training cannot go on: a non-finite loss or a run directory that cannot be written."""
 
 
 def seed_everything(seed: int) -> None:
