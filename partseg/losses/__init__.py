@@ -1,0 +1,57 @@
+"""Segmentation losses, computed in fp32 and restricted to valid voxels.
+
+Every loss has the signature ``loss(logits, target, mask=None) -> Tensor`` (a 0-d fp32 tensor):
+
+* ``logits`` (B, K, *spatial), any float dtype; cast to fp32 inside, so losses are computed in
+  fp32 even under autocast.
+* ``target`` (B, *spatial) int64 class ids in ``[0, K)``.
+* ``mask`` (B, *spatial) bool, True on valid voxels. Voxels outside the volume (the zero-padded
+  part of a minicube) and the context margin are False and are left out of *every* term: they add
+  nothing to a cross-entropy mean and nothing to a Dice intersection or cardinality.
+
+**Softmax or sigmoid.** With K > 1 channels the class probabilities come from a softmax. With
+K == 1 (or ``sigmoid=True``, which then requires K == 1) the single channel is the foreground
+logit of a binary task; the foreground is ``target > 0``. Internally both cases become a
+(B, C, *spatial) tensor of log-probabilities with C == K for softmax and C == 2
+(background, foreground) for sigmoid, so every loss is written once.
+
+**Modules.** ``base`` (shared helpers: input checks, fp32 probabilities, one-hot, masked
+reductions), ``overlap`` (Dice, Tversky, Focal-Tversky, weighted Dice: per-class soft counts,
+optionally over the whole batch), ``voxelwise`` (cross-entropy, TopK, focal), ``compound``
+(Dice + CE, Dice + TopK, adaptive TverskyCE), ``deep_supervision`` and ``registry``
+(:data:`LOSSES`, :func:`build_loss`, :class:`LossConfig`). Import the public names from
+``partseg.losses``.
+
+Example:
+    >>> import torch
+    >>> loss = build_loss("dice_ce")
+    >>> logits = torch.zeros(2, 3, 4, 4, 4, requires_grad=True)     # (B, K, Z, Y, X)
+    >>> target = torch.randint(0, 3, (2, 4, 4, 4))                   # (B, Z, Y, X)
+    >>> value = loss(logits, target)
+    >>> value.backward()
+    >>> value.dtype
+    torch.float32
+"""
+
+from partseg.losses.compound import AdaptiveTverskyCELoss, DiceCELoss, DiceTopKLoss
+from partseg.losses.deep_supervision import DeepSupervisionLoss
+from partseg.losses.overlap import DiceLoss, FocalTverskyLoss, TverskyLoss, WeightedDiceLoss
+from partseg.losses.registry import LOSSES, LossConfig, build_loss
+from partseg.losses.voxelwise import CrossEntropyLoss, FocalLoss, TopKLoss
+
+__all__ = [
+    "LOSSES",
+    "AdaptiveTverskyCELoss",
+    "CrossEntropyLoss",
+    "DeepSupervisionLoss",
+    "DiceCELoss",
+    "DiceLoss",
+    "DiceTopKLoss",
+    "FocalLoss",
+    "FocalTverskyLoss",
+    "LossConfig",
+    "TopKLoss",
+    "TverskyLoss",
+    "WeightedDiceLoss",
+    "build_loss",
+]
