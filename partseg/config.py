@@ -82,6 +82,10 @@ class DataConfig:
         fold: which fold (0..folds-1) this run trains; required when ``folds`` > 0.
         split_seed: seed of the case shuffle behind the validation split / folds.
         max_val_cases: validate on at most this many cases (0: all), to keep epochs short.
+        derived_channels: input channels computed from each box read, appended after the
+            store's channels, as ``"name:source_channel"`` (``["sobel:0"]``: the Sobel contour
+            of channel 0, the aneurysm paper's dual-channel input); count them in
+            ``model.in_channels``. See :mod:`partseg.channels`.
     """
 
     store: str = ""
@@ -92,8 +96,12 @@ class DataConfig:
     fold: int | None = None
     split_seed: int = 0
     max_val_cases: int = 0
+    derived_channels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        from partseg.channels import parse_derived
+
+        parse_derived(self.derived_channels)  # ConfigError naming the valid names
         if not 0.0 <= self.val_fraction < 1.0:
             raise _fail("data.val_fraction", self.val_fraction, "must lie in [0, 1)")
         if self.folds == 1 or self.folds < 0:

@@ -21,6 +21,9 @@ crops the core out of the label, so spatial transforms see the context the netwo
 * **Valid mask.** ``mask`` is True at core voxels inside the volume; it is built as a label map
   over the whole box and goes through the same spatial transforms as the label, so voxels an
   affine moves in from outside the volume are masked too.
+* **Derived channels** (``derive``, e.g. the Sobel contour of ``data.derived_channels``) are
+  computed on the box as read, before augmentation, exactly as the predictor does; they differ
+  from the whole volume's only within one voxel of the box border, which is margin, not core.
 * **Unlabelled cases** raise :class:`~partseg.errors.StoreError`: training needs labels.
 
 2D models (``InputLayout(spatial_dims=2)``): the box's slices along the slice axis become
@@ -39,6 +42,7 @@ import numpy as np
 import torch
 import torchio as tio
 
+from partseg.channels import Derive
 from partseg.errors import ConfigError, GeometryError, StoreError
 from partseg.geometry import Minicube, Partition
 from partseg.sampling import Sample
@@ -256,6 +260,9 @@ class MinicubeDataset(torch.utils.data.Dataset):
         seed: base of the per-item augmentation seeds.
         reuse: items served by each read box (k >= 1), each with its own augmentation.
         epoch: epoch mixed into the item seeds (see :meth:`set_epoch`).
+        derive: derived-channel function (C, *box) -> (C + n, *box) applied to each box right
+            after ``case.read(box)``, before augmentation (see :func:`partseg.channels.
+            build_derive`); it must pickle for worker processes.
 
     Items are dicts: ``image`` float32 (C', *input spatial), ``target`` int64 (*core spatial),
     ``mask`` bool (*core spatial, True inside the volume), ``case_id`` str, ``origin`` the core
@@ -288,6 +295,7 @@ class MinicubeDataset(torch.utils.data.Dataset):
         reuse: int = 1,
         *,
         epoch: int = 0,
+        derive: Derive | None = None,
     ) -> None:
         if isinstance(reuse, bool) or not isinstance(reuse, int) or reuse < 1:
             raise ConfigError(f"dataset reuse must be an integer >= 1, got {reuse!r}")
@@ -305,6 +313,7 @@ class MinicubeDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.reuse = reuse
         self.epoch = int(epoch)
+        self.derive = derive
         self._transform = build_transform(self.augment, layout.spatial_dims)
         self._cache: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
 
@@ -362,6 +371,8 @@ class MinicubeDataset(torch.utils.data.Dataset):
             )
         box = sample.cube.input_box
         image, label = case.read(box, label=True)  # (C, *box) float32, (*box) uint8
+        if self.derive is not None:
+            image = self.derive(image)  # (C + n, *box), before augmentation
         valid = np.zeros(box.size, dtype=np.uint8)  # (*box)
         valid[box.clip(case.shape)[1]] = 1
         self._cache = (key, image, label, valid)

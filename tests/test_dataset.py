@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from partseg.channels import build_derive, sobel_contour
 from partseg.dataset import AugmentConfig, InputLayout, MinicubeDataset, item_seed
 from partseg.errors import ConfigError, GeometryError, StoreError
 from partseg.geometry import Box, make_partition
@@ -128,6 +129,24 @@ def test_items_are_the_arange_box_zero_padded(name, backend, fake_store, store_u
         assert tuple(item["image"].shape[1:]) == layout.spatial_size(partition)
         assert item["image"].shape[0] == layout.in_channels(2, partition)
         assert tuple(item["target"].shape) == layout.core_size(partition)
+
+
+@pytest.mark.parametrize("name", ["3d", "2.5d"])
+def test_derived_channel_is_the_sobel_of_the_box_before_augmentation(name, fake_store):
+    layout, partition = LAYOUTS[name]
+    samples = _samples(fake_store, partition, n_random=4)
+    derive = build_derive(["sobel:1"])
+    plain = MinicubeDataset(fake_store, samples, layout, NO_AUGMENT)
+    derived = MinicubeDataset(fake_store, samples, layout, NO_AUGMENT, derive=derive)
+    slab = partition.input_size[layout.slice_axis] if layout.spatial_dims == 2 else 1
+    for i, sample in enumerate(samples):
+        image = derived[i]["image"].numpy()  # (C' + slab, *spatial): sobel after (c, slab)
+        assert image.shape[0] == layout.in_channels(3, partition)
+        np.testing.assert_array_equal(image[: 2 * slab], plain[i]["image"].numpy())
+        box = _expected(sample, InputLayout(3))[0]  # (2, *box) zero padded, read by the store
+        contour = layout.image_to_network(sobel_contour(box[1])[None])
+        np.testing.assert_allclose(image[2 * slab :], contour, rtol=1e-6)
+        assert np.abs(contour).max() > 0  # an arange volume has a non-zero gradient
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])

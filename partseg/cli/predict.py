@@ -140,6 +140,7 @@ def _build_predictor(args: argparse.Namespace, device: str) -> dict[str, Any]:
 
     loaded = [load_model(path, device=device) for path in args.models]
     check_members(loaded)
+    _check_derived(loaded)
     if len(loaded) == 1:
         model, partition = loaded[0].model, loaded[0].partition
     else:
@@ -151,7 +152,27 @@ def _build_predictor(args: argparse.Namespace, device: str) -> dict[str, Any]:
     warning = norm_warning(model)
     if warning:
         print(f"partseg predict: warning: {warning}", file=sys.stderr)
-    return {"loaded": loaded, "model": model, "partition": partition, "device": device}
+    return {
+        "loaded": loaded,
+        "model": model,
+        "partition": partition,
+        "device": device,
+        "derive": loaded[0].derive,  # the run's data.derived_channels, e.g. the Sobel contour
+    }
+
+
+def _check_derived(loaded: list[Any]) -> None:
+    """An ensemble feeds every member the same input: their derived channels must agree."""
+    from partseg.errors import CheckpointError
+
+    first = loaded[0]
+    for other in loaded[1:]:
+        if tuple(other.derived_channels) != tuple(first.derived_channels):
+            raise CheckpointError(
+                f"models {first.path} and {other.path} were trained with different derived "
+                f"channels ({list(first.derived_channels)} vs {list(other.derived_channels)}, "
+                "data.derived_channels); ensemble only models trained with the same inputs"
+            )
 
 
 def _with_margin(model, partition, layout, margin: str | None):
@@ -178,7 +199,8 @@ def _with_margin(model, partition, layout, margin: str | None):
 
 def check_fit(loaded: Any, store: Any) -> None:
     """Raise CheckpointError when the model's channels or classes do not match the store."""
-    from partseg.errors import CheckpointError
+    from partseg.channels import derived_channel_names
+    from partseg.errors import CheckpointError, ConfigError
 
     name = loaded.path
     if loaded.channels and tuple(loaded.channels) != tuple(store.channels):
@@ -186,11 +208,18 @@ def check_fit(loaded: Any, store: Any) -> None:
             f"model {name} was trained on channels {list(loaded.channels)} but store "
             f"{store.url} has {list(store.channels)}; ingest the data with the same modalities"
         )
-    expected = loaded.layout.in_channels(len(store.channels), loaded.partition)
+    try:
+        derived = derived_channel_names(loaded.derived_channels, store.channels)
+    except ConfigError as err:
+        raise CheckpointError(f"model {name}: {err}") from err
+    n_channels = len(store.channels) + len(derived)
+    expected = loaded.layout.in_channels(n_channels, loaded.partition)
     if int(loaded.model.in_channels) != expected:
+        extra = f" + {len(derived)} derived {list(derived)}" if derived else ""
         raise CheckpointError(
             f"model {name} takes {loaded.model.in_channels} input channels but store "
-            f"{store.url} gives {expected} ({len(store.channels)} channels with this layout)"
+            f"{store.url} gives {expected} ({len(store.channels)} channels{extra} with this "
+            "layout)"
         )
     if loaded.classes and store.classes and tuple(loaded.classes) != tuple(store.classes):
         raise CheckpointError(
@@ -267,7 +296,7 @@ def predict_one(args: argparse.Namespace, predictor: dict, store: Any, case: Any
     )
     result = predict_case(
         model, case, partition, layout, batch_size=args.batch, device=predictor["device"],
-        amp=args.amp, tta=args.tta, stitcher=stitcher,
+        amp=args.amp, tta=args.tta, stitcher=stitcher, derive=predictor.get("derive"),
     )  # fmt: skip
     labels = _labels_of(result) if want_values else result
     labels = postprocess(

@@ -10,8 +10,8 @@
 4. The fine probabilities are pasted back (averaged where VOIs overlap); everything outside the
    VOIs is background.
 
-Derived input channels (the paper's Sobel vessel contour) come from
-:mod:`partseg.infer.channels` through the ``derive`` argument, the same function the dataset
+Derived input channels (the paper's Sobel vessel contour) come from :mod:`partseg.channels`
+(``data.derived_channels``) through the ``derive`` argument, the same function the dataset
 applies at training.
 """
 

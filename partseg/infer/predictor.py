@@ -20,19 +20,17 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
+from partseg.channels import Derive  # (C, *box) -> (C', *box), applied after every read
 from partseg.errors import CheckpointError, GeometryError
 from partseg.geometry import Box, Minicube, Partition, make_partition
 from partseg.infer.stitch import Stitcher
-
-#: A derived-channel function applied to every input box after reading: (C, *box) -> (C', *box).
-Derive = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass

@@ -25,12 +25,15 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from partseg.errors import CheckpointError
+from partseg.errors import CheckpointError, ConfigError
 from partseg.geometry import Partition
+
+if TYPE_CHECKING:
+    from partseg.channels import Derive
 
 FORMAT = "partseg-checkpoint"
 VERSION = 1
@@ -132,7 +135,12 @@ def partition_from_dict(data: dict[str, Any]) -> Partition:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model rebuilt from a checkpoint, in eval mode, with the geometry it was trained with."""
+    """A model rebuilt from a checkpoint, in eval mode, with the geometry it was trained with.
+
+    ``derived_channels`` is the run's ``data.derived_channels`` (e.g. ``("sobel:0",)``);
+    :attr:`derive` rebuilds the callable to pass to ``predict_case(..., derive=...)`` so the
+    network sees the channels it was trained on.
+    """
 
     model: torch.nn.Module
     model_config: Any
@@ -143,6 +151,14 @@ class LoadedModel:
     label_mapping: dict[int, int]
     config: dict[str, Any]
     path: Path
+    derived_channels: tuple[str, ...] = ()
+
+    @property
+    def derive(self) -> Derive | None:
+        """The derived-channel function (C, *box) -> (C + n, *box), or None."""
+        from partseg.channels import build_derive
+
+        return build_derive(self.derived_channels)
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
@@ -151,6 +167,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     Raises:
         CheckpointError: unreadable checkpoint, or weights that do not fit the stored config.
     """
+    from partseg.channels import build_derive
     from partseg.dataset import InputLayout
     from partseg.models import ModelConfig, build_model
 
@@ -162,7 +179,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
         model.load_state_dict(payload["model_state"])
         partition = partition_from_dict(payload["partition"])
         layout = InputLayout(**payload.get("layout", {}))
-    except (KeyError, TypeError, RuntimeError, ValueError) as err:
+        config = dict(payload.get("config", {}))
+        derived = tuple(config.get("data", {}).get("derived_channels", ()))
+        build_derive(derived)  # a name this partseg does not know -> CheckpointError below
+    except (KeyError, TypeError, RuntimeError, ValueError, ConfigError) as err:
         raise CheckpointError(
             f"checkpoint {resolved} does not fit this partseg version: {err}"
         ) from err
@@ -176,6 +196,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
         classes=tuple(payload.get("classes", ())),
         channels=tuple(payload.get("channels", ())),
         label_mapping=mapping,
-        config=dict(payload.get("config", {})),
+        config=config,
         path=resolved,
+        derived_channels=derived,
     )

@@ -292,6 +292,7 @@ class Trainer:
             save_config(cfg, self.run_dir / "config.yaml")
 
     def _setup_data(self) -> None:
+        from partseg.channels import build_derive
         from partseg.sampling import make_sampler
         from partseg.store.zarrstore import open_store
 
@@ -299,6 +300,7 @@ class Trainer:
         if not cfg.data.store:
             raise ConfigError("data.store is not set; pass data.store=PATH_OR_URL")
         self.store = open_store(cfg.data.store)
+        self.derive = build_derive(cfg.data.derived_channels)  # None without derived channels
         self.partition = cfg.partition.build(cfg.model.total_stride)
         self.layout = cfg.partition.layout()
         for note in self.partition.notes:
@@ -317,18 +319,24 @@ class Trainer:
         self.core_slices = self.layout.core_slices(self.partition.at((0, 0, 0)))
 
     def _check_store(self) -> None:
+        from partseg.channels import derived_channel_names
+
         cfg, store = self.config, self.store
-        n_in = self.layout.in_channels(len(store.channels), self.partition)
+        derived = derived_channel_names(cfg.data.derived_channels, store.channels)
+        names = [*store.channels, *derived]
+        n_in = self.layout.in_channels(len(names), self.partition)
         if cfg.model.in_channels != n_in:
             context = (
                 f" x {self.partition.input_size[cfg.partition.slice_axis]} slices"
                 if cfg.partition.spatial_dims == 2
                 else ""
             )
+            what = f"{len(store.channels)} channels {list(store.channels)}"
+            if derived:
+                what += f" + {len(derived)} derived {list(derived)} (data.derived_channels)"
             raise ConfigError(
-                f"model.in_channels={cfg.model.in_channels} but store {store.url} has "
-                f"{len(store.channels)} channels {list(store.channels)}{context}: set "
-                f"model.in_channels={n_in}"
+                f"model.in_channels={cfg.model.in_channels} but store {store.url} gives "
+                f"{what}{context}: set model.in_channels={n_in}"
             )
         n_classes = len(store.classes)
         if cfg.model.out_channels != n_classes and not (
@@ -399,6 +407,7 @@ class Trainer:
             seed=cfg.train.seed,
             reuse=cfg.train.reuse,
             epoch=epoch,
+            derive=self.derive,
         )
         if cfg.train.steps_per_epoch:
             items = cfg.train.steps_per_epoch * cfg.train.accumulate * cfg.train.batch_size
@@ -517,6 +526,7 @@ class Trainer:
                     batch_size=self.config.train.val_batch_size,
                     device=self.device,
                     amp=self.amp.enabled,
+                    derive=self.derive,
                 )  # (K, Z, Y, X)
                 pred = probs.argmax(0).astype(np.uint8)  # (Z, Y, X)
                 _, gt = case.read(Box.whole(case.shape))

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from partseg.channels import add_sobel_channel, sobel_contour
 from partseg.dataset import InputLayout
 from partseg.errors import GeometryError
 from partseg.geometry import Box, make_partition
 from partseg.infer.cascade import Stage, predict_cascade, propose_regions, voi_box
-from partseg.infer.channels import add_sobel_channel, sobel_contour
 from partseg.infer.predictor import ArrayCase
 
 
