@@ -1,71 +1,32 @@
-"""Tests of ``partseg evaluate`` on tiny NIfTI folders (and a tiny store)."""
+"""Tests of ``partseg evaluate``: files written, exit statuses, and seams end to end.
+
+The metric values themselves are tested on the library in ``tests/test_evaluation.py``, whose
+data helpers these tests share.
+"""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
+import torch
+from test_evaluation import SHAPE, save, write_folders, write_store
 
 from partseg.cli import main
-from partseg.cli.evaluate import case_id_from_name, parse_labels_map
-from partseg.errors import ConfigError
-
-# (Z, Y, X) spacing 3 x 1 x 1 mm, written to NIfTI as pixdim (x, y, z) = (1, 1, 3)
-SPACING_ZYX = (3.0, 1.0, 1.0)
-SHAPE = (4, 2, 5)
-
-
-def save(path: Path, zyx: np.ndarray, spacing_zyx=SPACING_ZYX) -> Path:
-    """Write (Z, Y, X) labels as a NIfTI file in (X, Y, Z) order."""
-    affine = np.diag([*reversed(spacing_zyx), 1.0])
-    nib.save(nib.Nifti1Image(np.asarray(zyx, np.int16).T, affine), str(path))
-    return path
-
-
-def brats_cases() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Two cases in original BraTS labels, worked out by hand.
-
-    c1: GT enhancing (4) on the row z=0, y=0 (5 voxels); the prediction has that row and the
-        row z=1 (10 voxels): TP 5, FP 5 -> Dice 10/15. Every voxel of these one-voxel-thick rows
-        is surface; distances: 5 GT voxels -> 0, 5 prediction voxels on z=0 -> 0, 5 on z=1 ->
-        3 mm (the Z spacing). Pooled 15 values, ten 0 and five 3: HD = HD95 = 3 mm.
-        Necrotic and edema are absent on both sides: Dice 1, HD95 0.
-    c2: necrotic (1) and edema (2) voxels predicted exactly; enhancing absent on both sides.
-    """
-    gt1 = np.zeros(SHAPE, np.int16)
-    gt1[0, 0, :] = 4
-    pred1 = gt1.copy()
-    pred1[1, 0, :] = 4
-    gt2 = np.zeros(SHAPE, np.int16)
-    gt2[2, 1, 2], gt2[2, 1, 3] = 1, 2
-    return {"c1": (pred1, gt1), "c2": (gt2.copy(), gt2)}
+from partseg.dataset import InputLayout
+from partseg.evaluation import csv_rows, evaluate_folders, to_csv
+from partseg.geometry import make_partition
+from partseg.models import ModelConfig, build_model
+from partseg.train.checkpoint import partition_to_dict, save_checkpoint
 
 
 @pytest.fixture
 def folders(tmp_path: Path) -> tuple[Path, Path]:
-    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
-    pred_dir.mkdir()
-    gt_dir.mkdir()
-    cases = brats_cases()
-    save(pred_dir / "c1.nii.gz", cases["c1"][0])
-    save(gt_dir / "c1_seg.nii.gz", cases["c1"][1])
-    save(pred_dir / "c2_pred.nii.gz", cases["c2"][0])
-    save(gt_dir / "c2_seg.nii.gz", cases["c2"][1])
-    return pred_dir, gt_dir
-
-
-def test_case_ids_and_labels_map() -> None:
-    assert case_id_from_name("BraTS20_Training_001_seg.nii.gz") == "BraTS20_Training_001"
-    assert case_id_from_name("BraTS20_Training_001.nii.gz") == "BraTS20_Training_001"
-    assert case_id_from_name("x_pred.nii") == "x"
-    assert case_id_from_name("x_seg_t1.nii.gz") == "x_seg_t1"
-    assert parse_labels_map("0:0,1:1,2:2,4:3") == {0: 0, 1: 1, 2: 2, 4: 3}
-    with pytest.raises(ConfigError):
-        parse_labels_map("0-0")
+    return write_folders(tmp_path)
 
 
 def test_folders_give_json_csv_and_table(folders, tmp_path: Path, capsys) -> None:
@@ -77,29 +38,12 @@ def test_folders_give_json_csv_and_table(folders, tmp_path: Path, capsys) -> Non
     assert "whole_tumor" in table and table.splitlines()[-1].startswith("mean")
 
     report = json.loads(out_json.read_text())
-    assert report["classes"] == ["background", "necrotic", "edema", "enhancing"]
-    assert report["label_mapping"] == "brats"
-    c1 = report["cases"]["c1"]
-    assert c1["spacing"] == list(SPACING_ZYX) and c1["shape"] == list(SHAPE)
-    assert c1["classes"]["enhancing"]["dice"] == pytest.approx(10 / 15)
-    assert c1["classes"]["enhancing"]["hd95"] == pytest.approx(3.0)
-    assert c1["classes"]["enhancing"]["hd"] == pytest.approx(3.0)
-    assert c1["classes"]["enhancing"]["gt_volume_ml"] == pytest.approx(5 * 3.0 / 1000)
-    assert c1["classes"]["necrotic"]["dice"] == 1.0 and c1["classes"]["necrotic"]["hd95"] == 0.0
-    for region in ("whole_tumor", "tumor_core", "enhancing_tumor"):
-        assert c1["regions"][region]["dice"] == pytest.approx(10 / 15)
-    # 40 voxels: 35 GT background, 5 of them predicted enhancing; 5 enhancing found
-    assert c1["confusion_matrix"] == [[30, 0, 0, 5], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 5]]
-    summary = report["summary"]
-    assert summary["classes"]["enhancing"]["dice"]["mean"] == pytest.approx((10 / 15 + 1) / 2)
-    assert summary["classes"]["enhancing"]["n_gt_empty"] == 1
-    assert summary["regions"]["whole_tumor"]["dice"]["mean"] == pytest.approx((10 / 15 + 1) / 2)
-    assert summary["classes"]["necrotic"]["hd95"]["mean"] == 0.0
-
+    expected = evaluate_folders(str(pred_dir), str(gt_dir))
+    assert report == json.loads(json.dumps(expected))
+    assert report["cases"]["c1"]["classes"]["enhancing"]["dice"] == pytest.approx(10 / 15)
+    assert out_csv.read_text() == to_csv(*csv_rows(expected["cases"], expected["summary"]))
     rows = list(csv.DictReader(out_csv.open()))
     by_key = {(r["case"], r["section"], r["target"]): r for r in rows}
-    assert float(by_key["c1", "classes", "enhancing"]["dice"]) == pytest.approx(10 / 15)
-    assert float(by_key["c1", "classes", "enhancing"]["hd95"]) == pytest.approx(3.0)
     assert float(by_key["mean", "regions", "tumor_core"]["dice"]) == pytest.approx(5 / 6)
     assert len(rows) == 2 * 6 + 3 * 6  # 2 cases + mean/std/median, 3 classes + 3 regions
     assert not list(tmp_path.glob("**/*.tmp"))  # atomic writes leave no temporary file
@@ -133,99 +77,100 @@ def test_missing_cases_error_or_skip(folders, capsys, tmp_path: Path) -> None:
     out_json = tmp_path / "m.json"
     argv = ["evaluate", str(pred_dir), str(gt_dir), "--allow-missing", "--json", str(out_json)]
     assert main(argv) == 0
-    assert "warning: skipping" in capsys.readouterr().err
+    assert "partseg evaluate: warning: skipping" in capsys.readouterr().err
     report = json.loads(out_json.read_text())
     assert list(report["cases"]) == ["c1"] and report["skipped"] == ["c2", "c9"]
 
 
-def test_non_brats_labels_get_generic_names_and_no_regions(tmp_path: Path, capsys) -> None:
-    gt = np.zeros(SHAPE, np.int16)
-    gt[0, 0, :2] = 1
-    gt[3, 1, 4] = 2
-    pred = gt.copy()
-    pred[0, 0, 0] = 0  # class 1: TP 1, FN 1 -> Dice 2/3
-    save(tmp_path / "a_pred.nii.gz", pred)
-    save(tmp_path / "a_seg.nii.gz", gt)
-    argv = [str(tmp_path / "a_pred.nii.gz"), str(tmp_path / "a_seg.nii.gz"), "--json"]
-    assert main(["evaluate", *argv]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report["classes"] == ["background", "class_1", "class_2"]
-    assert report["regions"] == {} and report["cases"]["a"]["regions"] == {}
-    assert report["cases"]["a"]["classes"]["class_1"]["dice"] == pytest.approx(2 / 3)
-    named = [*argv, "--classes", "bg", "vessel", "aneurysm"]
-    assert main(["evaluate", *named]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert set(report["cases"]["a"]["classes"]) == {"vessel", "aneurysm"}
-
-
-def test_labels_map_option(tmp_path: Path, capsys) -> None:
+def test_labels_map_errors_exit_2(tmp_path: Path, capsys) -> None:
     gt = np.zeros(SHAPE, np.int16)
     gt[1, 1, 1] = 7
-    save(tmp_path / "p.nii.gz", gt)
-    save(tmp_path / "g.nii.gz", gt)
-    argv = ["evaluate", str(tmp_path / "p.nii.gz"), str(tmp_path / "g.nii.gz"), "--json"]
-    assert main([*argv, "--labels-map", "0:0,7:1", "--regions", "none"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report["classes"] == ["background", "class_1"]
-    assert report["cases"]["g"]["classes"]["class_1"]["gt_voxels"] == 1
+    argv = ["evaluate", str(save(tmp_path / "p.nii.gz", gt)), str(save(tmp_path / "g.nii.gz", gt))]
     assert main([*argv, "--labels-map", "0:0,1:1"]) == 2
     assert "[7]" in capsys.readouterr().err
+    assert main([*argv, "--labels-map", "0-0"]) == 2
+    assert "--labels-map '0-0'" in capsys.readouterr().err
 
 
-def test_two_dimensional_files(tmp_path: Path, capsys) -> None:
-    gt = np.zeros((3, 4), np.int16)  # (Y, X)
-    gt[0, :] = 1
-    pred = np.zeros_like(gt)
-    pred[2, :] = 1  # two rows further at 2.5 mm per row: 5 mm
-    affine = np.diag([1.0, 2.5, 1.0, 1.0])
-    nib.save(nib.Nifti1Image(pred.T, affine), str(tmp_path / "s_pred.nii.gz"))
-    nib.save(nib.Nifti1Image(gt.T, affine), str(tmp_path / "s_seg.nii.gz"))
-    argv = [str(tmp_path / "s_pred.nii.gz"), str(tmp_path / "s_seg.nii.gz"), "--json"]
-    assert main(["evaluate", *argv]) == 0
-    case = json.loads(capsys.readouterr().out)["cases"]["s"]
-    assert case["spacing"] == [2.5, 1.0]
-    assert case["classes"]["class_1"]["hd95"] == pytest.approx(5.0)
+# --------------------------------------------------------------------------------------------
+# Seams end to end: partseg predict (zarr probabilities) -> partseg evaluate --seams
+# --------------------------------------------------------------------------------------------
+
+SEAM_SHAPE = (16, 16, 16)  # (Z, Y, X): 2 x 2 x 2 cores of 8
 
 
-def write_store(path: Path, cases: dict[str, np.ndarray]) -> Path:
-    """A tiny partseg store of label arrays in contiguous class ids."""
-    from partseg.store import create_store
+def seam_store(path: Path) -> Path:
+    """One case, one channel, two classes: a smooth image and its thresholded label."""
+    z, y, x = np.meshgrid(*(np.linspace(0, 3, n) for n in SEAM_SHAPE), indexing="ij")
+    image = np.sin(2 * x + z) * np.cos(3 * y - z)  # (Z, Y, X)
+    label = (image > 0.2).astype(np.uint8)
+    return write_store(
+        path,
+        {"c1": label},
+        {"c1": image[None].astype(np.float32)},  # (C=1, Z, Y, X)
+        classes=("background", "foreground"),
+        label_mapping=((0, 0), (1, 1)),
+        chunks=(8, 8, 8),
+    )
 
-    index = {
-        "case_ids": list(cases),
-        "channels": ["t1"],
-        "classes": ["background", "necrotic", "edema", "enhancing"],
-        "label_mapping": [[0, 0], [1, 1], [2, 2], [4, 3]],
-        "chunks": [2, 2, 2],
-        "dtype": "float32",
-    }
-    writer = create_store(path, index)
-    for case_id, label in cases.items():
-        attrs = {
-            "shape": list(label.shape),
-            "spacing": list(SPACING_ZYX),
-            "channels": ["t1"],
-            "has_label": True,
-        }
-        image = np.zeros((1, *label.shape), np.float32)
-        writer.write_case(
-            case_id, image, label.astype(np.uint8), attrs, np.zeros((0, 4)), (2, 2, 2)
-        )
+
+def tiny_checkpoint(path: Path) -> Path:
+    """A no-norm 3D U-Net (receptive field 19, stride 2) trained on nothing: core 8, margin 2."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        name="unet", spatial_dims=3, in_channels=1, out_channels=2, depth=2, base_width=4,
+        norm="none",
+    )  # fmt: skip
+    model = build_model(cfg).eval()
+    partition = make_partition((8, 8, 8), 2, stride=model.total_stride)
+    save_checkpoint(path, {
+        "format": "partseg-checkpoint", "version": 1,
+        "model_config": dataclasses.asdict(cfg), "model_state": model.state_dict(),
+        "partition": partition_to_dict(partition),
+        "layout": dataclasses.asdict(InputLayout(3)),
+        "classes": ["background", "foreground"], "channels": ["t1"],
+        "label_mapping": {"0": 0, "1": 1}, "config": {},
+    })  # fmt: skip
     return path
 
 
-def test_nifti_predictions_against_a_store(folders, tmp_path: Path, capsys) -> None:
-    pred_dir, _ = folders
-    cases = brats_cases()
-    gt_ids = {k: np.where(gt == 4, 3, gt) for k, (_, gt) in cases.items()}  # class ids
-    store = write_store(tmp_path / "gt.zarr", gt_ids)
-    assert main(["evaluate", str(pred_dir), str(store), "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report["label_mapping"] == {"0": 0, "1": 1, "2": 2, "4": 3}
-    assert report["cases"]["c1"]["spacing"] == list(SPACING_ZYX)
-    assert report["cases"]["c1"]["regions"]["whole_tumor"]["dice"] == pytest.approx(10 / 15)
-    assert report["cases"]["c2"]["classes"]["edema"]["dice"] == 1.0
-    pred_store = write_store(tmp_path / "pred.zarr", gt_ids)
-    assert main(["evaluate", str(pred_store), str(store), "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report["summary"]["classes"]["enhancing"]["dice"]["mean"] == 1.0
+def test_seams_of_exact_and_margin_zero_predictions(tmp_path: Path, capsys) -> None:
+    store = str(seam_store(tmp_path / "s.zarr"))
+    ckpt = str(tiny_checkpoint(tmp_path / "m.pt"))
+    predict = ["predict", ckpt, "--store", store, "--save-probabilities"]
+    predict += ["--probabilities-format", "zarr", "--device", "cpu"]
+    runs = {
+        "exact": ["--margin", "exact"],
+        "zero": ["--margin", "0"],
+        "reference": ["--margin", "exact", "--partition", "none"],
+    }
+    for name, options in runs.items():
+        assert main([*predict, *options, "--out", str(tmp_path / name)]) == 0
+    seams = {}
+    for name in ("exact", "zero"):
+        out = tmp_path / f"{name}.json"
+        argv = ["evaluate", str(tmp_path / name), store, "--json", str(out)]
+        argv += ["--seams", str(tmp_path / name), "--seam-reference", str(tmp_path / "reference")]
+        assert main(argv) == 0
+        assert "seam_index" in capsys.readouterr().out  # the table lists the seam measures
+        report = json.loads(out.read_text())
+        seams[name] = report["cases"]["c1"]["seam"]["probabilities"]
+        summary = report["summary"]["seam"]["probabilities"]
+        assert summary["seam_index"]["mean"] == pytest.approx(seams[name]["seam_index"])
+    exact, zero = seams["exact"], seams["zero"]
+    assert exact["max_abs"] <= 1e-3  # equal to the whole-volume reference up to fp16
+    assert exact["changed_label_share"] <= 1e-3
+    assert zero["max_abs"] > 10 * max(exact["max_abs"], 1e-4)
+    assert zero["mean_abs"] > exact["mean_abs"]
+    assert abs(zero["seam_index"] - 1) > abs(exact["seam_index"] - 1)
+
+
+def test_seam_reference_without_seams_and_missing_files_exit_2(folders, tmp_path, capsys):
+    pred_dir, gt_dir = folders
+    (tmp_path / "probs").mkdir()
+    argv = ["evaluate", str(pred_dir), str(gt_dir)]
+    assert main([*argv, "--seam-reference", str(tmp_path / "probs")]) == 2
+    assert "--seam-reference needs --seams" in capsys.readouterr().err
+    assert main([*argv, "--seams", str(tmp_path / "probs")]) == 2
+    err = capsys.readouterr().err
+    assert "'c1'" in err and str(tmp_path / "probs" / "c1_probabilities.zarr") in err
