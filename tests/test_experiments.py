@@ -1,0 +1,215 @@
+"""Tests of partseg.experiments: compare configs, splits, phantom derivation, resumable runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from partseg.errors import ConfigError
+from partseg.experiments import (
+    PhantomSpec,
+    compare_config_from_dict,
+    derive_phantoms,
+    experiment_dict,
+    load_compare_config,
+    make_split,
+    run_compare,
+    scores_of,
+    set_path,
+)
+
+#: The smallest comparison that trains, predicts and reports: 16^3 phantoms, one step.
+TINY = {
+    "title": "tiny",
+    "phantom": {"kind": "brats", "cases": 3, "shape": [16, 24, 24], "seed": 1},
+    "evaluation": {"test_fraction": 0.34, "overlay_slices": 1, "batch_size": 4},
+    "base": {
+        "data": {"val_fraction": 0.0},
+        "model": {"depth": 2, "base_width": 2, "in_channels": 4, "out_channels": 4},
+        "partition": {"core": [8, 8, 8], "margin": [2, 2, 2]},
+        "sampler": {"kind": "uniform", "samples_per_case": 1},
+        "augment": {"enabled": False},
+        "train": {
+            "epochs": 1,
+            "steps_per_epoch": 1,
+            "batch_size": 1,
+            "device": "cpu",
+            "workers": 0,
+            "amp": "off",
+            "val_every": 0,
+            "progress": False,
+        },
+    },
+    "variants": [{"name": "ctx", "description": "with context"}],
+}
+
+
+def test_set_path_nested_and_list_index() -> None:
+    raw: dict = {"cascades": [{"voi": 64}]}
+    set_path(raw, "base.train.epochs", 3)
+    set_path(raw, "cascades.0.voi", 16)
+    assert raw == {"cascades": [{"voi": 16}], "base": {"train": {"epochs": 3}}}
+    with pytest.raises(ConfigError, match="index"):
+        set_path(raw, "cascades.3.voi", 1)
+    with pytest.raises(ConfigError, match="not a section"):
+        set_path(raw, "base.train.epochs.x", 1)
+
+
+def test_variant_overrides_and_quick() -> None:
+    raw = {
+        "base": {"train": {"epochs": 5}, "partition": {"core": [16, 16, 16]}},
+        "variants": [
+            {"name": "a"},
+            {"name": "b", "overrides": {"partition.margin": [4, 4, 4], "train.epochs": 7}},
+        ],
+        "quick": {"base.train.epochs": 1, "variants": {"b": {"train.epochs": 2}}},
+    }
+    full = compare_config_from_dict(raw)
+    a, b = (experiment_dict(full, v) for v in full.variants)
+    assert a["train"]["epochs"] == 5 and "margin" not in a["partition"]
+    assert b["train"]["epochs"] == 7 and b["partition"]["margin"] == [4, 4, 4]
+    quick = compare_config_from_dict(raw, quick=True, overrides=["store=s.zarr"])
+    assert quick.store == "s.zarr"
+    a, b = (experiment_dict(quick, v) for v in quick.variants)
+    assert (a["train"]["epochs"], b["train"]["epochs"]) == (1, 2)
+    assert raw["base"]["train"]["epochs"] == 5  # the input is not modified
+
+
+def test_experiment_dict_sets_the_shared_split() -> None:
+    cfg = compare_config_from_dict({"variants": [{"name": "a"}], "base": {"data": {"folds": 3}}})
+    raw = experiment_dict(cfg, cfg.variants[0], store="s", train_cases=["c1"], val_cases=["c2"])
+    assert raw["data"] == {
+        "folds": 0,
+        "store": "s",
+        "train_cases": ["c1"],
+        "val_cases": ["c2"],
+        "fold": None,
+        "val_fraction": 0.2,
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"variants": []}, "at least one"),
+        ({"variants": [{"name": "a"}, {"name": "a"}]}, "used twice"),
+        ({"variants": [{"name": "a"}], "extra": 1}, "unknown key 'extra'"),
+        ({"variants": [{"name": "a", "overrides": {"train.epochz": 1}}]}, "variant a"),
+        ({"variants": [{"name": "a"}], "ensembles": [{"name": "e", "members": ["b"]}]}, "unknown"),
+        ({"variants": [{"name": "a"}], "phantom": {"kind": "x"}}, "phantom.kind"),
+        ({"variants": [{"name": "a"}], "evaluation": {"blnd": "crop"}}, "evaluation.blnd"),
+        ({"variants": [{"name": "a"}], "quick": {"variants": {"z": {}}}}, "unknown variant"),
+    ],
+)
+def test_bad_compare_configs_name_the_problem(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        compare_config_from_dict(raw, quick=True)
+
+
+def test_make_split_disjoint_and_deterministic() -> None:
+    ids = [f"c{i:02d}" for i in range(10)]
+    cfg = compare_config_from_dict({"variants": [{"name": "a"}], "folds": 3})
+    split = make_split(ids, cfg)
+    assert split == make_split(list(reversed(ids)), cfg)
+    assert len(split.test) == 2 and len(split.folds) == 3
+    vals = [c for _, val in split.folds for c in val]
+    assert sorted(vals + list(split.test)) == ids
+    for train, val in split.folds:
+        assert not set(train) & set(val) and not set(train) & set(split.test)
+    holdout = make_split(ids, compare_config_from_dict({"variants": [{"name": "a"}]}))
+    ((train, val),) = holdout.folds
+    assert len(val) == 2 and len(train) == 6
+
+
+def test_scores_of_keeps_report_metrics() -> None:
+    summary = {
+        "classes": {
+            "tumor": {
+                "dice": {"mean": 0.5, "n": 2},
+                "hd95": {"mean": 0.0, "n": 0},
+                "jaccard": {"mean": 0.3, "n": 2},
+            }
+        },
+        "regions": {"wt": {"dice": {"mean": 0.7, "n": 2}}},
+    }
+    assert scores_of(summary) == {"tumor": {"dice": 0.5, "hd95": None}, "wt": {"dice": 0.7}}
+
+
+def test_derive_phantoms_whole_tumor_and_sobel(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    from partseg.phantom import write_phantoms
+
+    write_phantoms(tmp_path / "raw", 1, (16, 24, 24), seed=0, progress=False)
+    spec = PhantomSpec(cases=2, target="whole_tumor", channels=("flair",), sobel=True)
+    derive_phantoms(tmp_path / "raw", tmp_path / "out", spec)
+    meta = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert meta["channel_names"] == {"0": "flair", "1": "sobel"}
+    assert meta["labels"] == {"background": 0, "whole_tumor": 1}
+    seg = np.asarray(nib.load(tmp_path / "raw/Phantom_001/Phantom_001_seg.nii.gz").dataobj)
+    out = np.asarray(nib.load(tmp_path / "out/labelsTr/Phantom_001.nii.gz").dataobj)
+    np.testing.assert_array_equal(out, (seg > 0).astype(np.uint8))
+    flair = np.asarray(nib.load(tmp_path / "raw/Phantom_001/Phantom_001_flair.nii.gz").dataobj)
+    sobel = np.asarray(nib.load(tmp_path / "out/imagesTr/Phantom_001_0001.nii.gz").dataobj)
+    assert sobel.shape == flair.shape
+    assert (sobel[flair == 0] == 0).all() and (sobel[flair > 0] >= 1).all()
+
+
+def test_run_compare_end_to_end_and_resume(tmp_path: Path) -> None:
+    cfg = compare_config_from_dict(TINY)
+    lines: list[str] = []
+    outcome = run_compare(cfg, tmp_path / "cmp", progress=False, log=lines.append)
+    report = outcome.report_dir
+    names = {p.name for p in report.iterdir()}
+    assert {
+        "report.md",
+        "results.csv",
+        "results.json",
+        "loss_curves.png",
+        "overlays.png",
+        "confusion.png",
+        "class_distribution.png",
+    } <= names
+    data = json.loads((report / "results.json").read_text())
+    assert data["variants"] == ["ctx"]
+    targets = {row["target"] for row in data["scores"]}
+    assert targets == {
+        "necrotic",
+        "edema",
+        "enhancing",
+        "whole_tumor",
+        "tumor_core",
+        "enhancing_tumor",
+    }
+    costs = data["costs"][0]
+    assert costs["parameters"] > 0 and costs["saved_activation_mb"] > 0
+    assert costs["epoch_seconds"] > 0
+    from partseg.store import open_store
+
+    store = open_store(tmp_path / "cmp/data/phantom.zarr")
+    test = json.loads((tmp_path / "cmp/split.json").read_text())["test"]
+    voxels = sum(int(np.prod(store[c].shape)) for c in test)
+    assert np.asarray(data["runs"][0]["confusion"]).sum() == voxels
+    checkpoint = tmp_path / "cmp/runs/ctx/fold0/checkpoints/last.pt"
+    before = checkpoint.stat().st_mtime_ns
+    lines.clear()
+    run_compare(cfg, tmp_path / "cmp", progress=False, log=lines.append)
+    assert any("not retrained" in line for line in lines)
+    assert checkpoint.stat().st_mtime_ns == before
+    changed = compare_config_from_dict(
+        {**TINY, "variants": [{"name": "ctx", "overrides": {"partition.margin": [0, 0, 0]}}]}
+    )
+    with pytest.raises(ConfigError, match="another config"):
+        run_compare(changed, tmp_path / "cmp", progress=False, log=lines.append)
+
+
+def test_load_compare_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_compare_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("variants: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_compare_config(bad)
