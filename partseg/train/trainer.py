@@ -216,6 +216,61 @@ def _tensorboard(path: Path) -> Any:
     return SummaryWriter(str(path))
 
 
+def stitched_logits(probs: np.ndarray | torch.Tensor, *, eps: float = 1e-7) -> torch.Tensor:
+    """Logits (1, K, *S) equivalent to stitched probabilities (K, *S), for a validation loss.
+
+    With K > 1 channels the probabilities are a softmax and ``log p`` are logits of it
+    (``softmax(log p) == p``). With K == 1 they are a sigmoid and the logit ``log p - log(1 - p)``
+    is returned (``sigmoid(logit(p)) == p``). ``p`` is clamped to ``[eps, 1 - eps]`` so no logit
+    is infinite. Computed in float32 on the CPU.
+
+    Example:
+        >>> p = torch.tensor([[[0.25, 0.5]], [[0.75, 0.5]]])       # (K=2, 1, 2)
+        >>> torch.allclose(torch.softmax(stitched_logits(p), 1)[0], p)
+        True
+    """
+    p = torch.as_tensor(probs, dtype=torch.float32)  # (K, *S)
+    if p.shape[0] == 1:
+        p = p.clamp(eps, 1.0 - eps)
+        return (torch.log(p) - torch.log1p(-p))[None]
+    return torch.log(p.clamp_min(eps))[None]
+
+
+def base_loss(loss_fn: nn.Module) -> nn.Module:
+    """The configured loss without its :class:`DeepSupervisionLoss` wrapper."""
+    from partseg.losses import DeepSupervisionLoss
+
+    return loss_fn.loss if isinstance(loss_fn, DeepSupervisionLoss) else loss_fn
+
+
+def validation_loss(loss_fn: nn.Module, probs: np.ndarray, label: np.ndarray) -> float:
+    """The training loss of one whole stitched case: probabilities (K, Z, Y, X), label (Z, Y, X).
+
+    The loss sees :func:`stitched_logits` of ``probs``, the whole label and a mask of ones. It
+    runs under ``torch.no_grad()`` with the loss in eval mode (restored afterwards), so losses
+    with epoch statistics (adaptive TverskyCE) do not collect validation values.
+
+    Example:
+        >>> from partseg.losses import build_loss
+        >>> p = np.full((2, 1, 2, 2), 0.5, np.float32)
+        >>> round(validation_loss(build_loss("ce"), p, np.zeros((1, 2, 2), np.uint8)), 4)
+        0.6931
+    """
+    loss_fn = base_loss(loss_fn)
+    was_training = loss_fn.training
+    logits = stitched_logits(probs)  # (1, K, Z, Y, X)
+    target = torch.from_numpy(label.astype(np.int64))[None]  # (1, Z, Y, X)
+    mask = torch.ones_like(target, dtype=torch.bool)
+    device = next(iter(loss_fn.buffers()), logits).device
+    loss_fn.eval()
+    try:
+        with torch.no_grad():
+            value = loss_fn(logits.to(device), target.to(device), mask.to(device))
+    finally:
+        loss_fn.train(was_training)
+    return float(value)
+
+
 def _dice_record(summary: dict[str, Any]) -> dict[str, float]:
     """``val_dice`` (mean over foreground classes) and per class / region Dice means."""
     record: dict[str, float] = {}
@@ -514,7 +569,7 @@ class Trainer:
         regions = BRATS_REGIONS if tuple(classes) == BRATS_CLASSES else {}
         start = time.perf_counter()
         self.model.eval()
-        results = {}
+        results, losses = {}, []
         with torch.no_grad():
             for case_id in self.val_cases:
                 case = self.store[case_id]
@@ -531,10 +586,16 @@ class Trainer:
                 pred = probs.argmax(0).astype(np.uint8)  # (Z, Y, X)
                 _, gt = case.read(Box.whole(case.shape))
                 results[case_id] = evaluate_case(pred, gt, classes, case.spacing, regions)
+                losses.append(validation_loss(self.loss_fn, probs, gt))  # the same probs
+                del probs, pred, gt  # one case in memory at a time
         self.model.train()
         summary = summarize(results)
         _write_json(self.run_dir / "validation.json", {"cases": results, "summary": summary})
-        return {**_dice_record(summary), "val_time_s": round(time.perf_counter() - start, 3)}
+        return {
+            **_dice_record(summary),
+            "val_loss": float(np.mean(losses)),
+            "val_time_s": round(time.perf_counter() - start, 3),
+        }
 
     def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
         """Adaptive loss weights, schedule, best tracking, checkpoints and the metrics line."""
@@ -559,7 +620,7 @@ class Trainer:
             shown = ", ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                 for k, v in record.items()
-                if k in ("epoch", "lr", "train_loss", "val_dice", "time_s")
+                if k in ("epoch", "lr", "train_loss", "val_loss", "val_dice", "time_s")
             )
             self.log(f"epoch {epoch + 1}/{self.config.train.epochs}: {shown}")
 
@@ -695,5 +756,7 @@ __all__: Sequence[str] = (
     "TrainingError",
     "build_optimizer",
     "compute_loss",
+    "stitched_logits",
     "train",
+    "validation_loss",
 )
