@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from partseg.atomic import write_text
 from partseg.errors import ConfigError, PartsegError
 
 if TYPE_CHECKING:
@@ -558,7 +559,4 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Exper
 
 def save_config(config: ExperimentConfig, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML, atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    os.replace(tmp, path)
+    write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

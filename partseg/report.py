@@ -26,13 +26,14 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from partseg.atomic import atomic_path, write_text
 
 #: Metric columns in the order tables show them; metrics not listed follow alphabetically.
 METRIC_ORDER = (
@@ -206,20 +207,6 @@ def aggregate_costs(runs: Sequence[RunResult]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
     columns: dict[str, None] = {}
     for row in rows:
@@ -330,7 +317,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     settings = dict(settings or {})
     figures = dict(figures or {})
-    atomic_write_text(out / "results.csv", _csv_text(results_rows(runs)))
+    write_text(out / "results.csv", _csv_text(results_rows(runs)))
     payload = {
         "title": title,
         "settings": settings,
@@ -340,8 +327,8 @@ def write_report(
         "runs": [r.to_dict() for r in runs],
         "figures": figures,
     }
-    atomic_write_text(out / "results.json", json.dumps(payload, indent=2, default=_json_default))
-    atomic_write_text(out / "report.md", markdown_report(runs, title, settings, figures, notes))
+    write_text(out / "results.json", json.dumps(payload, indent=2, default=_json_default))
+    write_text(out / "report.md", markdown_report(runs, title, settings, figures, notes))
     return out
 
 
@@ -401,14 +388,10 @@ def _pyplot():
 
 def _save(fig: Any, path: str | os.PathLike) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=100, bbox_inches="tight")
     finally:
-        Path(tmp).unlink(missing_ok=True)
         _pyplot().close(fig)
     return path
 

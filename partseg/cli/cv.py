@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from partseg.atomic import write_json
 from partseg.cli.train import add_common_arguments, fit_to_budget
 
 
@@ -94,9 +94,7 @@ def run(args: argparse.Namespace) -> int:
         shutdown(ctx)
     if ctx.is_main:
         result = {"folds": records, "summary": summarize_folds(records)}
-        tmp = out / ".cv_summary.json.tmp"
-        tmp.write_text(json.dumps(result, indent=1))
-        os.replace(tmp, out / "cv_summary.json")
+        write_json(out / "cv_summary.json", result)
         for key, stats in result["summary"].items():
             print(f"{key}: {stats['mean']:.4f} +- {stats['std']:.4f} over {stats['n']} folds")
         print(f"cross-validation summary: {out / 'cv_summary.json'}")

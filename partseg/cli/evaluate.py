@@ -95,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate PRED against GT; print the table or JSON; write JSON/CSV. Returns 0."""
     import json
 
+    from partseg.atomic import write_text
     from partseg.evaluation import csv_rows, evaluate_folders, format_table, to_csv
-    from partseg.report import atomic_write_text
 
     report = evaluate_folders(
         args.pred,
@@ -112,8 +112,8 @@ def run(args: argparse.Namespace) -> int:
     cases, summary = report["cases"], report["summary"]
     text = json.dumps(report, indent=2)
     if args.json and args.json != "-":
-        atomic_write_text(args.json, text + "\n")
+        write_text(args.json, text + "\n")
     if args.csv:
-        atomic_write_text(args.csv, to_csv(*csv_rows(cases, summary)))
+        write_text(args.csv, to_csv(*csv_rows(cases, summary)))
     print(text if args.json == "-" else format_table(cases, summary))
     return 0

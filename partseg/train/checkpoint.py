@@ -22,13 +22,13 @@ Example:
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from partseg.atomic import atomic_path
 from partseg.errors import CheckpointError, ConfigError
 from partseg.geometry import Partition
 
@@ -46,30 +46,16 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
         CheckpointError: the folder is not writable or the disk is full; the previous file at
             ``path``, if any, is left intact.
     """
-    path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise CheckpointError(
-            f"cannot write checkpoint {path}: {err.strerror or err}; "
-            "choose a writable run directory with free space (--out)"
-        ) from err
-    try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_path(path) as tmp, tmp.open("wb") as handle:
             torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
     except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
         raise CheckpointError(
-            f"cannot write checkpoint {path}: {err.strerror or err}; the previous checkpoint is "
-            "kept; free disk space or choose another run directory (--out)"
+            f"cannot write checkpoint {path}: {err.strerror or err}; the previous checkpoint, if "
+            "any, is kept; free disk space or choose a writable run directory (--out)"
         ) from err
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:

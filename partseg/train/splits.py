@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from partseg.atomic import write_json
 from partseg.config import DataConfig
 from partseg.errors import ConfigError
 
@@ -68,10 +69,7 @@ def holdout_split(data: DataConfig, case_ids: Sequence[str]) -> Split:
 
 def write_splits(path: str | os.PathLike, splits: list[Split]) -> None:
     """Write ``splits.json`` atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(splits, indent=1))
-    os.replace(tmp, path)
+    write_json(path, splits)
 
 
 def read_splits(path: str | os.PathLike) -> list[Split]:
