@@ -14,8 +14,7 @@ YAML keys of a compare config (all but ``variants`` optional)::
     store: ""                          # an ingested store; empty: build one from `phantom`
     phantom: {kind: brats, cases: 12, shape: [48, 64, 64], seed: 0,
               target: labels,          # labels | whole_tumor (one foreground class)
-              channels: [],            # keep only these channels (default: all)
-              sobel: false}            # add the Sobel contour of channel 0 as a channel
+              channels: []}            # keep only these channels (default: all)
     folds: 0                           # k-fold cross-validation of every variant (0: one split)
     evaluation: {test_fraction: 0.25, test_cases: [], blend: crop, min_component_size: 0,
                  overlay_slices: 3, seam: true, batch_size: 2}
@@ -102,7 +101,9 @@ class PhantomSpec:
         target: ``"labels"`` (the kind's classes) or ``"whole_tumor"`` (brats: every tumour
             label merged into one foreground class named ``whole_tumor``).
         channels: keep only these channels (empty: all).
-        sobel: append the Sobel contour of the first kept channel as a channel ``sobel``.
+
+    Derived input channels (e.g. the Sobel contour of the aneurysm recipe) are not stored: a
+    variant asks for them with ``data.derived_channels`` (see :mod:`partseg.channels`).
     """
 
     kind: str = "brats"
@@ -111,7 +112,6 @@ class PhantomSpec:
     seed: int = 0
     target: str = "labels"
     channels: tuple[str, ...] = ()
-    sobel: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("brats", "aneurysm"):
@@ -127,10 +127,11 @@ class PhantomSpec:
     def derived(self) -> bool:
         """Whether the phantom files are rewritten as an nnU-Net raw folder before ingest.
 
-        Always for aneurysm phantoms (their ``_tof``/``_seg`` names are not a layout ingest
-        detects), and for any target, channel subset or Sobel channel.
+        Only for another target or a channel subset; otherwise ingest reads the phantom's
+        ``<id>/<id>_<channel>.nii.gz`` folders directly (BraTS names, or ``_tof`` for aneurysm
+        phantoms, whose labels {0, 1} ingest declares from the data).
         """
-        return self.kind != "brats" or self.target != "labels" or bool(self.channels) or self.sobel
+        return self.target != "labels" or bool(self.channels)
 
 
 @dataclass(frozen=True)
@@ -476,7 +477,7 @@ def _case_ids(store: Path) -> tuple[str, ...]:
 
 
 def derive_phantoms(raw: Path, out: Path, spec: PhantomSpec) -> None:
-    """Rewrite phantom cases as an nnU-Net raw folder with the target, channels and Sobel asked.
+    """Rewrite phantom cases as an nnU-Net raw folder with the target and channels asked.
 
     The result (``dataset.json``, ``imagesTr/<id>_000c.nii.gz``, ``labelsTr/<id>.nii.gz``)
     names its classes, e.g. ``whole_tumor``, so reports read naturally.
@@ -489,7 +490,6 @@ def derive_phantoms(raw: Path, out: Path, spec: PhantomSpec) -> None:
     unknown = [c for c in channels if c not in CHANNELS[spec.kind]]
     if unknown:
         raise ConfigError(f"phantom.channels {unknown} are not channels of {spec.kind} phantoms")
-    names = [*channels, "sobel"] if spec.sobel else channels
     labels = {"background": 0, "whole_tumor": 1} if spec.target == "whole_tumor" else None
     if labels is None:
         labels = (
@@ -499,7 +499,7 @@ def derive_phantoms(raw: Path, out: Path, spec: PhantomSpec) -> None:
         )
     (out / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out / "labelsTr").mkdir(parents=True, exist_ok=True)
-    meta = {"channel_names": {str(i): n for i, n in enumerate(names)}, "labels": labels,
+    meta = {"channel_names": {str(i): n for i, n in enumerate(channels)}, "labels": labels,
             "file_ending": ".nii.gz"}  # fmt: skip
     _atomic_text(out / "dataset.json", json.dumps(meta, indent=1))
     for folder in sorted(p for p in raw.iterdir() if p.is_dir()):
@@ -509,17 +509,8 @@ def derive_phantoms(raw: Path, out: Path, spec: PhantomSpec) -> None:
             continue
         files = dict(zip([*CHANNELS[spec.kind], "seg"], case_files(folder, case, spec.kind),
                          strict=True))  # fmt: skip
-        arrays = []
         for i, name in enumerate(channels):
-            image = nib.load(files[name])
-            arrays.append(np.asarray(image.dataobj))
             shutil.copyfile(files[name], out / "imagesTr" / f"{case}_{i:04d}.nii.gz")
-        if spec.sobel:
-            from partseg.infer.channels import sobel_contour
-
-            contour = sobel_contour(arrays[0].astype(np.float32))
-            contour = np.where(arrays[0] > 0, contour + 1.0, 0.0).astype(np.float32)
-            _save_nifti(out / "imagesTr" / f"{case}_{len(channels):04d}.nii.gz", contour, image)
         seg = nib.load(files["seg"])
         label = np.asarray(seg.dataobj)
         if spec.target == "whole_tumor":
@@ -737,21 +728,33 @@ def model_predictor(name: str, run_dirs: Sequence[Path], spec: EvaluationSpec) -
         model, partition = loaded[0].model, loaded[0].partition
     else:
         check_members(loaded)
+        _check_same_derived(name, loaded)
         model = EnsembleModel([m.model for m in loaded]).eval()
         partition = ensemble_partition([m.partition for m in loaded])
     layout = loaded[0].layout
+    derive = loaded[0].derive  # the run's data.derived_channels (None without)
 
     def predict(case: Any) -> tuple[np.ndarray, np.ndarray]:
         with torch.no_grad():
             probs = predict_case(
                 model, case, partition, layout, batch_size=spec.batch_size, device=device,
-                blend=spec.blend,
+                blend=spec.blend, derive=derive,
             )  # fmt: skip  # (K, Z, Y, X)
         return probs.argmax(0).astype(np.uint8), probs
 
     key = _checkpoint_key([resolve_checkpoint(d) for d in run_dirs])
     params = sum(int(m.model.num_parameters()) for m in loaded)
     return Predictor(name, predict, tuple(partition.core), params, key)
+
+
+def _check_same_derived(name: str, loaded: Sequence[Any]) -> None:
+    """Ensemble members see one input, so they must derive the same channels."""
+    kinds = {tuple(m.derived_channels) for m in loaded}
+    if len(kinds) > 1:
+        raise ConfigError(
+            f"ensemble {name}: its members were trained with different data.derived_channels "
+            f"({sorted(list(k) for k in kinds)}); ensemble only variants with the same inputs"
+        )
 
 
 def cascade_predictor(spec: CascadeSpec, coarse: Path, fine: Path, ev: EvaluationSpec) -> Predictor:
@@ -767,7 +770,8 @@ def cascade_predictor(spec: CascadeSpec, coarse: Path, fine: Path, ev: Evaluatio
     def predict(case: Any) -> tuple[np.ndarray, None]:
         with torch.no_grad():
             result = predict_cascade(
-                Stage(a.model, a.partition, a.layout), Stage(b.model, b.partition, b.layout),
+                Stage(a.model, a.partition, a.layout, a.derive),
+                Stage(b.model, b.partition, b.layout, b.derive),
                 case, voi_size=spec.voi, min_size=spec.min_size, batch_size=ev.batch_size,
                 device=device,
             )  # fmt: skip

@@ -16,6 +16,7 @@ from partseg.experiments import (
     experiment_dict,
     load_compare_config,
     make_split,
+    prepare_store,
     run_compare,
     scores_of,
     set_path,
@@ -138,24 +139,42 @@ def test_scores_of_keeps_report_metrics() -> None:
     assert scores_of(summary) == {"tumor": {"dice": 0.5, "hd95": None}, "wt": {"dice": 0.7}}
 
 
-def test_derive_phantoms_whole_tumor_and_sobel(tmp_path: Path) -> None:
+def test_derive_phantoms_whole_tumor_and_channel_subset(tmp_path: Path) -> None:
     import nibabel as nib
 
     from partseg.phantom import write_phantoms
 
     write_phantoms(tmp_path / "raw", 1, (16, 24, 24), seed=0, progress=False)
-    spec = PhantomSpec(cases=2, target="whole_tumor", channels=("flair",), sobel=True)
+    spec = PhantomSpec(cases=2, target="whole_tumor", channels=("flair",))
+    assert spec.derived
     derive_phantoms(tmp_path / "raw", tmp_path / "out", spec)
     meta = json.loads((tmp_path / "out" / "dataset.json").read_text())
-    assert meta["channel_names"] == {"0": "flair", "1": "sobel"}
+    assert meta["channel_names"] == {"0": "flair"}
     assert meta["labels"] == {"background": 0, "whole_tumor": 1}
+    assert sorted(p.name for p in (tmp_path / "out/imagesTr").iterdir()) == [
+        "Phantom_001_0000.nii.gz"
+    ]
     seg = np.asarray(nib.load(tmp_path / "raw/Phantom_001/Phantom_001_seg.nii.gz").dataobj)
     out = np.asarray(nib.load(tmp_path / "out/labelsTr/Phantom_001.nii.gz").dataobj)
     np.testing.assert_array_equal(out, (seg > 0).astype(np.uint8))
-    flair = np.asarray(nib.load(tmp_path / "raw/Phantom_001/Phantom_001_flair.nii.gz").dataobj)
-    sobel = np.asarray(nib.load(tmp_path / "out/imagesTr/Phantom_001_0001.nii.gz").dataobj)
-    assert sobel.shape == flair.shape
-    assert (sobel[flair == 0] == 0).all() and (sobel[flair > 0] >= 1).all()
+
+
+def test_sobel_is_no_longer_a_phantom_key() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key phantom\.sobel"):
+        compare_config_from_dict({"variants": [{"name": "a"}], "phantom": {"sobel": True}})
+
+
+def test_aneurysm_phantoms_are_ingested_as_written(tmp_path: Path) -> None:
+    from partseg.store import open_store
+
+    spec = {"kind": "aneurysm", "cases": 2, "shape": [24, 32, 32], "seed": 0}
+    cfg = compare_config_from_dict({"variants": [{"name": "a"}], "phantom": spec})
+    assert cfg.phantom is not None and not cfg.phantom.derived
+    store = open_store(prepare_store(cfg, tmp_path, progress=False))
+    assert not (tmp_path / "data" / "phantom_derived").exists()
+    assert store.channels == ("tof",) and store.case_ids == ("Phantom_001", "Phantom_002")
+    assert store.label_mapping == {0: 0, 1: 1} and len(store.classes) == 2
+    assert sum(store[c].voxel_counts.get(1, 0) for c in store.case_ids) > 0
 
 
 def test_run_compare_end_to_end_and_resume(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from partseg.experiments import load_compare_config, run_compare
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-#: brats_3d and aneurysm_cascade (DeepMedic, derived phantoms, the cascade) stay in the default
+#: brats_3d and aneurysm_cascade (DeepMedic, derived channels, the cascade) stay in the default
 #: run (2-4 s each on 2 idle cores); the others repeat those code paths and are marked slow.
 RECIPES = [
     "brats_3d",

@@ -11,6 +11,11 @@ Supported layouts:
 * ``brats``: BraTS 2017-2021 (``<id>_t1.nii.gz _t1ce _t2 _flair _seg``; labels {0, 1, 2, 4}) and
   BraTS 2023 (``<id>-t1n.nii.gz -t1c -t2w -t2f -seg``; labels {0, 1, 2, 3}), one folder per case
   or all files in one flat folder; a case without ``seg`` has no label (validation/test sets).
+  The same folder layout with any other channel names, ``<id>/<id>_<channel>.nii.gz`` plus an
+  optional ``<id>/<id>_seg.nii.gz`` (e.g. the ``_tof`` files of ``partseg phantom --kind
+  aneurysm``), is read too, one folder per case only: the channels are the union of the names
+  found, in **sorted order** (``adc, t2``), and the labels are declared from the data as for
+  HDF5/NumPy. A case lacking a channel that other cases have is reported as bad (missing file).
 * ``msd``: Medical Segmentation Decathlon and nnU-Net raw folders: ``dataset.json`` (channel names
   under ``modality`` or ``channel_names``, labels under ``labels``), ``imagesTr/``, ``labelsTr/``,
   ``imagesTs/``; one 4D NIfTI per case (MSD) or one file per channel with ``_0000`` suffixes
@@ -22,8 +27,9 @@ Supported layouts:
   ``<id>_seg.npy``, and ``<id>.npz`` archives with ``image``/``label`` keys. Spacing 1 mm.
 
 Declared labels: BraTS and MSD declare their label set (the file naming or ``dataset.json``);
-HDF5 and NumPy datasets declare none, and ingest then takes the values found in the first
-labelled case (or ``--labels``); a later case with another value is reported as bad.
+HDF5, NumPy and BraTS-style folders with other channel names declare none, and ingest then takes
+the values found in the first labelled case (or ``--labels``); a later case with another value
+is reported as bad.
 
 Axis order: NIfTI arrays are (X, Y, Z[, C]); :func:`read_case` returns images (C, Z, Y, X) and
 labels (Z, Y, X). The affine is kept as stored, in the NIfTI convention (it maps voxel indices
@@ -53,6 +59,12 @@ LAYOUTS = ("brats", "msd", "hdf5", "numpy")
 _NIFTI = r"\.nii(?:\.gz)?"
 _BRATS_RE = re.compile(rf"^(?P<id>.+)_(?P<mod>t1|t1ce|t2|flair|seg){_NIFTI}$")
 _BRATS23_RE = re.compile(rf"^(?P<id>.+)-(?P<mod>t1n|t1c|t2w|t2f|seg){_NIFTI}$")
+#: (file pattern, separator, channels in order, declared labels) of each BraTS edition.
+_BRATS_EDITIONS = (
+    (_BRATS_RE, "_", BRATS_CHANNELS, dict(zip((0, 1, 2, 4), BRATS_CLASS_NAMES, strict=True))),
+    (_BRATS23_RE, "-", BRATS23_CHANNELS, dict(enumerate(BRATS_CLASS_NAMES))),
+)
+_FOLDER_RE = re.compile(rf"^(?P<id>.+)_(?P<mod>[A-Za-z0-9]+){_NIFTI}$")
 _CHANNEL_RE = re.compile(r"^(?P<id>.+)_(?P<ch>\d{4})$")
 _HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 _AFFINE_ATOL = 1e-3
@@ -186,7 +198,7 @@ def discover(
 _LOOKED_FOR = {
     "msd": "dataset.json with imagesTr/ or imagesTs/ of NIfTI files",
     "brats": "<id>_t1/_t1ce/_t2/_flair[/_seg].nii[.gz] or <id>-t1n/-t1c/-t2w/-t2f[-seg].nii[.gz], "
-    "flat or one folder per case",
+    "flat or one folder per case, or <id>/<id>_<channel>[/<id>_seg].nii[.gz] folders",
     "hdf5": "*.h5 / *.hdf5 files with an image dataset",
     "numpy": "*.npy images (optional <id>_label.npy or <id>_seg.npy) or *.npz with image/label",
 }
@@ -200,30 +212,55 @@ def _nifti_files(root: Path) -> list[Path]:
 
 
 def find_brats(root: Path) -> Source | None:
-    """BraTS 2017-2021 or 2023 naming, flat or one folder per case; see the module docstring."""
+    """BraTS-style NIfTI files, flat or one folder per case; see the module docstring.
+
+    A BraTS edition is recognised when its four channel names all occur (missing files of a case
+    are then reported by :func:`read_case`); otherwise one folder per case with any consistent
+    channel names is read (channels sorted, labels declared from the data).
+    """
     if not root.is_dir():
         return None
     files = _nifti_files(root)
-    for pattern, channels, labels in (
-        (_BRATS_RE, BRATS_CHANNELS, {0: "background", 1: "necrotic", 2: "edema", 4: "enhancing"}),
-        (_BRATS23_RE, BRATS23_CHANNELS, dict(enumerate(BRATS_CLASS_NAMES))),
-    ):
-        by_case: dict[str, dict[str, Path]] = {}
-        for path in files:
-            match = pattern.match(path.name)
-            if match:
-                by_case.setdefault(match["id"], {})[match["mod"]] = path
+    partial: Source | None = None
+    for pattern, sep, channels, labels in _BRATS_EDITIONS:
+        by_case = _group_by_case(files, pattern, nested_only=False)
         if not by_case:
             continue
-        sep = "_" if pattern is _BRATS_RE else "-"
-        cases = []
-        for case_id, mods in sorted(by_case.items()):
-            folder = next(iter(mods.values())).parent
-            ext = ".nii.gz" if next(iter(mods.values())).name.endswith(".gz") else ".nii"
-            images = tuple(mods.get(ch, folder / f"{case_id}{sep}{ch}{ext}") for ch in channels)
-            cases.append(SourceCase(case_id, images, mods.get("seg"), channels, "nifti"))
-        return Source("brats", root, tuple(cases), channels, labels)
-    return None
+        source = Source("brats", root, _brats_cases(by_case, channels, sep), channels, labels)
+        found = {mod for mods in by_case.values() for mod in mods}
+        if set(channels) <= found:
+            return source
+        partial = partial or source
+    by_case = _group_by_case(files, _FOLDER_RE, nested_only=True)
+    channels = tuple(sorted({mod for mods in by_case.values() for mod in mods} - {"seg"}))
+    if channels:
+        return Source("brats", root, _brats_cases(by_case, channels, "_"), channels, None)
+    return partial  # BraTS names with a channel missing from every case: read_case reports it
+
+
+def _group_by_case(
+    files: Sequence[Path], pattern: re.Pattern[str], *, nested_only: bool
+) -> dict[str, dict[str, Path]]:
+    """Case id -> channel name (or ``seg``) -> file, for the files whose name matches."""
+    by_case: dict[str, dict[str, Path]] = {}
+    for path in files:
+        match = pattern.match(path.name)
+        if match and (not nested_only or path.parent.name == match["id"]):
+            by_case.setdefault(match["id"], {})[match["mod"]] = path
+    return by_case
+
+
+def _brats_cases(
+    by_case: dict[str, dict[str, Path]], channels: tuple[str, ...], sep: str
+) -> tuple[SourceCase, ...]:
+    """One case per id; a missing channel keeps its expected path so reading reports it."""
+    cases = []
+    for case_id, mods in sorted(by_case.items()):
+        first = next(iter(mods.values()))
+        ext = ".nii.gz" if first.name.endswith(".gz") else ".nii"
+        images = tuple(mods.get(ch, first.parent / f"{case_id}{sep}{ch}{ext}") for ch in channels)
+        cases.append(SourceCase(case_id, images, mods.get("seg"), channels, "nifti"))
+    return tuple(cases)
 
 
 def find_msd(root: Path, split: str = "train") -> Source | None:

@@ -138,3 +138,24 @@ def write_numpy(
             np.save(root / f"{case}.npy", image)
             np.save(root / f"{case}_{label_suffix}.npy", label)
     return root
+
+
+def write_folders(
+    root: Path,
+    channels: Sequence[str] = ("tof",),
+    ids: Sequence[str] = ("Tof_001", "Tof_002"),
+    values: tuple[int, ...] = (1,),
+) -> Path:
+    """One folder per case, ``<id>/<id>_<channel>.nii.gz`` + ``<id>_seg.nii.gz`` (any names).
+
+    The layout of ``partseg phantom --kind aneurysm`` (channel ``tof``); channel ``c`` of
+    ``channels`` holds ``make_image(len(channels))[c]``.
+    """
+    for k, case in enumerate(ids):
+        folder = root / case
+        folder.mkdir(parents=True, exist_ok=True)
+        image = make_image(len(channels), seed=k)
+        for c, name in enumerate(channels):
+            save_nifti(folder / f"{case}_{name}.nii.gz", image[c])
+        save_nifti(folder / f"{case}_seg.nii.gz", make_label(values, seed=k))
+    return root

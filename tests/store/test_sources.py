@@ -14,6 +14,7 @@ from rawdata import (
     make_label,
     save_nifti,
     write_brats,
+    write_folders,
     write_hdf5,
     write_msd,
     write_numpy,
@@ -69,6 +70,56 @@ def test_hdf5_and_numpy(tmp_path: Path) -> None:
     assert npy.channels == ("ch0", "ch1", "ch2")
     npz = discover(write_numpy(tmp_path / "z", npz=True))
     assert [c.fmt for c in npz.cases] == ["npz", "npz"]
+
+
+def test_case_folders_with_any_channel_names_ingest(tmp_path: Path) -> None:
+    from partseg.cli import main
+    from partseg.store import open_store
+
+    root = write_folders(tmp_path / "tof")  # the aneurysm phantom layout: <id>/<id>_tof.nii.gz
+    source = discover(root)
+    assert (source.layout, source.channels, source.labels) == ("brats", ("tof",), None)
+    assert [p.name for p in source.cases[1].image_files] == ["Tof_002_tof.nii.gz"]
+    assert source.cases[1].label_file.name == "Tof_002_seg.nii.gz"
+    store = tmp_path / "s.zarr"
+    args = ["ingest", str(root), str(store), "--layout", "auto", "--chunks", "4", "8", "8"]
+    assert main([*args, "--no-progress"]) == 0
+    ingested = open_store(store)
+    assert ingested.channels == ("tof",) and ingested.case_ids == ("Tof_001", "Tof_002")
+    assert ingested.label_mapping == {0: 0, 1: 1}
+    assert ingested.classes[0] == "background" and len(ingested.classes) == 2
+
+
+def test_case_folders_channels_sorted_and_read_in_that_order(tmp_path: Path) -> None:
+    root = write_folders(tmp_path / "d", channels=("t2", "adc"), values=(1, 3))
+    source = discover(root, layout="brats")
+    assert source.channels == ("adc", "t2")
+    assert [p.name for p in source.cases[0].image_files] == [
+        "Tof_001_adc.nii.gz", "Tof_001_t2.nii.gz"
+    ]  # fmt: skip
+    raw = read_case(source.cases[0])
+    written = make_image(2, seed=0)  # channel 0 went to _t2, channel 1 to _adc
+    np.testing.assert_array_equal(raw.image, written[[1, 0]])
+    np.testing.assert_array_equal(raw.label, make_label((1, 3), seed=0))
+
+
+def test_case_folders_missing_channel_names_case_and_file(tmp_path: Path) -> None:
+    root = write_folders(tmp_path / "d", channels=("tof", "mask"))
+    missing = root / "Tof_002" / "Tof_002_mask.nii.gz"
+    missing.unlink()
+    source = discover(root)
+    assert source.channels == ("mask", "tof")
+    read_case(source.cases[0])
+    with pytest.raises(InputError, match="missing image file") as info:
+        read_case(source.cases[1])
+    assert info.value.case == "Tof_002" and Path(info.value.path) == missing
+
+
+def test_case_folders_need_the_folder_named_after_the_case(tmp_path: Path) -> None:
+    (tmp_path / "flat").mkdir()
+    save_nifti(tmp_path / "flat" / "scan_tof.nii.gz", make_image(1)[0])  # flat: not a case folder
+    with pytest.raises(InputError, match="no known dataset layout"):
+        discover(tmp_path / "flat")
 
 
 def test_auto_lists_what_it_looked_for(tmp_path: Path) -> None:
