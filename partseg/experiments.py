@@ -466,7 +466,8 @@ def prepare_store(config: CompareConfig, out: Path, *, progress: bool = True) ->
         source = data / "phantom_derived"
         derive_phantoms(raw, source, spec)
     if store_state(store) != "store" or len(_case_ids(store)) < spec.cases:
-        ingest(source, store, IngestSettings(), progress=progress)
+        names = ((1, "aneurysm"),) if spec.kind == "aneurysm" else ()
+        ingest(source, store, IngestSettings(label_names=names), progress=progress)
     return str(store)
 
 

@@ -72,6 +72,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "dataset.json for MSD, else the values of the first labelled case)",
     )
     p.add_argument(
+        "--label-names",
+        nargs="+",
+        type=_label_name,
+        default=(),
+        metavar="VALUE=NAME",
+        help="class names for label values the layout does not name, e.g. 1=aneurysm "
+        "(default: names from the layout, else label_<value>)",
+    )
+    p.add_argument(
         "--split",
         choices=("train", "test", "all"),
         default="train",
@@ -124,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         chunks=tuple(args.chunks) if args.chunks else DEFAULT_CHUNKS,
         clevel=args.clevel,
         labels=tuple(args.labels) if args.labels else None,
+        label_names=tuple(args.label_names),
         image_key=args.hdf5_image,
         label_key=args.hdf5_label,
         split=args.split,
@@ -145,3 +155,11 @@ def run(args: argparse.Namespace) -> int:
         print("partseg ingest: error: no case could be ingested", file=sys.stderr)
         return 2
     return 0
+
+
+def _label_name(text: str) -> tuple[int, str]:
+    """Parse ``VALUE=NAME`` (e.g. ``1=aneurysm``) for ``--label-names``."""
+    value, sep, name = text.partition("=")
+    if not sep or not value.strip().lstrip("-").isdigit() or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected VALUE=NAME such as 1=aneurysm, got {text!r}")
+    return int(value), name.strip()

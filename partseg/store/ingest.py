@@ -62,6 +62,8 @@ class IngestSettings:
             3x slower, decoding as fast; 9 encodes 10x slower still).
         shuffle: Blosc filter: ``"shuffle"``, ``"bitshuffle"`` or ``"noshuffle"``.
         labels: declared label values; None uses the layout's or the first case's.
+        label_names: ``(value, name)`` pairs naming classes the layout does not name
+            (otherwise ``label_<value>``), e.g. ``((1, "aneurysm"),)``.
         image_key: HDF5 dataset / ``.npz`` key of the image.
         label_key: HDF5 dataset / ``.npz`` key of the label.
         split: MSD/nnU-Net: ``"train"`` (imagesTr), ``"test"`` (imagesTs) or ``"all"``.
@@ -79,6 +81,7 @@ class IngestSettings:
     clevel: int = 5
     shuffle: str = "shuffle"
     labels: tuple[int, ...] | None = None
+    label_names: tuple[tuple[int, str], ...] = ()
     image_key: str = "image"
     label_key: str = "label"
     split: str = "train"
@@ -379,7 +382,7 @@ def _declared_labels(
     source: Source, settings: IngestSettings, report: IngestReport, skip_bad: bool
 ) -> dict[int, str]:
     """Declared label value -> class name (see the module docstring for the precedence)."""
-    names = dict(source.labels or {})
+    names = {**dict(source.labels or {}), **dict(settings.label_names)}
     if settings.labels is not None:
         values = sorted(set(settings.labels) | {0})
     elif source.labels is not None:

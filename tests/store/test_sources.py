@@ -87,7 +87,13 @@ def test_case_folders_with_any_channel_names_ingest(tmp_path: Path) -> None:
     ingested = open_store(store)
     assert ingested.channels == ("tof",) and ingested.case_ids == ("Tof_001", "Tof_002")
     assert ingested.label_mapping == {0: 0, 1: 1}
-    assert ingested.classes[0] == "background" and len(ingested.classes) == 2
+    assert ingested.classes == ("background", "label_1")
+    named = tmp_path / "named.zarr"
+    named_args = ["ingest", str(root), str(named), "--label-names", "1=aneurysm", "--no-progress"]
+    assert main(named_args) == 0
+    assert open_store(named).classes == ("background", "aneurysm")
+    with pytest.raises(SystemExit):
+        main(["ingest", str(root), str(tmp_path / "bad.zarr"), "--label-names", "aneurysm"])
 
 
 def test_case_folders_channels_sorted_and_read_in_that_order(tmp_path: Path) -> None:
