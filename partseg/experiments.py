@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from partseg.atomic import atomic_path, write_text
 from partseg.errors import ConfigError
 
 #: Metrics kept in the comparison tables (the per-case files keep every metric).
@@ -458,7 +459,7 @@ def prepare_store(config: CompareConfig, out: Path, *, progress: bool = True) ->
             f"{data} holds phantom data made with other settings ({stamp.read_text()}); "
             "use another --out or delete that folder"
         )
-    _atomic_text(stamp, wanted)
+    write_text(stamp, wanted)
     raw = data / "phantom_raw"
     write_phantoms(raw, spec.cases, spec.shape, spec.seed, spec.kind, progress=progress)
     source = raw
@@ -502,7 +503,7 @@ def derive_phantoms(raw: Path, out: Path, spec: PhantomSpec) -> None:
     (out / "labelsTr").mkdir(parents=True, exist_ok=True)
     meta = {"channel_names": {str(i): n for i, n in enumerate(channels)}, "labels": labels,
             "file_ending": ".nii.gz"}  # fmt: skip
-    _atomic_text(out / "dataset.json", json.dumps(meta, indent=1))
+    write_text(out / "dataset.json", json.dumps(meta, indent=1))
     for folder in sorted(p for p in raw.iterdir() if p.is_dir()):
         case = folder.name
         done = out / "labelsTr" / f"{case}.nii.gz"
@@ -522,16 +523,8 @@ def derive_phantoms(raw: Path, out: Path, spec: PhantomSpec) -> None:
 def _save_nifti(path: Path, array: np.ndarray, like: Any) -> None:
     import nibabel as nib
 
-    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
-    nib.save(nib.Nifti1Image(array, like.affine), tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".nii.gz") as tmp:
+        nib.save(nib.Nifti1Image(array, like.affine), tmp)
 
 
 @dataclass(frozen=True)
@@ -640,7 +633,7 @@ def train_variant(
         import torch
 
         peak = torch.cuda.max_memory_allocated() / 2**20
-        _atomic_text(run_dir / "cost.json", json.dumps({"peak_memory_mb": peak}))
+        write_text(run_dir / "cost.json", json.dumps({"peak_memory_mb": peak}))
     return run_dir
 
 
@@ -850,11 +843,9 @@ def evaluate_predictor(
         "predict_seconds": seconds / max(len(test), 1),
     }
     overlay = [picked[i].astype(np.uint8) for i in range(len(slices))]
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / ".overlay.tmp.npz", "wb") as handle:
+    with atomic_path(slices_file, suffix=".npz") as tmp, tmp.open("wb") as handle:
         np.savez_compressed(handle, *overlay)
-    os.replace(cache / ".overlay.tmp.npz", slices_file)
-    _atomic_text(result_file, json.dumps(result, indent=1, default=float))
+    write_text(result_file, json.dumps(result, indent=1, default=float))
     return result, overlay
 
 
@@ -943,7 +934,7 @@ def run_compare(
     store_url = prepare_store(config, out, progress=progress)
     store = open_store(store_url)
     split = make_split(store.case_ids, config)
-    _atomic_text(out / "split.json", json.dumps(dataclasses.asdict(split), indent=1))
+    write_text(out / "split.json", json.dumps(dataclasses.asdict(split), indent=1))
     log(
         f"store {store_url}: {len(store.case_ids)} cases, {len(split.test)} held out for test; "
         f"{len(config.variants)} variant(s) x {len(split.folds)} fold(s)"
