@@ -714,6 +714,7 @@ def model_predictor(name: str, run_dirs: Sequence[Path], spec: EvaluationSpec) -
 
     from partseg.infer.ensemble import EnsembleModel, check_members, ensemble_partition
     from partseg.infer.predictor import predict_case
+    from partseg.infer.stitch import labels_from_probabilities
     from partseg.train.checkpoint import load_model, resolve_checkpoint
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -734,7 +735,7 @@ def model_predictor(name: str, run_dirs: Sequence[Path], spec: EvaluationSpec) -
                 model, case, partition, layout, batch_size=spec.batch_size, device=device,
                 blend=spec.blend, derive=derive,
             )  # fmt: skip  # (K, Z, Y, X)
-        return probs.argmax(0).astype(np.uint8), probs
+        return labels_from_probabilities(probs), probs
 
     key = _checkpoint_key([resolve_checkpoint(d) for d in run_dirs])
     params = sum(int(m.model.num_parameters()) for m in loaded)

@@ -277,7 +277,7 @@ def predict_one(args: argparse.Namespace, predictor: dict, store: Any, case: Any
     from partseg.infer.export import export_case
     from partseg.infer.postprocess import postprocess
     from partseg.infer.predictor import predict_case, whole_partition
-    from partseg.infer.stitch import Stitcher
+    from partseg.infer.stitch import Stitcher, default_activation
 
     model, partition = predictor["model"], predictor["partition"]
     layout = predictor["loaded"][0].layout
@@ -290,6 +290,7 @@ def predict_one(args: argparse.Namespace, predictor: dict, store: Any, case: Any
         partition,
         int(model.out_channels),
         blend=args.blend,
+        activation=default_activation(int(model.out_channels)),
         output="values" if want_values else "labels",
         dtype=np.float16,
         backend=_zarr_backend(case, partition, model, zarr_path, args) if want_values else None,
@@ -314,13 +315,19 @@ def predict_one(args: argparse.Namespace, predictor: dict, store: Any, case: Any
 
 
 def _labels_of(probabilities: Any, slab: int = 16):
-    """Argmax over classes, slab by slab (works on a zarr array larger than RAM)."""
+    """Labels of (K, Z, Y, X) probabilities, slab by slab (works on a zarr array larger than RAM).
+
+    Argmax over classes, or ``p > 0.5`` for a one-channel (sigmoid) model: see
+    :func:`partseg.infer.stitch.labels_from_probabilities`.
+    """
     import numpy as np
+
+    from partseg.infer.stitch import labels_from_probabilities
 
     depth = probabilities.shape[1]
     labels = np.zeros(probabilities.shape[1:], np.uint8)
     for z in range(0, depth, slab):
-        labels[z : z + slab] = np.asarray(probabilities[:, z : z + slab]).argmax(0)
+        labels[z : z + slab] = labels_from_probabilities(np.asarray(probabilities[:, z : z + slab]))
     return labels
 
 

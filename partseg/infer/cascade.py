@@ -35,7 +35,12 @@ from partseg.infer.predictor import (
     output_channels,
     predict_case,
 )
-from partseg.infer.stitch import Stitcher
+from partseg.infer.stitch import (
+    Stitcher,
+    activate,
+    default_activation,
+    labels_from_probabilities,
+)
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,10 @@ def predict_cascade(
         >>> #                                derive=add_sobel_channel), case)
     """
     shape = tuple(int(s) for s in case.shape)
-    stitcher = Stitcher(shape, coarse.partition, output_channels(coarse.model), output="labels")
+    k = output_channels(coarse.model)
+    stitcher = Stitcher(
+        shape, coarse.partition, k, activation=default_activation(k), output="labels"
+    )
     coarse_labels = predict_case(
         coarse.model, case, coarse.partition, coarse.layout, batch_size=batch_size,
         device=device, amp=amp, tta=tta, stitcher=stitcher, derive=coarse.derive,
@@ -162,8 +170,12 @@ def _check_fine(fine: Stage, size: Sequence[int]) -> None:
 def _fine_outputs(
     fine: Stage, case: Any, vois: list[Box], batch_size: int, device, amp: bool, tta: bool
 ) -> list[np.ndarray]:
-    """Fine probabilities (K, *voi) for every VOI, its trained margin read around it."""
+    """Fine probabilities (K, *voi) for every VOI, its trained margin read around it.
+
+    Softmax over K > 1 channels, the sigmoid foreground probability for a one-channel model.
+    """
     p = fine.partition
+    activation = default_activation(output_channels(fine.model))
     cubes = [Minicube(v.start, v.size, p.margin_before, p.margin_after) for v in vois]
     outputs: list[np.ndarray] = []
     for start in range(0, len(cubes), batch_size):
@@ -172,7 +184,7 @@ def _fine_outputs(
         logits = forward(fine.model, torch.from_numpy(x).to(device), amp=amp, tta=tta)
         for cube, out in zip(batch, logits, strict=True):
             core = crop_output(out, cube, cube.core_box)
-            outputs.append(core.softmax(0).cpu().numpy())
+            outputs.append(activate(core.cpu().numpy(), activation))
     return outputs
 
 
@@ -191,7 +203,8 @@ def _paste(outputs: list[np.ndarray], vois: list[Box], shape: Sequence[int]) -> 
         total[(slice(None), *local)] += probabilities[(slice(None), *where)]
         count[local] += 1
     covered = count > 0
-    region_labels = np.argmax(total, axis=0).astype(np.uint8)
+    mean = total / np.maximum(count, 1.0)  # (K, *union): the average where VOIs overlap
+    region_labels = labels_from_probabilities(mean)
     labels[union.slices()] = np.where(covered, region_labels, 0)
     return labels
 

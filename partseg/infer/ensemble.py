@@ -2,7 +2,9 @@
 
 Members that share the input layout, channels and classes run together, minicube by minicube:
 :class:`EnsembleModel` returns ``log(mean_i softmax(model_i(x)))``, so the stitcher's softmax
-gives back exactly the averaged probabilities and no per-model volume is ever held in RAM.
+gives back exactly the averaged probabilities and no per-model volume is ever held in RAM. For
+one-channel (sigmoid) members it returns ``logit(mean_i sigmoid(model_i(x)))``, so the stitcher's
+sigmoid gives back the averaged foreground probability (thresholded at 0.5 for labels).
 The shared partition (:func:`ensemble_partition`) keeps the first member's core and takes the
 widest margins and the largest stride of all members. Members with different layouts cannot
 share minicubes: predict each separately and use :func:`average_probabilities`.
@@ -22,7 +24,12 @@ from partseg.geometry import Partition, make_partition
 
 
 class EnsembleModel(torch.nn.Module):
-    """Average the softmax of several models; outputs log-probabilities as "logits".
+    """Average the probabilities of several models; outputs "logits" of the average.
+
+    K > 1 channels: ``log(mean softmax)`` (softmax of it is the mean). One channel (sigmoid
+    members): ``logit(mean sigmoid)`` (sigmoid of it is the mean). The mean is clamped to
+    ``[1e-12, 1 - 1e-12]`` (K == 1) or ``>= 1e-12`` so no logit is infinite; all members must
+    have the same number of output channels.
 
     Example:
         >>> a, b = torch.nn.Conv3d(1, 2, 1), torch.nn.Conv3d(1, 2, 1)
@@ -42,6 +49,13 @@ class EnsembleModel(torch.nn.Module):
         self.members = torch.nn.ModuleList(members)
         first = members[0]
         self.out_channels = int(first.out_channels)
+        counts = [int(m.out_channels) for m in members]
+        if len(set(counts)) > 1:
+            raise CheckpointError(
+                f"ensemble members have different output channels {counts}; a one-channel "
+                "(sigmoid) model cannot be averaged with softmax models: ensemble models with "
+                "the same model.out_channels"
+            )
         self.in_channels = getattr(first, "in_channels", None)
         self.spatial_dims = getattr(first, "spatial_dims", None)
         self.total_stride = math.lcm(*(int(getattr(m, "total_stride", 1)) for m in members))
@@ -53,10 +67,15 @@ class EnsembleModel(torch.nn.Module):
             out = member(x)
             if isinstance(out, list | tuple):
                 out = out[0]
-            probabilities = out.float().softmax(dim=1)
+            out = out.float()  # (B, K, *S)
+            probabilities = out.sigmoid() if self.out_channels == 1 else out.softmax(dim=1)
             total = probabilities if total is None else total + probabilities
         assert total is not None
-        return torch.log((total / len(self.members)).clamp_min(1e-12))
+        mean = total / len(self.members)
+        if self.out_channels == 1:
+            mean = mean.clamp(1e-12, 1.0 - 1e-12)
+            return torch.log(mean) - torch.log1p(-mean)  # logit: sigmoid(logit(p)) == p
+        return torch.log(mean.clamp_min(1e-12))
 
 
 def check_members(loaded: Sequence[Any]) -> None:

@@ -7,7 +7,8 @@ original file). Export undoes it in reverse order:
 
 1. resample back to ``crop_box.size`` when the store was resampled (labels nearest,
    probabilities trilinear);
-2. paste at ``crop_box.start`` into background of ``original_shape`` (probability 1 for class 0);
+2. paste at ``crop_box.start`` into background of ``original_shape`` (probability 1 for class 0;
+   foreground probability 0 for a one-channel sigmoid model);
 3. map class ids back to the original label values (BraTS: 3 -> 4);
 4. transpose (Z, Y, X) -> (X, Y, Z) (probabilities (X, Y, Z, K)) and save with the original
    affine, atomically (temporary name in the same folder, then rename).
@@ -101,12 +102,17 @@ def labels_to_original_grid(
 def probabilities_to_original_grid(
     probabilities: np.ndarray, attrs: Mapping[str, Any]
 ) -> np.ndarray:
-    """(K, Z, Y, X) over the stored case -> (K, *original_shape), background outside the crop."""
+    """(K, Z, Y, X) over the stored case -> (K, *original_shape), background outside the crop.
+
+    Background is probability 1 of class 0 for K > 1 channels, and foreground probability 0 for
+    one channel (the sigmoid output of a binary model).
+    """
     crop, original = crop_box_of(attrs, probabilities.shape[1:])
     if tuple(probabilities.shape[1:]) != crop.size:
         probabilities = resize_linear(probabilities, crop.size)
     full = np.zeros((probabilities.shape[0], *original), probabilities.dtype)
-    full[0] = 1
+    if probabilities.shape[0] > 1:
+        full[0] = 1
     full[(slice(None), *crop.slices())] = probabilities
     return full
 

@@ -14,6 +14,11 @@ makes them exact; :func:`norm_warning` says so.
 
 2D models run through the same code: their partition has core 1 along the layout's slice axis
 and the layout folds the neighbouring slices into channels, so every "minicube" is one slice.
+
+Activation: a model with K > 1 output channels gives softmax probabilities; a one-channel model
+(binary task trained with a sigmoid, ``model.out_channels: 1``) gives the sigmoid foreground
+probability (1, Z, Y, X). Labels come from
+:func:`~partseg.infer.stitch.labels_from_probabilities` (argmax, or ``p > 0.5`` for one channel).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import torch
 from partseg.channels import Derive  # (C, *box) -> (C', *box), applied after every read
 from partseg.errors import CheckpointError, GeometryError
 from partseg.geometry import Box, Minicube, Partition, make_partition
-from partseg.infer.stitch import Stitcher
+from partseg.infer.stitch import Stitcher, default_activation
 
 
 @dataclass
@@ -175,13 +180,15 @@ def predict_case(
         blend: stitching mode when ``stitcher`` is None (``crop`` | ``average`` | ``gaussian``
             | ``hann``).
         tta: average the logits of every flip combination of the spatial axes.
-        stitcher: where outputs go; default an in-memory float32 probability volume.
+        stitcher: where outputs go; default an in-memory float32 probability volume (softmax
+            for K > 1 channels, sigmoid for one channel).
         derive: optional derived-channel function applied to each read box (e.g. Sobel contour).
         cubes: the minicubes to run (default the whole grid; a shard for parallel writers).
 
     Returns:
         ``stitcher.finalize()``; with the default stitcher the probabilities float32
-        (K, Z, Y, X) over the case's volume, the softmax of the stitched logits.
+        (K, Z, Y, X) over the case's volume: the softmax of the stitched logits, or for a
+        one-channel model their sigmoid (the foreground probability).
 
     Example:
         >>> # probs = predict_case(loaded.model, store["BraTS_001"], loaded.partition,
@@ -189,7 +196,11 @@ def predict_case(
     """
     shape = tuple(int(s) for s in case.shape)
     if stitcher is None:
-        stitcher = Stitcher(shape, partition, output_channels(model), blend=blend, dtype=np.float32)
+        k = output_channels(model)
+        activation = default_activation(k)  # sigmoid for one channel, softmax otherwise
+        stitcher = Stitcher(
+            shape, partition, k, blend=blend, activation=activation, dtype=np.float32
+        )
     if stitcher.partition.core != partition.core:
         raise GeometryError(
             f"stitcher core {stitcher.partition.core} differs from partition core "
@@ -258,7 +269,7 @@ def forward(
     """Logits float32 (B, K, *spatial) of ``x`` (B, C, *spatial), optionally flip-averaged.
 
     With ``tta`` every combination of flips of the spatial axes (2^d passes) is run, flipped
-    back and averaged (logits, so the stitcher's softmax still applies once).
+    back and averaged (logits, so the stitcher's softmax or sigmoid still applies once).
     """
     dims = tuple(range(2, x.ndim))
     flips = _flip_sets(dims) if tta else [()]

@@ -3,7 +3,7 @@
 Two measures:
 
 * :func:`reference_error` compares with whole-volume inference (``--partition none``): max and
-  mean absolute difference of the values, and the share of voxels whose argmax label changes.
+  mean absolute difference of the values, and the share of voxels whose label changes.
 * :func:`seam_index` needs no reference: the mean absolute change of the prediction between two
   neighbouring voxels on either side of a core face, divided by the same mean between
   neighbouring voxels inside cores. 1.0 means the faces look like any other place (no seam);
@@ -21,18 +21,22 @@ from typing import Any
 import numpy as np
 
 from partseg.errors import GeometryError
+from partseg.infer.stitch import labels_from_probabilities
 
 
 def reference_error(stitched: Any, reference: Any, *, slab: int = 32) -> dict[str, float]:
     """Error of a stitched prediction against the whole-volume reference.
 
     Args:
-        stitched: (K, Z, Y, X) values (logits or probabilities), numpy or zarr.
+        stitched: (K, Z, Y, X) probabilities (softmax, or one sigmoid channel), numpy or zarr;
+            logits work for K > 1 (argmax is the same) but not for one channel.
         reference: the same values from whole-volume inference.
         slab: Z slices processed at a time.
 
     Returns:
-        ``max_abs``, ``mean_abs`` and ``changed_label_share`` (argmax over K differs).
+        ``max_abs``, ``mean_abs`` and ``changed_label_share`` (the label of
+        :func:`~partseg.infer.stitch.labels_from_probabilities` differs: argmax over K, or
+        ``p > 0.5`` for one channel).
 
     Example:
         >>> a = np.zeros((2, 1, 2, 2)); b = a.copy(); b[1, 0, 0, 0] = 1
@@ -51,7 +55,7 @@ def reference_error(stitched: Any, reference: Any, *, slab: int = 32) -> dict[st
         diff = np.abs(a - b)
         max_abs = max(max_abs, float(diff.max()))
         total += float(diff.sum())
-        changed += int((a.argmax(0) != b.argmax(0)).sum())
+        changed += int((labels_from_probabilities(a) != labels_from_probabilities(b)).sum())
     voxels = int(np.prod(stitched.shape[1:]))
     return {
         "max_abs": max_abs,

@@ -563,6 +563,7 @@ class Trainer:
     def _validate_cases(self) -> dict[str, Any]:
         from partseg.geometry import Box
         from partseg.infer.predictor import predict_case
+        from partseg.infer.stitch import labels_from_probabilities
         from partseg.metrics import BRATS_CLASSES, BRATS_REGIONS, evaluate_case, summarize
 
         classes = self.store.classes
@@ -582,8 +583,8 @@ class Trainer:
                     device=self.device,
                     amp=self.amp.enabled,
                     derive=self.derive,
-                )  # (K, Z, Y, X)
-                pred = probs.argmax(0).astype(np.uint8)  # (Z, Y, X)
+                )  # (K, Z, Y, X): softmax, or the sigmoid foreground probability for K == 1
+                pred = labels_from_probabilities(probs)  # (Z, Y, X) argmax, or p > 0.5
                 _, gt = case.read(Box.whole(case.shape))
                 results[case_id] = evaluate_case(pred, gt, classes, case.spacing, regions)
                 losses.append(validation_loss(self.loss_fn, probs, gt))  # the same probs

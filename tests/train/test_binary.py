@@ -1,0 +1,99 @@
+"""Training and validating a one-output-channel (sigmoid) model on a 2-class store."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from partseg.config import load_config
+from partseg.geometry import Box
+from partseg.infer.predictor import predict_case
+from partseg.losses import build_loss
+from partseg.store.zarrstore import open_store
+from partseg.train.checkpoint import load_model
+from partseg.train.trainer import Trainer
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
+
+
+def write_binary_store(url: str | os.PathLike, n_cases: int = 4, shape=(16, 16, 16)) -> str:
+    """Four 2-channel 16^3 cases with a sphere of class 1 (background / lesion)."""
+    from partseg.store.zarrstore import create_store
+
+    classes = ["background", "lesion"]
+    index = {"channels": ["a", "b"], "classes": classes, "label_mapping": [[0, 0], [1, 1]]}
+    writer = create_store(url, {**index, "chunks": [8, 8, 8], "case_ids": []})
+    ids = []
+    z, y, x = np.indices(shape)
+    for i in range(n_cases):
+        rng = np.random.default_rng(i)
+        centre = np.array(shape) // 2 + rng.integers(-2, 3, 3)
+        radius = np.sqrt((z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2)
+        label = (radius < 5).astype(np.uint8)
+        image = rng.normal(0, 0.3, (2, *shape)).astype(np.float32) + label[None] * 1.0
+        attrs = {
+            "shape": list(shape),
+            "spacing": [1.0, 1.0, 1.0],
+            "channels": ["a", "b"],
+            "classes": classes,
+            "has_label": True,
+            "voxel_counts": {str(k): int((label == k).sum()) for k in range(2)},
+        }
+        locations = np.concatenate(
+            [np.c_[np.full(20, k), np.argwhere(label == k)[:20]] for k in range(2)]
+        )
+        writer.write_case(f"case{i}", image, label, attrs, locations, (8, 8, 8))
+        ids.append(f"case{i}")
+    writer.write_index({**writer.index(), "case_ids": ids})
+    return os.fspath(url)
+
+
+def records(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def binary_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """Two dice_ce epochs of a model.out_channels=1 U-Net, validated after each epoch."""
+    store = write_binary_store(tmp_path_factory.mktemp("binary") / "b.zarr")
+    config = load_config(CONFIG, [f"data.store={store}", "model.out_channels=1"])
+    out = tmp_path_factory.mktemp("binary_run")
+    Trainer(config, out, log=lambda _m: None).run()
+    return out, store
+
+
+def test_one_channel_validation_dice_and_loss_come_from_thresholded_sigmoid(binary_run):
+    run, store = binary_run
+    record = records(run)[-1]
+    loaded = load_model(run / "checkpoints" / "last.pt")  # the weights of the last validation
+    assert int(loaded.model.out_channels) == 1
+    opened = open_store(store)
+    case_ids = list(json.loads((run / "validation.json").read_text())["cases"])
+    assert case_ids
+    dices, losses = [], []
+    loss_fn = build_loss("dice_ce")
+    for case_id in case_ids:
+        case = opened[case_id]
+        probs = predict_case(loaded.model, case, loaded.partition, loaded.layout)  # (1, Z, Y, X)
+        assert probs.shape == (1, *case.shape)
+        assert probs.min() >= 0.0 and probs.max() <= 1.0 and not np.allclose(probs, 1.0)
+        _, gt = case.read(Box.whole(case.shape))
+        pred = probs[0] > 0.5
+        truth = gt == 1
+        denominator = pred.sum() + truth.sum()
+        dices.append(2.0 * (pred & truth).sum() / denominator if denominator else 1.0)
+        p = torch.from_numpy(probs).double().clamp(1e-7, 1 - 1e-7)
+        logits = (torch.log(p) - torch.log1p(-p)).float()[None]  # (1, 1, Z, Y, X) logit(p)
+        target = torch.from_numpy(gt.astype(np.int64))[None]
+        with torch.no_grad():
+            losses.append(float(loss_fn(logits, target, torch.ones_like(target, dtype=bool))))
+    assert 0.0 < float(np.mean(dices)) < 1.0  # a real threshold, neither empty nor everything
+    assert record["val_dice"] == pytest.approx(float(np.mean(dices)), abs=1e-6)
+    assert record["val_dice_lesion"] == pytest.approx(float(np.mean(dices)), abs=1e-6)
+    assert record["val_loss"] == pytest.approx(float(np.mean(losses)), abs=1e-4)
