@@ -1,10 +1,14 @@
 """Inference: partitioned prediction, seam-free stitching, post-processing, ensembles, export.
 
-Example:
-    >>> from partseg.infer import Stitcher, predict_case  # doctest: +SKIP
-    >>> loaded = load_model("runs/brats_3d")  # doctest: +SKIP
-    >>> probs = predict_case(loaded.model, store["c1"], loaded.partition,
-    ...                      loaded.layout)  # doctest: +SKIP
+Example (needs a dataset on disk, so it is not run as a test)::
+
+    from partseg.infer import predict_case
+    from partseg.store import open_store
+    from partseg.train.checkpoint import load_model
+
+    loaded = load_model("runs/brats_3d")
+    case = open_store("brats.zarr")["BraTS20_Training_001"]
+    probs = predict_case(loaded.model, case, loaded.partition, loaded.layout)  # (K, Z, Y, X)
 """
 
 from __future__ import annotations

@@ -318,10 +318,11 @@ def ingest(
         StoreError: ``store`` exists and is not a partseg store, or it was made with other
             settings.
 
-    Example:
-        >>> report = ingest("data/BraTS2020", "data/brats.zarr", workers=2)  # doctest: +SKIP
-        >>> report.total  # doctest: +SKIP
-        369
+    Example (needs a dataset on disk, so it is not run as a test)::
+
+        report = ingest("data/BraTS2020", "data/brats.zarr", workers=2)
+        report.total
+        # -> 369
     """
     start = time.perf_counter()
     settings = settings or IngestSettings()

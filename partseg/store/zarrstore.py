@@ -279,12 +279,13 @@ class Case:
         attrs: all case metadata (see the module docstring).
         voxel_counts: class id -> number of voxels (empty without a label).
 
-    Example:
-        >>> store = open_store("memory://doc/brats.zarr")  # doctest: +SKIP
-        >>> case = store["BraTS20_Training_001"]  # doctest: +SKIP
-        >>> image, label = case.read(Box((-10, 0, 0), (100, 116, 116)))  # doctest: +SKIP
-        >>> image.shape, label.dtype  # doctest: +SKIP
-        ((4, 100, 116, 116), dtype('uint8'))
+    Example (needs a dataset on disk, so it is not run as a test)::
+
+        store = open_store("memory://doc/brats.zarr")
+        case = store["BraTS20_Training_001"]
+        image, label = case.read(Box((-10, 0, 0), (100, 116, 116)))
+        image.shape, label.dtype
+        # -> ((4, 100, 116, 116), dtype('uint8'))
     """
 
     def __init__(self, group: Any, case_id: str) -> None:
@@ -480,10 +481,11 @@ def open_store(url: UrlLike | Any) -> Store:
     Raises:
         StoreError: the path is not a partseg store.
 
-    Example:
-        >>> store = open_store("data/brats.zarr")  # doctest: +SKIP
-        >>> len(store), store.classes  # doctest: +SKIP
-        (369, ('background', 'necrotic', 'edema', 'enhancing'))
+    Example (needs a dataset on disk, so it is not run as a test)::
+
+        store = open_store("data/brats.zarr")
+        len(store), store.classes
+        # -> (369, ('background', 'necrotic', 'edema', 'enhancing'))
     """
     if isinstance(url, str | os.PathLike):
         local = _local_path(url)
@@ -525,9 +527,10 @@ class StoreWriter:
     complete; the dataset index is only rewritten by the coordinating process, with
     :meth:`write_index`, after each completed case.
 
-    Example:
-        >>> writer = create_store("memory://doc/w.zarr", {"channels": ["t1"]})  # doctest: +SKIP
-        >>> writer.write_case("c1", image, label, attrs, locations, (40, 48, 48))  # doctest: +SKIP
+    Example (needs a dataset on disk, so it is not run as a test)::
+
+        writer = create_store("memory://doc/w.zarr", {"channels": ["t1"]})
+        writer.write_case("c1", image, label, attrs, locations, (40, 48, 48))
     """
 
     def __init__(self, url: UrlLike, *, clevel: int = 3, shuffle: str = "shuffle") -> None:
