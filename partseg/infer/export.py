@@ -17,13 +17,13 @@ original file). Export undoes it in reverse order:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from partseg.atomic import atomic_path
 from partseg.errors import StoreError
 from partseg.geometry import Box
 
@@ -126,14 +126,8 @@ def save_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -
     image = nib.Nifti1Image(np.ascontiguousarray(data), np.asarray(affine, np.float64))
     image.header.set_data_dtype(data.dtype)
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=suffix) as tmp:
         nib.save(image, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

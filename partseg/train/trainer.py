@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from partseg.atomic import atomic_path, write_json, write_text
 from partseg.config import ExperimentConfig, OptimConfig, save_config
 from partseg.errors import CheckpointError, ConfigError, TrainingError
 from partseg.train import distributed as ddp
@@ -188,20 +189,16 @@ class MetricsLog:
             self.tensorboard.flush()
 
     def _rewrite(self) -> None:
-        tmp = self.jsonl.with_name(".metrics.jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
-        os.replace(tmp, self.jsonl)
+        write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.records))
         self._write_csv()
 
     def _write_csv(self) -> None:
         columns = list(dict.fromkeys(k for r in self.records for k in r))
-        tmp = self.csv.with_name(".metrics.csv.tmp")
-        with tmp.open("w", newline="") as handle:
+        with atomic_path(self.csv) as tmp, tmp.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             for record in self.records:
                 writer.writerow({k: _scalar(v) for k, v in record.items()})
-        os.replace(tmp, self.csv)
 
 
 def _scalar(value: Any) -> Any:
@@ -731,10 +728,8 @@ def _json_safe(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=1, default=float))
-        os.replace(tmp, path)
+        write_json(path, data)
     except OSError as err:
         raise TrainingError(f"cannot write {path}: {err.strerror or err}") from err
 
