@@ -1,4 +1,4 @@
-"""Autocast (bf16 on CPU) forward and backward stay finite, with and without checkpointing."""
+"""Autocast (bf16 and fp16 on CPU): forward and backward stay finite, checkpointing or not."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import torch
 from partseg.models import ModelConfig, build_model
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("checkpointing", [False, True])
 @pytest.mark.parametrize("name", ["unet", "dilated_unet", "residual_se_unet", "deepmedic"])
-def test_bf16_autocast_forward_backward_finite(name, checkpointing):
+def test_autocast_forward_backward_finite(name, checkpointing, dtype):
     torch.manual_seed(0)
     cfg = ModelConfig(name=name, spatial_dims=3, in_channels=2, out_channels=3, depth=3,
                       base_width=4, upsample="interpolate", se_reduction=2,
@@ -19,10 +20,10 @@ def test_bf16_autocast_forward_backward_finite(name, checkpointing):
     model = build_model(cfg).train()
     model.set_grad_checkpointing(checkpointing)
     x = torch.randn(2, 2, 16, 16, 16)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=dtype):
         out = model(x)
         outs = out if isinstance(out, list) else [out]
-        assert outs[0].dtype == torch.bfloat16
+        assert outs[0].dtype == dtype
         loss = sum(o.float().square().mean() for o in outs)
     loss.backward()
     assert torch.isfinite(loss)

@@ -120,6 +120,18 @@ def test_deep_supervision_adaptive_loss_bf16_checkpointing(store: str, tmp_path:
     assert record["step"] == 2  # 2 optimizer steps of 2 accumulated batches each
 
 
+def test_fp16_with_grad_scaler_trains_and_resumes(store: str, tmp_path: Path) -> None:
+    # The GTX 10xx/16xx path: fp16 autocast + GradScaler, exercised on the CPU.
+    config = tiny(store, "train.amp=fp16", "train.checkpointing=true", "train.val_every=0")
+    Trainer(config, tmp_path, log=lambda _m: None).run()
+    payload = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert payload["scaler"]["scale"] > 0  # the scaler's state is saved for --resume
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["train_loss"]) for r in records)
+    state = payload["model_state"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
 def test_2d_with_context_slices(store: str, tmp_path: Path) -> None:
     config = tiny(
         store,
