@@ -11,6 +11,8 @@ Example:
     >>> write_json(target, {"dice": 0.9})
     >>> target.read_text()
     '{\\n "dice": 0.9\\n}'
+    >>> oct(target.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    True
 """
 
 from __future__ import annotations
@@ -38,11 +40,18 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
+    tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; the result gets ordinary permissions
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -11,9 +11,10 @@ Usage:
     python tools/bench_stitch.py --json --depth 4 --base 16 --threads 2
 
 Methods: partseg crop at the paper's margin (10), partseg crop at the exact margin, partseg
-gaussian blend at margin 10, partseg crop streamed to a zarr store, MONAI sliding_window_inference
-(gaussian, overlap 0.5 and 0.25), TorchIO GridSampler + GridAggregator (crop, hann) and
-whole-volume inference. MONAI and TorchIO windows are the partseg input box (core + margin).
+exact margin around a smaller core so its input box is the peers' window, partseg gaussian blend
+at margin 10, partseg crop streamed to a zarr store, MONAI sliding_window_inference (gaussian,
+overlap 0.5 and 0.25), TorchIO GridSampler + GridAggregator (crop, hann) and whole-volume
+inference. MONAI and TorchIO windows are the partseg input box (core + margin).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ METHODS = (
     "whole",
     "partseg_crop_m10",
     "partseg_exact",
+    "partseg_exact_window",
     "partseg_gaussian_m10",
     "partseg_crop_m10_zarr",
     "monai_gaussian_0.5",
@@ -88,7 +90,9 @@ def _partseg(model, volume, method: str, out: Path):
         stitcher = Stitcher(shape, whole, 4, activation="none", dtype=np.float32)
         logits = predict_whole(model, case, exact, layout, batch_size=1, stitcher=stitcher)
         return logits, whole
-    partition = exact if method == "partseg_exact" else paper
+    partition = {"partseg_exact": exact, "partseg_exact_window": _same_window(exact, paper)}.get(
+        method, paper
+    )
     blend = "gaussian" if "gaussian" in method else "crop"
     backend = None
     if method.endswith("zarr"):
@@ -98,6 +102,23 @@ def _partseg(model, volume, method: str, out: Path):
                         dtype=np.float32, backend=backend)  # fmt: skip
     logits = predict_case(model, case, partition, layout, batch_size=2, stitcher=stitcher)
     return (None if backend else logits), partition
+
+
+def _same_window(exact, paper):
+    """Exact margins around the largest aligned core whose input box fits the peers' window.
+
+    MONAI and TorchIO run windows of the paper's input box; this partition reads boxes of (at
+    most) that size too, so memory per forward pass is the same and only the stitching differs.
+    """
+    from partseg.geometry import make_partition
+
+    margins = [b + a for b, a in zip(exact.margin_before, exact.margin_after, strict=True)]
+    core = [
+        max(s, (w - m) // s * s)
+        for w, m, s in zip(paper.input_size, margins, exact.stride, strict=True)
+    ]
+    pairs = list(zip(exact.margin_before, exact.margin_after, strict=True))
+    return make_partition(core, pairs, stride=exact.stride)
 
 
 def _monai(model, volume, overlap: float, roi):
