@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from partseg.cli import build_parser, main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -42,7 +40,6 @@ def test_compare_bad_override_is_a_clean_error(tmp_path: Path, capsys) -> None:
     assert "epochz" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_demo_quick_end_to_end_and_rerun(tmp_path: Path, capsys) -> None:
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0

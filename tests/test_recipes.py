@@ -10,17 +10,16 @@ import pytest
 from partseg.experiments import load_compare_config, run_compare
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-#: brats_3d and aneurysm_cascade (DeepMedic, derived channels, the cascade) stay in the default
-#: run (2-4 s each on 2 idle cores); the others repeat those code paths and are marked slow.
+#: Every recipe of configs/ runs end to end at its ``quick:`` size (2-4 s each on 2 idle cores).
 RECIPES = [
+    "brats_2d",
     "brats_3d",
+    "brats_3d_context",
+    "compare_brats",
+    "demo",
+    "aneurysm_loss_ensemble",
     "aneurysm_cascade",
-    pytest.param("brats_2d", marks=pytest.mark.slow),
-    pytest.param("brats_3d_context", marks=pytest.mark.slow),
-    pytest.param("compare_brats", marks=pytest.mark.slow),
-    pytest.param("demo", marks=pytest.mark.slow),
-    pytest.param("aneurysm_loss_ensemble", marks=pytest.mark.slow),
-    pytest.param("pancreas_tverskyce", marks=pytest.mark.slow),
+    "pancreas_tverskyce",
 ]
 
 
