@@ -1,0 +1,360 @@
+"""The compare config: a base experiment, its variants, ensembles and cascades.
+
+See :mod:`partseg.experiments` for the YAML keys. Every variant's experiment config is built
+with :func:`experiment_dict` (base, then the variant's dotted overrides, then the shared split).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from partseg.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PhantomSpec:
+    """Synthetic data a compare run builds when no store is given.
+
+    Attributes:
+        kind: ``"brats"`` or ``"aneurysm"`` (see :mod:`partseg.phantom`).
+        cases: number of cases.
+        shape: volume size (Z, Y, X) before the foreground crop of ingest.
+        seed: data-set seed.
+        target: ``"labels"`` (the kind's classes) or ``"whole_tumor"`` (brats: every tumour
+            label merged into one foreground class named ``whole_tumor``).
+        channels: keep only these channels (empty: all).
+
+    Derived input channels (e.g. the Sobel contour of the aneurysm recipe) are not stored: a
+    variant asks for them with ``data.derived_channels`` (see :mod:`partseg.channels`).
+    """
+
+    kind: str = "brats"
+    cases: int = 12
+    shape: tuple[int, int, int] = (48, 64, 64)
+    seed: int = 0
+    target: str = "labels"
+    channels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("brats", "aneurysm"):
+            raise ConfigError(f"phantom.kind={self.kind!r}: use brats or aneurysm")
+        if self.target not in ("labels", "whole_tumor"):
+            raise ConfigError(f"phantom.target={self.target!r}: use labels or whole_tumor")
+        if self.target == "whole_tumor" and self.kind != "brats":
+            raise ConfigError("phantom.target=whole_tumor needs phantom.kind=brats")
+        if self.cases < 2:
+            raise ConfigError(f"phantom.cases={self.cases}: need at least 2 (train and test)")
+
+    @property
+    def derived(self) -> bool:
+        """Whether the phantom files are rewritten as an nnU-Net raw folder before ingest.
+
+        Only for another target or a channel subset; otherwise ingest reads the phantom's
+        ``<id>/<id>_<channel>.nii.gz`` folders directly (BraTS names, or ``_tof`` for aneurysm
+        phantoms, whose labels {0, 1} ingest declares from the data).
+        """
+        return self.target != "labels" or bool(self.channels)
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    """How trained runs are scored on the held-out test cases.
+
+    Attributes:
+        test_fraction: share of the cases held out for testing (when ``test_cases`` is empty).
+        test_cases: explicit test case ids.
+        split_seed: seed of the test draw and of the folds.
+        blend: stitching mode (``crop`` | ``average`` | ``gaussian`` | ``hann``).
+        min_component_size: remove predicted components smaller than this (0: keep all).
+        overlay_slices: slices shown in the overlay figure.
+        seam: compute the seam index of each stitched prediction.
+        batch_size: minicubes per forward pass at prediction.
+    """
+
+    test_fraction: float = 0.25
+    test_cases: tuple[str, ...] = ()
+    split_seed: int = 0
+    blend: str = "crop"
+    min_component_size: int = 0
+    overlay_slices: int = 3
+    seam: bool = True
+    batch_size: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError(f"evaluation.test_fraction={self.test_fraction}: must lie in (0, 1)")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One arm of the comparison: dotted overrides of the base config."""
+
+    name: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """Average the probabilities of the runs of ``members`` (the ``best`` by validation Dice)."""
+
+    name: str
+    members: tuple[str, ...]
+    best: int = 0
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class CascadeSpec:
+    """Coarse run -> VOIs of ``voi`` voxels around its components -> fine run."""
+
+    name: str
+    coarse: str
+    fine: str
+    voi: int = 64
+    min_size: int = 1
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """A validated compare config; see the module docstring for the YAML keys."""
+
+    variants: tuple[Variant, ...]
+    base: Mapping[str, Any] = field(default_factory=dict)
+    title: str = "partseg comparison"
+    store: str = ""
+    phantom: PhantomSpec | None = None
+    folds: int = 0
+    evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
+    ensembles: tuple[EnsembleSpec, ...] = ()
+    cascades: tuple[CascadeSpec, ...] = ()
+
+    @property
+    def names(self) -> list[str]:
+        return (
+            [v.name for v in self.variants]
+            + [e.name for e in self.ensembles]
+            + [c.name for c in self.cascades]
+        )
+
+
+_TOP_KEYS = (
+    "title", "store", "phantom", "folds", "evaluation", "base", "variants", "ensembles",
+    "cascades", "quick", "description",
+)  # fmt: skip
+
+
+def set_path(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set a dotted ``key`` in a nested dict, creating sections on the way.
+
+    A part made of digits indexes a list (``cascades.0.voi``).
+
+    Example:
+        >>> raw = {"a": {"b": 1}, "l": [{"x": 1}]}
+        >>> set_path(raw, "a.c.d", 2)
+        >>> set_path(raw, "l.0.x", 3)
+        >>> raw
+        {'a': {'b': 1, 'c': {'d': 2}}, 'l': [{'x': 3}]}
+    """
+    parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"override key {key!r} has an empty part; write e.g. train.epochs")
+    node: Any = raw
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"override {key}: {part} is not an index of a {len(node)}-list")
+            index: Any = int(part)
+        elif isinstance(node, dict):
+            index = part
+            if not last and node.get(part) is None:
+                node[part] = {}
+        else:
+            raise ConfigError(f"override {key}: {parts[i - 1]} is a value, not a section")
+        if last:
+            node[index] = copy.deepcopy(value)
+        else:
+            node = node[index]
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"key=value"`` with the value parsed as YAML (``1`` int, ``[1, 2]`` list, ``off`` str)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip(), yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({err})") from err
+
+
+def _build(cls: type, name: str, values: Any) -> Any:
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"compare config: {name} must be a mapping, got {values!r}")
+    valid = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"compare config: unknown key {name}.{unknown[0]}; valid keys: {', '.join(valid)}"
+        )
+    kwargs = {}
+    for key, value in values.items():
+        if isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"compare config: {name}: {err}") from err
+
+
+def compare_config_from_dict(
+    raw: Mapping[str, Any], *, quick: bool = False, overrides: Sequence[str] = ()
+) -> CompareConfig:
+    """Validate a parsed compare config; ``quick`` applies its ``quick:`` overrides first.
+
+    Raises:
+        ConfigError: unknown key, a variant without name, duplicate names, an override of an
+            unknown experiment key (checked by building every variant's experiment config).
+    """
+    raw = copy.deepcopy(dict(raw))
+    unknown = sorted(set(raw) - set(_TOP_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"compare config: unknown key {unknown[0]!r}; valid keys: {', '.join(_TOP_KEYS)}"
+        )
+    quick_overrides = raw.pop("quick", None) or {}
+    raw.pop("description", None)
+    quick_overrides = dict(quick_overrides)
+    per_variant = quick_overrides.pop("variants", None) or {}
+    if quick:
+        for key, value in quick_overrides.items():
+            set_path(raw, key, value)
+        _merge_variant_overrides(raw, per_variant)
+    for text in overrides:
+        set_path(raw, *parse_override(text))
+    variants = tuple(_variant(v, i) for i, v in enumerate(raw.get("variants") or []))
+    if not variants:
+        raise ConfigError("compare config: give at least one entry under variants")
+    phantom = raw.get("phantom")
+    config = CompareConfig(
+        variants=variants,
+        base=dict(raw.get("base") or {}),
+        title=str(raw.get("title", "partseg comparison")),
+        store=str(raw.get("store") or ""),
+        phantom=None if not phantom else _build(PhantomSpec, "phantom", phantom),
+        folds=int(raw.get("folds", 0)),
+        evaluation=_build(EvaluationSpec, "evaluation", raw.get("evaluation")),
+        ensembles=tuple(_build(EnsembleSpec, "ensembles", e) for e in raw.get("ensembles") or []),
+        cascades=tuple(_build(CascadeSpec, "cascades", c) for c in raw.get("cascades") or []),
+    )
+    _check(config)
+    return config
+
+
+def _merge_variant_overrides(raw: dict[str, Any], per_variant: Mapping[str, Any]) -> None:
+    """Add ``quick: variants: {name: {dotted: value}}`` to those variants' overrides."""
+    by_name = {v.get("name"): v for v in raw.get("variants") or [] if isinstance(v, dict)}
+    for name, overrides in per_variant.items():
+        if name not in by_name:
+            raise ConfigError(f"compare config: quick.variants names unknown variant {name!r}")
+        by_name[name].setdefault("overrides", {}).update(dict(overrides))
+
+
+def _variant(raw: Any, index: int) -> Variant:
+    if not isinstance(raw, Mapping) or not raw.get("name"):
+        raise ConfigError(f"compare config: variants[{index}] needs a name")
+    unknown = sorted(set(raw) - {"name", "overrides", "description"})
+    if unknown:
+        raise ConfigError(
+            f"compare config: variants[{index}] has unknown key {unknown[0]!r} "
+            "(use name, description, overrides)"
+        )
+    overrides = raw.get("overrides") or {}
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(f"variant {raw['name']}: overrides must map dotted keys to values")
+    return Variant(str(raw["name"]), dict(overrides), str(raw.get("description", "")))
+
+
+def _check(config: CompareConfig) -> None:
+    names = config.names
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"compare config: the name {duplicates[0]!r} is used twice")
+    if config.folds == 1 or config.folds < 0:
+        raise ConfigError(f"compare config: folds={config.folds}; use 0 or k >= 2")
+    trained = {v.name for v in config.variants}
+    for ensemble in config.ensembles:
+        missing = [m for m in ensemble.members if m not in trained]
+        if missing or not ensemble.members:
+            raise ConfigError(f"ensemble {ensemble.name}: unknown members {missing}")
+    for cascade in config.cascades:
+        for member in (cascade.coarse, cascade.fine):
+            if member not in trained:
+                raise ConfigError(f"cascade {cascade.name}: unknown variant {member!r}")
+    from partseg.config import config_from_dict
+
+    for variant in config.variants:
+        try:
+            config_from_dict(experiment_dict(config, variant, store="(checked later)"))
+        except ConfigError as err:
+            raise ConfigError(f"variant {variant.name}: {err}") from err
+
+
+def load_compare_config(
+    path: str | os.PathLike, *, quick: bool = False, overrides: Sequence[str] = ()
+) -> CompareConfig:
+    """Read a compare config YAML (``yaml.safe_load``) and validate it.
+
+    Raises:
+        ConfigError: unreadable file, bad YAML, or an invalid key or value (named).
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"cannot read compare config {path}: {err.strerror or err}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"compare config {path} is not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"compare config {path} must be a mapping")
+    try:
+        return compare_config_from_dict(raw, quick=quick, overrides=overrides)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
+def experiment_dict(
+    config: CompareConfig,
+    variant: Variant,
+    *,
+    store: str | None = None,
+    train_cases: Sequence[str] = (),
+    val_cases: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The raw experiment config of one variant: base, overrides, then the shared split."""
+    raw = copy.deepcopy(dict(config.base))
+    for key, value in variant.overrides.items():
+        set_path(raw, key, value)
+    data = raw.setdefault("data", {})
+    if store is not None:
+        data["store"] = store
+    if train_cases:
+        data["train_cases"] = list(train_cases)
+        data["val_cases"] = list(val_cases)
+        data["folds"] = 0
+        data["fold"] = None
+        data["val_fraction"] = 0.0 if not val_cases else data.get("val_fraction", 0.2)
+    return raw

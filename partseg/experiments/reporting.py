@@ -1,0 +1,168 @@
+"""The comparison report: run results (scores and costs), tables and figures."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from partseg.experiments.config import CompareConfig
+from partseg.experiments.data import Split
+from partseg.experiments.evaluate import OverlaySlice
+from partseg.experiments.predictors import Predictor
+
+#: Metrics kept in the comparison tables (the per-case files keep every metric).
+REPORT_METRICS = (
+    "dice",
+    "precision",
+    "recall",
+    "f2",
+    "specificity",
+    "hd95",
+    "hd",
+    "volumetric_similarity",
+    "lesion_sensitivity",
+    "lesion_fp",
+    "lesion_ppv",
+)
+
+
+def scores_of(summary: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Target -> metric -> mean over cases, for the metrics of :data:`REPORT_METRICS`."""
+    scores: dict[str, dict[str, float]] = {}
+    for section in ("classes", "regions"):
+        for target, stats in summary.get(section, {}).items():
+            scores[target] = {
+                m: float(stats[m]["mean"]) if stats[m].get("n") else None
+                for m in REPORT_METRICS
+                if m in stats
+            }
+    return scores
+
+
+def run_result(
+    name: str,
+    fold: int,
+    predictor: Predictor,
+    evaluation: Mapping[str, Any],
+    costs: Mapping[str, float],
+    history: Sequence[Mapping[str, Any]],
+    cache: Path,
+) -> Any:
+    """The report row of one scored predictor: its scores, costs, confusion matrix, history."""
+    from partseg.report import RunResult
+
+    summary = evaluation["summary"]
+    matrix = summary.get("confusion_matrix")
+    all_costs = {
+        "parameters": predictor.parameters,
+        **costs,
+        "predict_seconds": evaluation.get("predict_seconds"),
+        "seam_index": evaluation.get("seam_index"),
+    }
+    return RunResult(
+        variant=name,
+        fold=fold,
+        scores=scores_of(summary),
+        costs=all_costs,
+        confusion=None if matrix is None else tuple(tuple(int(v) for v in r) for r in matrix),
+        history=tuple(history),
+        run_dir=str(cache.parent),
+    )
+
+
+def class_counts(store: Any, case_ids: Sequence[str]) -> list[int]:
+    """Voxels per class summed over ``case_ids`` (from the store's recorded counts)."""
+    totals = [0] * len(store.classes)
+    for case_id in case_ids:
+        for cls, count in store[case_id].voxel_counts.items():
+            totals[int(cls)] += int(count)
+    return totals
+
+
+def write_compare_report(
+    config: CompareConfig,
+    out: Path,
+    store: Any,
+    split: Split,
+    results: Sequence[Any],
+    slices: Sequence[OverlaySlice],
+    overlays: Mapping[str, Sequence[np.ndarray]],
+) -> Path:
+    """Tables and figures of a comparison into ``out/report``."""
+    from partseg import report as rep
+    from partseg.geometry import Box
+
+    report_dir = out / "report"
+    classes = tuple(store.classes)
+    figures: dict[str, str] = {}
+    histories = {}
+    for result in results:
+        if result.history:
+            histories.setdefault(result.variant, []).append(list(result.history))
+    if histories:
+        rep.plot_loss_curves(histories, report_dir / "loss_curves.png")
+        figures["Training loss and validation Dice per epoch"] = "loss_curves.png"
+    train_ids = sorted({c for train, val in split.folds for c in (*train, *val)})
+    rep.plot_class_distribution(
+        {"train": class_counts(store, train_ids), "test": class_counts(store, split.test)},
+        classes,
+        report_dir / "class_distribution.png",
+    )
+    figures["Class distribution of the training and test cases"] = "class_distribution.png"
+    matrices = {r.variant: np.asarray(r.confusion) for r in results if r.fold == 0 and r.confusion}
+    if matrices:
+        rep.plot_confusion_matrices(matrices, classes, report_dir / "confusion.png")
+        figures["Confusion matrices (rows: ground truth, normalised)"] = "confusion.png"
+    if slices and overlays:
+        images, truths = [], []
+        show = _display_channel(store)
+        for s in slices:
+            case = store[s.case_id]
+            box = Box((s.z, 0, 0), (1, *case.shape[1:]))
+            image, label = case.read(box)
+            images.append(image[show, 0])
+            truths.append(label[0])
+        columns = {"ground truth": truths, **{k: list(v) for k, v in overlays.items()}}
+        titles = [f"{s.case_id} z={s.z}" for s in slices]
+        rep.plot_overlays(images, columns, classes, report_dir / "overlays.png", row_titles=titles)
+        figures["Predictions on the same test slices"] = "overlays.png"
+    folds = len(split.folds)
+    settings = {
+        "store": store.url,
+        "classes": ", ".join(classes),
+        "test cases": f"{len(split.test)} held out ({', '.join(split.test)})",
+        "training": f"{folds} fold(s); {len(split.folds[0][0])} training / "
+        f"{len(split.folds[0][1])} validation cases per fold",
+        "variants": "; ".join(
+            f"{v.name}: {v.description or _describe(v.overrides)}" for v in config.variants
+        ),
+    }
+    for e in config.ensembles:
+        settings[f"ensemble {e.name}"] = e.description or f"mean of {', '.join(e.members)}"
+    for c in config.cascades:
+        settings[f"cascade {c.name}"] = c.description or f"{c.coarse} -> {c.voi}^3 VOIs -> {c.fine}"
+    cleaned = ""
+    if config.evaluation.min_component_size > 1:
+        cleaned = f", components < {config.evaluation.min_component_size} voxels removed"
+    notes = [
+        "Scores are means over the test cases (stitched full-volume predictions, "
+        f"blend={config.evaluation.blend}{cleaned}). Per-case values: "
+        "`runs/<variant>/fold<k>/evaluation/evaluation.json`."
+    ]
+    rep.write_report(report_dir, results, title=config.title, settings=settings,
+                     figures=figures, notes=notes)  # fmt: skip
+    return report_dir
+
+
+def _display_channel(store: Any) -> int:
+    for name in ("flair", "t1ce", "tof"):
+        if name in store.channels:
+            return list(store.channels).index(name)
+    return 0
+
+
+def _describe(overrides: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in overrides.items()) or "the base config"

@@ -1,0 +1,106 @@
+"""The whole comparison: train every variant, score every predictor, write the report."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from partseg.atomic import write_json
+from partseg.experiments.config import CompareConfig
+from partseg.experiments.data import Split, make_split, prepare_store
+from partseg.experiments.evaluate import evaluate_predictor, overlay_slices
+from partseg.experiments.predictors import Predictor, cascade_predictor, model_predictor
+from partseg.experiments.reporting import run_result, write_compare_report
+from partseg.experiments.training import (
+    best_value,
+    read_history,
+    run_dir_of,
+    train_variant,
+    training_costs,
+)
+
+
+@dataclass
+class CompareOutcome:
+    """What :func:`run_compare` produced."""
+
+    report_dir: Path
+    runs: list[Any]  # partseg.report.RunResult
+    table: str  # the Markdown headline table
+
+
+def run_compare(
+    config: CompareConfig,
+    out: str | os.PathLike,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> CompareOutcome:
+    """Train every variant (and fold), score them on the same test cases, write the report.
+
+    Example:
+        >>> # outcome = run_compare(load_compare_config("configs/compare_brats.yaml"), "cmp")
+        >>> # print(outcome.table)
+    """
+    from partseg.store.zarrstore import open_store
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    store_url = prepare_store(config, out, progress=progress)
+    store = open_store(store_url)
+    split = make_split(store.case_ids, config)
+    write_json(out / "split.json", dataclasses.asdict(split))
+    log(
+        f"store {store_url}: {len(store.case_ids)} cases, {len(split.test)} held out for test; "
+        f"{len(config.variants)} variant(s) x {len(split.folds)} fold(s)"
+    )
+    run_dirs = {
+        (v.name, k): train_variant(config, v, k, store_url, split, out, log=log, progress=progress)
+        for v in config.variants
+        for k in range(len(split.folds))
+    }
+    slices = overlay_slices(store, split.test, config.evaluation.overlay_slices)
+    results, overlays = [], {}
+    for name, fold, predictor, costs, history in _predictors(config, run_dirs, split):
+        cache = run_dir_of(out, name, fold) / "evaluation"
+        evaluation, overlay = evaluate_predictor(
+            predictor, store, split.test, slices, config.evaluation, cache, progress=progress
+        )
+        results.append(run_result(name, fold, predictor, evaluation, costs, history, cache))
+        if fold == 0:
+            overlays[name] = overlay
+    from partseg.report import headline_table
+
+    report_dir = write_compare_report(config, out, store, split, results, slices, overlays)
+    return CompareOutcome(report_dir, results, headline_table(results))
+
+
+def _predictors(
+    config: CompareConfig, run_dirs: Mapping[tuple[str, int], Path], split: Split
+) -> list[tuple[str, int, Predictor, dict, list]]:
+    items = []
+    folds = range(len(split.folds))
+    for variant in config.variants:
+        for k in folds:
+            run_dir = run_dirs[(variant.name, k)]
+            history = read_history(run_dir)
+            predictor = model_predictor(variant.name, [run_dir], config.evaluation)
+            items.append((variant.name, k, predictor, training_costs(run_dir, history), history))
+    for ensemble in config.ensembles:
+        members = [run_dirs[(m, k)] for m in ensemble.members for k in folds]
+        if ensemble.best:
+            members = sorted(members, key=best_value, reverse=True)[: ensemble.best]
+        predictor = model_predictor(ensemble.name, members, config.evaluation)
+        items.append((ensemble.name, 0, predictor, {}, []))
+    for cascade in config.cascades:
+        for k in folds:
+            predictor = cascade_predictor(
+                cascade, run_dirs[(cascade.coarse, k)], run_dirs[(cascade.fine, k)],
+                config.evaluation,
+            )  # fmt: skip
+            items.append((cascade.name, k, predictor, {}, []))
+    return items

@@ -1,0 +1,144 @@
+"""Training the variants: one resumable run per variant and fold, and what each run cost."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from partseg.atomic import write_json
+from partseg.errors import ConfigError
+from partseg.experiments.config import CompareConfig, Variant, experiment_dict
+from partseg.experiments.data import Split
+
+#: Keys of the run configs that do not change results (ignored when checking a rerun).
+_VOLATILE = {("train", "progress"), ("train", "workers"), ("train", "device")}
+
+
+def run_dir_of(out: Path, name: str, fold: int) -> Path:
+    """Where variant ``name`` trains on fold ``fold``: ``OUT/runs/<name>/fold<k>``."""
+    return out / "runs" / name / f"fold{fold}"
+
+
+def _comparable(raw: Mapping[str, Any]) -> dict[str, Any]:
+    data = json.loads(json.dumps(raw, default=list))
+    for section, key in _VOLATILE:
+        data.get(section, {}).pop(key, None)
+    return data
+
+
+def train_variant(
+    config: CompareConfig,
+    variant: Variant,
+    fold: int,
+    store: str,
+    split: Split,
+    out: Path,
+    *,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> Path:
+    """Train (or resume, or skip when finished) one variant on one fold; returns the run dir.
+
+    Raises:
+        ConfigError: the run directory holds a run of a different config.
+    """
+    from partseg.config import config_from_dict
+    from partseg.train.trainer import Trainer
+
+    train_cases, val_cases = split.folds[fold]
+    raw = experiment_dict(
+        config, variant, store=store, train_cases=train_cases, val_cases=val_cases
+    )
+    raw.setdefault("train", {})["progress"] = progress and bool(raw["train"].get("progress", True))
+    experiment = config_from_dict(raw)
+    run_dir = run_dir_of(out, variant.name, fold)
+    stored = run_dir / "config.yaml"
+    if stored.is_file():
+        previous = yaml.safe_load(stored.read_text()) or {}
+        if _comparable(previous) != _comparable(experiment.to_dict()):
+            raise ConfigError(
+                f"{run_dir} holds a run of variant {variant.name} with another config; use "
+                "another --out, or delete that folder to retrain it"
+            )
+    if (run_dir / "summary.json").is_file():
+        log(f"{variant.name} fold {fold}: finished run found in {run_dir}, not retrained")
+        return run_dir
+    resume = (run_dir / "checkpoints" / "last.pt").is_file()
+    log(f"{variant.name} fold {fold}: {'resuming' if resume else 'training'} in {run_dir}")
+    cuda = _reset_cuda_peak(experiment.train.device)
+    Trainer(experiment, run_dir, resume=resume, log=log).run()
+    if cuda:
+        import torch
+
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        write_json(run_dir / "cost.json", {"peak_memory_mb": peak}, indent=None)
+    return run_dir
+
+
+def _reset_cuda_peak(device: str) -> bool:
+    import torch
+
+    if device == "cpu" or not torch.cuda.is_available():
+        return False
+    torch.cuda.reset_peak_memory_stats()
+    return True
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """The epoch records of ``metrics.jsonl`` (empty when missing)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def best_value(run_dir: Path) -> float:
+    """The run's best validation value from ``summary.json`` (``-inf`` when unreadable)."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        return float(summary["best"]["value"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return float("-inf")
+
+
+def training_costs(run_dir: Path, history: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Time per epoch (mean of ``time_s``), total training time, memory."""
+    costs: dict[str, float] = {}
+    times = [float(r["time_s"]) for r in history if "time_s" in r]
+    if times:
+        costs["epoch_seconds"] = float(np.mean(times))
+        costs["train_seconds"] = float(
+            sum(times) + sum(float(r.get("val_time_s", 0.0)) for r in history)
+        )
+    cost_file = run_dir / "cost.json"
+    if cost_file.is_file():
+        costs.update(json.loads(cost_file.read_text()))
+    else:
+        saved = saved_activation_mb(run_dir)
+        if saved is not None:
+            costs["saved_activation_mb"] = saved
+    return costs
+
+
+def saved_activation_mb(run_dir: Path) -> float | None:
+    """MiB autograd keeps for backward in one training step of the run's model and batch."""
+    import torch
+
+    from partseg.models.memory import saved_tensor_bytes
+    from partseg.train.checkpoint import load_model
+
+    try:
+        loaded = load_model(run_dir)
+    except Exception:  # a missing/odd checkpoint only loses this cost column
+        return None
+    batch = int(loaded.config.get("train", {}).get("batch_size", 1))
+    size = loaded.layout.spatial_size(loaded.partition)
+    channels = int(loaded.model_config.in_channels)
+    model = loaded.model.train()
+    x = torch.zeros((batch, channels, *size))
+    return saved_tensor_bytes(model, x) / 2**20
