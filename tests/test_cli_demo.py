@@ -15,7 +15,7 @@ def test_demo_and_compare_parsers_have_documented_defaults() -> None:
     demo = parser.parse_args(["demo"])
     assert demo.out is None and demo.quick is False
     assert demo.config == CONFIGS / "demo.yaml"
-    compare = parser.parse_args(["compare", "x.yaml", "--set", "a=1", "--set", "b=2"])
+    compare = parser.parse_args(["compare", "x.yaml", "a=1", "--quick", "b=2"])
     assert compare.overrides == ["a=1", "b=2"] and compare.store is None
 
 
@@ -30,7 +30,6 @@ def test_compare_bad_override_is_a_clean_error(tmp_path: Path, capsys) -> None:
         [
             "compare",
             str(CONFIGS / "brats_3d.yaml"),
-            "--set",
             "base.train.epochz=1",
             "--out",
             str(tmp_path),

@@ -13,6 +13,8 @@ import argparse
 import time
 from pathlib import Path
 
+from partseg.cli.train import IntermixedParser
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``partseg compare``."""
@@ -43,14 +45,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="an ingested store (path or URL) to use instead of the config's store or phantom "
         "data (default: the config's)",
     )
+    parser.__class__ = IntermixedParser  # overrides may come after options
     parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a compare-config key, e.g. --set base.train.epochs=5 or "
-        "--set evaluation.blend=gaussian; repeatable (default: none)",
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="compare-config overrides such as base.train.epochs=5 evaluation.blend=gaussian "
+        "(default: none)",
     )
     parser.add_argument(
         "--no-progress",

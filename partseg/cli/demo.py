@@ -12,6 +12,8 @@ import argparse
 import time
 from pathlib import Path
 
+from partseg.cli.train import IntermixedParser
+
 #: Where ``configs/demo.yaml`` lies in a source checkout of partseg.
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
@@ -44,14 +46,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=DEMO_CONFIG,
         help=f"the demo's compare config (default: {DEMO_CONFIG})",
     )
+    parser.__class__ = IntermixedParser  # overrides may come after options
     parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key of the demo config, e.g. --set base.train.epochs=4; repeatable "
-        "(default: none)",
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="overrides of the demo config such as base.train.epochs=4 (default: none)",
     )
     parser.add_argument(
         "--no-progress",
