@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import os
@@ -489,6 +490,65 @@ def config_from_dict(raw: Mapping[str, Any] | None) -> ExperimentConfig:
     return ExperimentConfig(**built)
 
 
+def read_yaml_mapping(path: str | os.PathLike, what: str = "config") -> dict[str, Any]:
+    """Read a YAML file (``yaml.safe_load``) that must hold a mapping; ConfigError otherwise."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"cannot read {what} {path}: {err.strerror or err}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{what} {path} is not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} {path} must be a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def set_path(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set a dotted ``key`` in a nested dict, creating sections on the way.
+
+    A part made of digits indexes a list (``cascades.0.voi``).
+
+    Example:
+        >>> raw = {"a": {"b": 1}, "l": [{"x": 1}]}
+        >>> set_path(raw, "a.c.d", 2)
+        >>> set_path(raw, "l.0.x", 3)
+        >>> raw
+        {'a': {'b': 1, 'c': {'d': 2}}, 'l': [{'x': 3}]}
+    """
+    parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"override key {key!r} has an empty part; write e.g. train.epochs")
+    node: Any = raw
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"override {key}: {part} is not an index of a {len(node)}-list")
+            index: Any = int(part)
+        elif isinstance(node, dict):
+            index = part
+            if not last and node.get(part) is None:
+                node[part] = {}
+        else:
+            raise ConfigError(f"override {key}: {parts[i - 1]} is a value, not a section")
+        if last:
+            node[index] = copy.deepcopy(value)
+        else:
+            node = node[index]
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"key=value"`` with the value parsed as YAML (``1`` int, ``[1, 2]`` list, ``off`` str)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip(), yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({err})") from err
+
+
 def set_dotted(raw: dict[str, Any], override: str) -> None:
     """Apply one ``section.key=value`` override to a nested dict (value parsed as YAML).
 
@@ -500,23 +560,10 @@ def set_dotted(raw: dict[str, Any], override: str) -> None:
     """
     if "=" not in override:
         raise ConfigError(f"override {override!r} is not of the form section.key=value")
-    path, text = override.split("=", 1)
-    keys = [k.strip() for k in path.split(".")]
-    if len(keys) < 2 or not all(keys):
+    key, value = parse_override(override)
+    if len(key.split(".")) < 2:
         raise ConfigError(f"override {override!r}: the key must be section.key, e.g. train.epochs")
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError as err:
-        raise ConfigError(f"override {override!r}: the value is not valid YAML ({err})") from err
-    node = raw
-    for key in keys[:-1]:
-        child = node.get(key)
-        if child is None:
-            child = node[key] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {override!r}: {key} is not a section")
-        node = child
-    node[keys[-1]] = value
+    set_path(raw, key, value)
 
 
 def apply_overrides(config: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:
@@ -541,14 +588,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Exper
         7
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as err:
-        raise ConfigError(f"cannot read config {path}: {err.strerror or err}") from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config {path} is not valid YAML: {err}") from err
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config {path} must be a mapping of sections, got {type(raw).__name__}")
+    raw = read_yaml_mapping(path)
     for override in overrides:
         set_dotted(raw, override)
     try:

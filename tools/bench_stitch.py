@@ -10,8 +10,9 @@ Usage:
     python tools/bench_stitch.py --json --quick         # small volumes, for a smoke run
     python tools/bench_stitch.py --json --depth 4 --base 16 --threads 2
 
-Methods: partseg crop at the paper's margin (10), partseg crop at the exact margin, partseg
-exact margin around a smaller core so its input box is the peers' window, partseg gaussian blend
+Methods: partseg crop at the paper's margin (10), partseg crop at the exact margin, the same in
+batches of 1 box (as many voxels per forward pass as the peers' batch of 2 windows), exact margin
+around a smaller core so its input box is the peers' window, partseg gaussian blend
 at margin 10, partseg crop streamed to a zarr store, MONAI sliding_window_inference (gaussian,
 overlap 0.5 and 0.25), TorchIO GridSampler + GridAggregator (crop, hann) and whole-volume
 inference. MONAI and TorchIO windows are the partseg input box (core + margin).
@@ -35,6 +36,7 @@ METHODS = (
     "whole",
     "partseg_crop_m10",
     "partseg_exact",
+    "partseg_exact_b1",
     "partseg_exact_window",
     "partseg_gaussian_m10",
     "partseg_crop_m10_zarr",
@@ -90,9 +92,11 @@ def _partseg(model, volume, method: str, out: Path):
         stitcher = Stitcher(shape, whole, 4, activation="none", dtype=np.float32)
         logits = predict_whole(model, case, exact, layout, batch_size=1, stitcher=stitcher)
         return logits, whole
-    partition = {"partseg_exact": exact, "partseg_exact_window": _same_window(exact, paper)}.get(
-        method, paper
-    )
+    partition = {
+        "partseg_exact": exact,
+        "partseg_exact_b1": exact,
+        "partseg_exact_window": _same_window(exact, paper),
+    }.get(method, paper)
     blend = "gaussian" if "gaussian" in method else "crop"
     backend = None
     if method.endswith("zarr"):
@@ -100,7 +104,8 @@ def _partseg(model, volume, method: str, out: Path):
         backend = ZarrBackend.create(out.with_suffix(".zarr"), (4, *shape), chunks, np.float32)
     stitcher = Stitcher(shape, partition, 4, blend=blend, activation="none",
                         dtype=np.float32, backend=backend)  # fmt: skip
-    logits = predict_case(model, case, partition, layout, batch_size=2, stitcher=stitcher)
+    batch = 1 if method.endswith("_b1") else 2  # b1: as many voxels per pass as 2 MONAI windows
+    logits = predict_case(model, case, partition, layout, batch_size=batch, stitcher=stitcher)
     return (None if backend else logits), partition
 
 

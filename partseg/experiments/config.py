@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from partseg.config import parse_override, read_yaml_mapping, set_path
 from partseg.errors import ConfigError
 
 
@@ -153,51 +152,6 @@ _TOP_KEYS = (
 )  # fmt: skip
 
 
-def set_path(raw: dict[str, Any], key: str, value: Any) -> None:
-    """Set a dotted ``key`` in a nested dict, creating sections on the way.
-
-    A part made of digits indexes a list (``cascades.0.voi``).
-
-    Example:
-        >>> raw = {"a": {"b": 1}, "l": [{"x": 1}]}
-        >>> set_path(raw, "a.c.d", 2)
-        >>> set_path(raw, "l.0.x", 3)
-        >>> raw
-        {'a': {'b': 1, 'c': {'d': 2}}, 'l': [{'x': 3}]}
-    """
-    parts = key.split(".")
-    if not all(parts):
-        raise ConfigError(f"override key {key!r} has an empty part; write e.g. train.epochs")
-    node: Any = raw
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"override {key}: {part} is not an index of a {len(node)}-list")
-            index: Any = int(part)
-        elif isinstance(node, dict):
-            index = part
-            if not last and node.get(part) is None:
-                node[part] = {}
-        else:
-            raise ConfigError(f"override {key}: {parts[i - 1]} is a value, not a section")
-        if last:
-            node[index] = copy.deepcopy(value)
-        else:
-            node = node[index]
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``"key=value"`` with the value parsed as YAML (``1`` int, ``[1, 2]`` list, ``off`` str)."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} is not of the form key=value")
-    key, value = text.split("=", 1)
-    try:
-        return key.strip(), yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError as err:
-        raise ConfigError(f"override {text!r}: the value is not valid YAML ({err})") from err
-
-
 def _build(cls: type, name: str, values: Any) -> Any:
     if values is None:
         values = {}
@@ -322,14 +276,7 @@ def load_compare_config(
         ConfigError: unreadable file, bad YAML, or an invalid key or value (named).
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as err:
-        raise ConfigError(f"cannot read compare config {path}: {err.strerror or err}") from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"compare config {path} is not valid YAML: {err}") from err
-    if not isinstance(raw, dict):
-        raise ConfigError(f"compare config {path} must be a mapping")
+    raw = read_yaml_mapping(path, "compare config")
     try:
         return compare_config_from_dict(raw, quick=quick, overrides=overrides)
     except ConfigError as err:
