@@ -5,10 +5,11 @@ present), ingests them, and times random reads of ``4 x 100 x 116 x 116`` minicu
 label) from each format; prints one JSON object with reads/s, seconds per read and size on disk
 per format, and the ratios to the targets (store >= 10x .nii.gz reads/s, >= 1x HDF5; store size
 <= .nii.gz size). ``--tune`` adds a sweep over store variants (chunks, channels per chunk, dtype,
-zstd level, shuffle), rewritten from the base store without re-ingesting.
+zstd level, shuffle), rewritten from the base store without re-ingesting. ``--loader`` adds
+DataLoader throughput with 0, 1 and 2 workers next to the time of one training step of the
+default 3D U-Net (``tools/bench_loader.py``, run in its own process).
 
-Each section is one function ``section_<name>(ctx) -> dict`` registered in :data:`SECTIONS`;
-add a section (e.g. a training "loader") by writing such a function and adding it there.
+Each section is one function ``section_<name>(ctx) -> dict`` registered in :data:`SECTIONS`.
 
 Example::
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -297,6 +299,21 @@ def section_tune(ctx: Context) -> dict[str, Any]:
     return out
 
 
+def section_loader(ctx: Context) -> dict[str, Any]:
+    """Loader throughput (0, 1, 2 workers) next to one training step: tools/bench_loader.py.
+
+    Runs in its own process on a work folder inside this one, so its timings and memory figures
+    are not mixed with the read benchmark's.
+    """
+    command = [sys.executable, str(Path(__file__).with_name("bench_loader.py")), "--json",
+               "--workdir", str(ctx.workdir / "loader"), "--seed", str(ctx.args.seed)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+        return {"error": tail[0] if tail else f"exit {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 SECTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "setup": section_setup,
     "store": section_store,
@@ -369,6 +386,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="ingest processes (default: 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random boxes (default: 0)")
     p.add_argument("--tune", action="store_true", help="also sweep store variants (default: off)")
+    p.add_argument(
+        "--loader",
+        action="store_true",
+        help="also time the DataLoader (0/1/2 workers) against one training step, via "
+        "tools/bench_loader.py (default: off)",
+    )
     return p.parse_args(argv)
 
 
@@ -383,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     sections = dict(SECTIONS)
     if args.tune:
         sections["tune"] = section_tune
+    if args.loader:
+        sections["loader"] = section_loader
     for section, func in sections.items():
         start = time.perf_counter()
         ctx.results[section] = func(ctx)
