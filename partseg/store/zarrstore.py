@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import shutil
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ FORMAT = "partseg-store"
 FORMAT_VERSION = 1
 #: Default spatial chunk (Z, Y, X): a 100 x 116 x 116 minicube touches 3-4 chunks per axis.
 DEFAULT_CHUNKS = (40, 48, 48)
+#: Open cases a Store keeps (least recently used dropped first): bounds RAM for any dataset size.
+CASE_CACHE = 32
 TMP_PREFIX = ".tmp-"
 AXIS_ORDER_NOTE = (
     "arrays are (C, Z, Y, X) and (Z, Y, X); the affine maps NIfTI voxel indices (x, y, z) of "
@@ -379,11 +382,11 @@ class Case:
         """
         if self._locations is None:
             if not self.has_label:
-                self._locations = np.zeros((0, 4), dtype=np.int64)
-            else:
-                self._locations = np.asarray(self._array("locations")[...], dtype=np.int64)
+                self._locations = np.zeros((0, 4), dtype=np.int32)
+            else:  # kept as stored (int32): 32 kB per class at the default 2000 locations
+                self._locations = np.asarray(self._array("locations")[...], dtype=np.int32)
         rows = self._locations[self._locations[:, 0] == int(cls)]
-        return np.ascontiguousarray(rows[:, 1:])
+        return rows[:, 1:].astype(np.int64)
 
 
 class Store:
@@ -408,7 +411,7 @@ class Store:
         self.classes: tuple[str, ...] = tuple(attrs.get("classes", ()))
         self.label_mapping = _mapping(attrs.get("label_mapping", []))
         self.chunks: tuple[int, int, int] = tuple(attrs.get("chunks", DEFAULT_CHUNKS))  # type: ignore[assignment]
-        self._cases: dict[str, Case] = {}
+        self._cases: OrderedDict[str, Case] = OrderedDict()  # LRU of CASE_CACHE cases
         self._root: Any = None
 
     def __repr__(self) -> str:
@@ -416,7 +419,7 @@ class Store:
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_cases"], state["_root"] = {}, None
+        state["_cases"], state["_root"] = OrderedDict(), None
         return state
 
     def __len__(self) -> int:
@@ -430,7 +433,15 @@ class Store:
         return case_id in self.case_ids
 
     def __getitem__(self, case_id: str) -> Case:
-        if case_id not in self._cases:
+        """The case ``case_id``; the store keeps the last :data:`CASE_CACHE` cases open.
+
+        A bounded cache keeps memory independent of the number of cases (each open case holds
+        its metadata and, once sampled, its class locations) while repeated reads of one case
+        reuse its open arrays.
+        """
+        if case_id in self._cases:
+            self._cases.move_to_end(case_id)
+        else:
             if case_id not in self.case_ids:
                 raise StoreError(
                     f"case {case_id!r} is not in the store {self.url} ({len(self)} cases, e.g. "
@@ -448,6 +459,8 @@ class Store:
                     "rerun `partseg ingest` to rewrite it"
                 ) from err
             self._cases[case_id] = Case(group, case_id)
+            while len(self._cases) > CASE_CACHE:
+                self._cases.popitem(last=False)
         return self._cases[case_id]
 
     def size_on_disk(self) -> int:

@@ -186,3 +186,22 @@ def test_float16_conversion_into_strided_windows(shape: tuple[int, ...]) -> None
     np.testing.assert_array_equal(window, source.astype(np.float32))
     window[...] = 0
     assert not big.any()  # nothing written outside the window
+
+
+def test_open_cases_are_bounded_and_reopen_identically(
+    memory_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from partseg.store import zarrstore
+
+    image, _ = _write(memory_url)
+    store = open_store(memory_url)
+    store.case_ids = ("c", "c2", "c3")  # the same group under three names is enough here
+    monkeypatch.setattr(zarrstore, "CASE_CACHE", 2)
+    group = zarr.open_group(store._zstore, mode="r")["cases/c"]
+    monkeypatch.setattr(store, "_root", {f"cases/{i}": group for i in store.case_ids})
+    for case_id in ("c", "c2", "c3", "c"):
+        case = store[case_id]
+        assert np.array_equal(case.read(Box((0, 0, 0), SHAPE))[0], image)
+        assert case.class_locations(1).tolist() == [[0, 0, 1], [0, 0, 5]]
+        assert len(store._cases) <= 2
+    assert list(store._cases) == ["c3", "c"]  # least recently used dropped first
