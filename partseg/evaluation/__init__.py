@@ -1,0 +1,83 @@
+"""Evaluate predicted segmentations against ground truth, case by case, without a command line.
+
+:func:`evaluate_folders` is the entry point (``partseg evaluate`` is a thin layer over it). PRED
+and GT are each one of:
+
+* a NIfTI file (``.nii`` / ``.nii.gz``): both must then be files, and they form one case, named
+  after the GT file;
+* a folder of NIfTI files: the files directly inside, or, when there are none, the files named
+  ``*_seg.nii[.gz]`` / ``*_pred.nii[.gz]`` anywhere below (the BraTS layout of one folder per
+  case);
+* a partseg store (:func:`partseg.store.open_store`), whose label arrays hold class ids.
+
+**Case ids.** A NIfTI file's case id is its name without ``.nii.gz`` / ``.nii`` and then without
+one trailing ``_seg`` or ``_pred``: ``BraTS20_Training_001_seg.nii.gz`` and
+``BraTS20_Training_001.nii.gz`` are both case ``BraTS20_Training_001``. Store cases keep their
+ids. Cases found on one side only are an error listing them, or, with ``allow_missing``, a
+warning and are skipped.
+
+**Labels.** NIfTI files hold original label values; they become contiguous class ids by, in
+order: an explicit labels map (``0:0,1:1,2:2,4:3``); the label mapping of a store on the other
+side; otherwise automatically: BraTS values ({0, 1, 2, 4} with 4 present in some case) map
+4 -> 3, anything else is taken as class ids as they are. A dataset mixing label 4 with labels
+outside {0, 1, 2, 4} is an error that asks for a labels map (:class:`LabelPolicy`).
+
+**Spacing** comes from the GT (NIfTI pixdim, reordered to (Z, Y, X), or the store case).
+
+**Seams.** Given the folder of ``<case>_probabilities.zarr`` that ``partseg predict
+--save-probabilities --probabilities-format zarr`` writes (float16 (K, Z, Y, X), attribute
+``core``), each case gets a ``"seam"`` section (:func:`seam_section`) with the reference-free
+``seam_index`` of :mod:`partseg.infer.seams` (1.0 = no seam), and, given the same folder from a
+``--partition none`` run, the error against that whole-volume reference (``max_abs``,
+``mean_abs``, ``changed_label_share``). :func:`partseg.metrics.summarize` summarises it like the
+``classes`` and ``regions`` sections.
+
+Only one case is in memory at a time; probabilities are streamed slab by slab.
+
+**Modules.** :mod:`~partseg.evaluation.sides` (finding cases, reading labels),
+:mod:`~partseg.evaluation.labels` (labels maps, :class:`LabelPolicy`),
+:mod:`~partseg.evaluation.seams` (the seam section), :mod:`~partseg.evaluation.run` (evaluating),
+:mod:`~partseg.evaluation.tables` (table and CSV text), :mod:`~partseg.evaluation.warn`
+(warnings). Every public name is re-exported here.
+"""
+
+from partseg.evaluation.labels import LabelPolicy, apply_mapping, make_policy, parse_labels_map
+from partseg.evaluation.run import evaluate_all, evaluate_folders, evaluate_pair, finalize_case
+from partseg.evaluation.seams import SeamSources, check_seam_files, probability_path, seam_section
+from partseg.evaluation.sides import (
+    Side,
+    case_id_from_name,
+    match_cases,
+    open_side,
+    pair_single_files,
+    read_labels,
+    read_nifti_labels,
+)
+from partseg.evaluation.tables import csv_rows, format_table, to_csv
+from partseg.evaluation.warn import Warn
+
+__all__ = [
+    "LabelPolicy",
+    "SeamSources",
+    "Side",
+    "Warn",
+    "apply_mapping",
+    "case_id_from_name",
+    "check_seam_files",
+    "csv_rows",
+    "evaluate_all",
+    "evaluate_folders",
+    "evaluate_pair",
+    "finalize_case",
+    "format_table",
+    "make_policy",
+    "match_cases",
+    "open_side",
+    "pair_single_files",
+    "parse_labels_map",
+    "probability_path",
+    "read_labels",
+    "read_nifti_labels",
+    "seam_section",
+    "to_csv",
+]
