@@ -14,6 +14,11 @@ Everything comes from the :class:`~partseg.config.ExperimentConfig`; nothing is 
 hyperparameter. Mixed precision has one code path (``autocast`` + ``GradScaler``, both no-ops
 when off); gradient checkpointing is the model's per-stage switch.
 
+The pieces around the loop live beside it: :mod:`partseg.train.validation` (stitched
+validation and its loss), :mod:`partseg.train.rundir` (metrics logs, JSON summaries),
+:mod:`partseg.train.rng` (seeding, RNG state for exact resume); ``MetricsLog``,
+``stitched_logits`` and ``validation_loss`` are re-exported here.
+
 Run directory layout::
 
     RUN/config.yaml            the resolved config
@@ -36,12 +41,8 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
-import random
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -49,11 +50,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from partseg.atomic import atomic_path, write_json, write_text
 from partseg.config import ExperimentConfig, OptimConfig, save_config
 from partseg.errors import CheckpointError, ConfigError, TrainingError
 from partseg.train import distributed as ddp
@@ -65,43 +64,11 @@ from partseg.train.checkpoint import (
     partition_to_dict,
     save_checkpoint,
 )
+from partseg.train.rng import rng_state, seed_everything, set_rng_state
+from partseg.train.rundir import MetricsLog, check_writable, json_safe, write_run_json
 from partseg.train.schedule import LrSchedule
 from partseg.train.splits import resolve_split
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (CPU and every GPU)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    """RNG states in a ``weights_only``-loadable form (tensors, ints, lists)."""
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    version, state, gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {
-            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached": float(cached),
-        },
-        "python": [version, list(state), gauss],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    n = state["numpy"]
-    keys = n["keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["cached"]))
-    version, values, gauss = state["python"]
-    random.setstate((version, tuple(values), gauss))
+from partseg.train.validation import stitched_logits, validate_cases, validation_loss
 
 
 def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
@@ -142,143 +109,6 @@ def compute_loss(
     full_target[(slice(None), *core)] = target
     full_mask[(slice(None), *core)] = mask
     return loss_fn(output, full_target, full_mask)
-
-
-def check_writable(run_dir: Path) -> None:
-    """Create ``run_dir`` and prove a file can be written there, before any work is done."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=run_dir)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise TrainingError(
-            f"run directory {run_dir} is not writable ({err.strerror or err}); choose another --out"
-        ) from err
-
-
-class MetricsLog:
-    """``metrics.jsonl`` (appended) and ``metrics.csv`` (rewritten) of epoch records."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.jsonl = run_dir / "metrics.jsonl"
-        self.csv = run_dir / "metrics.csv"
-        self.records: list[dict[str, Any]] = []
-        self.tensorboard = _tensorboard(run_dir / "tensorboard")
-
-    def resume(self, last_epoch: int) -> None:
-        """Keep the records up to ``last_epoch`` (an interrupted epoch's line is dropped)."""
-        if self.jsonl.is_file():
-            lines = self.jsonl.read_text().splitlines()
-            records = [json.loads(line) for line in lines if line.strip()]
-            self.records = [r for r in records if r.get("epoch", -1) <= last_epoch]
-        self._rewrite()
-
-    def append(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
-        try:
-            with self.jsonl.open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
-            self._write_csv()
-        except OSError as err:
-            raise TrainingError(f"cannot write {self.jsonl}: {err.strerror or err}") from err
-        if self.tensorboard is not None:
-            for key, value in record.items():
-                if isinstance(value, int | float) and key != "epoch":
-                    self.tensorboard.add_scalar(key, value, record["epoch"])
-            self.tensorboard.flush()
-
-    def _rewrite(self) -> None:
-        write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.records))
-        self._write_csv()
-
-    def _write_csv(self) -> None:
-        columns = list(dict.fromkeys(k for r in self.records for k in r))
-        with atomic_path(self.csv) as tmp, tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            for record in self.records:
-                writer.writerow({k: _scalar(v) for k, v in record.items()})
-
-
-def _scalar(value: Any) -> Any:
-    return json.dumps(value) if isinstance(value, dict | list) else value
-
-
-def _tensorboard(path: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
-        return None
-    return SummaryWriter(str(path))
-
-
-def stitched_logits(probs: np.ndarray | torch.Tensor, *, eps: float = 1e-7) -> torch.Tensor:
-    """Logits (1, K, *S) equivalent to stitched probabilities (K, *S), for a validation loss.
-
-    With K > 1 channels the probabilities are a softmax and ``log p`` are logits of it
-    (``softmax(log p) == p``). With K == 1 they are a sigmoid and the logit ``log p - log(1 - p)``
-    is returned (``sigmoid(logit(p)) == p``). ``p`` is clamped to ``[eps, 1 - eps]`` so no logit
-    is infinite. Computed in float32 on the CPU.
-
-    Example:
-        >>> p = torch.tensor([[[0.25, 0.5]], [[0.75, 0.5]]])       # (K=2, 1, 2)
-        >>> torch.allclose(torch.softmax(stitched_logits(p), 1)[0], p)
-        True
-    """
-    p = torch.as_tensor(probs, dtype=torch.float32)  # (K, *S)
-    if p.shape[0] == 1:
-        p = p.clamp(eps, 1.0 - eps)
-        return (torch.log(p) - torch.log1p(-p))[None]
-    return torch.log(p.clamp_min(eps))[None]
-
-
-def base_loss(loss_fn: nn.Module) -> nn.Module:
-    """The configured loss without its :class:`DeepSupervisionLoss` wrapper."""
-    from partseg.losses import DeepSupervisionLoss
-
-    return loss_fn.loss if isinstance(loss_fn, DeepSupervisionLoss) else loss_fn
-
-
-def validation_loss(loss_fn: nn.Module, probs: np.ndarray, label: np.ndarray) -> float:
-    """The training loss of one whole stitched case: probabilities (K, Z, Y, X), label (Z, Y, X).
-
-    The loss sees :func:`stitched_logits` of ``probs``, the whole label and a mask of ones. It
-    runs under ``torch.no_grad()`` with the loss in eval mode (restored afterwards), so losses
-    with epoch statistics (adaptive TverskyCE) do not collect validation values.
-
-    Example:
-        >>> from partseg.losses import build_loss
-        >>> p = np.full((2, 1, 2, 2), 0.5, np.float32)
-        >>> round(validation_loss(build_loss("ce"), p, np.zeros((1, 2, 2), np.uint8)), 4)
-        0.6931
-    """
-    loss_fn = base_loss(loss_fn)
-    was_training = loss_fn.training
-    logits = stitched_logits(probs)  # (1, K, Z, Y, X)
-    target = torch.from_numpy(label.astype(np.int64))[None]  # (1, Z, Y, X)
-    mask = torch.ones_like(target, dtype=torch.bool)
-    device = next(iter(loss_fn.buffers()), logits).device
-    loss_fn.eval()
-    try:
-        with torch.no_grad():
-            value = loss_fn(logits.to(device), target.to(device), mask.to(device))
-    finally:
-        loss_fn.train(was_training)
-    return float(value)
-
-
-def _dice_record(summary: dict[str, Any]) -> dict[str, float]:
-    """``val_dice`` (mean over foreground classes) and per class / region Dice means."""
-    record: dict[str, float] = {}
-    classes = summary.get("classes", {})
-    for name, stats in classes.items():
-        record[f"val_dice_{name}"] = stats["dice"]["mean"]
-    for name, stats in summary.get("regions", {}).items():
-        record[f"val_dice_{name}"] = stats["dice"]["mean"]
-    values = [stats["dice"]["mean"] for stats in classes.values()]
-    record["val_dice"] = float(np.mean(values)) if values else 0.0
-    return record
 
 
 class Trainer:
@@ -554,46 +384,22 @@ class Trainer:
         last = epoch + 1 == self.config.train.epochs
         if not self.val_cases or not every or ((epoch + 1) % every and not last):
             return {}
-        record = self._validate_cases() if self.dist.is_main else {}
+        record: dict[str, Any] = {}
+        if self.dist.is_main:
+            record = validate_cases(
+                self.model,
+                self.store,
+                self.val_cases,
+                self.partition,
+                self.layout,
+                self.loss_fn,
+                batch_size=self.config.train.val_batch_size,
+                device=self.device,
+                amp=self.amp.enabled,
+                derive=self.derive,
+                report=self.run_dir / "validation.json",
+            )
         return ddp.broadcast_object(self.dist, record)
-
-    def _validate_cases(self) -> dict[str, Any]:
-        from partseg.geometry import Box
-        from partseg.infer.predictor import predict_case
-        from partseg.infer.stitch import labels_from_probabilities
-        from partseg.metrics import BRATS_CLASSES, BRATS_REGIONS, evaluate_case, summarize
-
-        classes = self.store.classes
-        regions = BRATS_REGIONS if tuple(classes) == BRATS_CLASSES else {}
-        start = time.perf_counter()
-        self.model.eval()
-        results, losses = {}, []
-        with torch.no_grad():
-            for case_id in self.val_cases:
-                case = self.store[case_id]
-                probs = predict_case(
-                    self.model,
-                    case,
-                    self.partition,
-                    self.layout,
-                    batch_size=self.config.train.val_batch_size,
-                    device=self.device,
-                    amp=self.amp.enabled,
-                    derive=self.derive,
-                )  # (K, Z, Y, X): softmax, or the sigmoid foreground probability for K == 1
-                pred = labels_from_probabilities(probs)  # (Z, Y, X) argmax, or p > 0.5
-                _, gt = case.read(Box.whole(case.shape))
-                results[case_id] = evaluate_case(pred, gt, classes, case.spacing, regions)
-                losses.append(validation_loss(self.loss_fn, probs, gt))  # the same probs
-                del probs, pred, gt  # one case in memory at a time
-        self.model.train()
-        summary = summarize(results)
-        _write_json(self.run_dir / "validation.json", {"cases": results, "summary": summary})
-        return {
-            **_dice_record(summary),
-            "val_loss": float(np.mean(losses)),
-            "val_time_s": round(time.perf_counter() - start, 3),
-        }
 
     def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
         """Adaptive loss weights, schedule, best tracking, checkpoints and the metrics line."""
@@ -660,7 +466,7 @@ class Trainer:
             )
         summary = {"best": {**self.best, "record": best_record}, "last": record}
         if self.dist.is_main:
-            _write_json(self.run_dir / "summary.json", summary)
+            write_run_json(self.run_dir / "summary.json", summary)
             if self.metrics is not None and self.metrics.tensorboard is not None:
                 self.metrics.tensorboard.close()
         ddp.barrier(self.dist)
@@ -689,7 +495,7 @@ class Trainer:
             "step": self.step,
             "rng": rng_state(),
             "sampler": {"epoch": self.epoch, "seed": cfg.train.seed, "kind": cfg.sampler.kind},
-            "metrics": _json_safe(record),
+            "metrics": json_safe(record),
             "best": {**self.best, "since": self.since_best},
         }
 
@@ -721,17 +527,6 @@ class Trainer:
         if self.metrics is not None:
             self.metrics.resume(self.epoch - 1)
         self.log(f"resumed from {path} after epoch {self.epoch} (step {self.step})")
-
-
-def _json_safe(record: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(record, default=float))
-
-
-def _write_json(path: Path, data: Any) -> None:
-    try:
-        write_json(path, data)
-    except OSError as err:
-        raise TrainingError(f"cannot write {path}: {err.strerror or err}") from err
 
 
 def train(

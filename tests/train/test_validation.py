@@ -18,7 +18,8 @@ from partseg.infer.predictor import predict_case
 from partseg.losses import AdaptiveTverskyCELoss, DeepSupervisionLoss, build_loss
 from partseg.store.zarrstore import open_store
 from partseg.train.checkpoint import load_model
-from partseg.train.trainer import Trainer, stitched_logits, validation_loss
+from partseg.train.trainer import Trainer
+from partseg.train.validation import stitched_logits, validation_loss
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
 

@@ -1,0 +1,186 @@
+"""Validation during training: stitched full-volume inference, its Dice and its loss.
+
+:func:`validate_cases` predicts every validation case whole with the stitcher (the same path as
+``partseg predict``), scores it with :mod:`partseg.metrics` and computes the training loss on the
+stitched probabilities (:func:`validation_loss`), one case in memory at a time.
+
+Example:
+    >>> p = np.full((2, 1, 1, 2), 0.5, np.float32)               # (K, Z, Y, X)
+    >>> from partseg.losses import build_loss
+    >>> round(validation_loss(build_loss("ce"), p, np.ones((1, 1, 2), np.uint8)), 4)
+    0.6931
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from partseg.train.rundir import write_run_json
+
+if TYPE_CHECKING:
+    from partseg.channels import Derive
+    from partseg.dataset import InputLayout
+    from partseg.geometry import Partition
+    from partseg.store.zarrstore import Store
+
+
+def stitched_logits(probs: np.ndarray | torch.Tensor, *, eps: float = 1e-7) -> torch.Tensor:
+    """Logits (1, K, *S) equivalent to stitched probabilities (K, *S), for a validation loss.
+
+    With K > 1 channels the probabilities are a softmax and ``log p`` are logits of it
+    (``softmax(log p) == p``). With K == 1 they are a sigmoid and the logit ``log p - log(1 - p)``
+    is returned (``sigmoid(logit(p)) == p``). ``p`` is clamped to ``[eps, 1 - eps]`` so no logit
+    is infinite. Computed in float32 on the CPU.
+
+    Example:
+        >>> p = torch.tensor([[[0.25, 0.5]], [[0.75, 0.5]]])       # (K=2, 1, 2)
+        >>> torch.allclose(torch.softmax(stitched_logits(p), 1)[0], p)
+        True
+    """
+    p = torch.as_tensor(probs, dtype=torch.float32)  # (K, *S)
+    if p.shape[0] == 1:
+        p = p.clamp(eps, 1.0 - eps)
+        return (torch.log(p) - torch.log1p(-p))[None]
+    return torch.log(p.clamp_min(eps))[None]
+
+
+def base_loss(loss_fn: nn.Module) -> nn.Module:
+    """The configured loss without its :class:`DeepSupervisionLoss` wrapper."""
+    from partseg.losses import DeepSupervisionLoss
+
+    return loss_fn.loss if isinstance(loss_fn, DeepSupervisionLoss) else loss_fn
+
+
+def validation_loss(loss_fn: nn.Module, probs: np.ndarray, label: np.ndarray) -> float:
+    """The training loss of one whole stitched case: probabilities (K, Z, Y, X), label (Z, Y, X).
+
+    The loss sees :func:`stitched_logits` of ``probs``, the whole label and a mask of ones. It
+    runs under ``torch.no_grad()`` with the loss in eval mode (restored afterwards), so losses
+    with epoch statistics (adaptive TverskyCE) do not collect validation values.
+
+    Example:
+        >>> from partseg.losses import build_loss
+        >>> p = np.full((2, 1, 2, 2), 0.5, np.float32)
+        >>> round(validation_loss(build_loss("ce"), p, np.zeros((1, 2, 2), np.uint8)), 4)
+        0.6931
+    """
+    loss_fn = base_loss(loss_fn)
+    was_training = loss_fn.training
+    logits = stitched_logits(probs)  # (1, K, Z, Y, X)
+    target = torch.from_numpy(label.astype(np.int64))[None]  # (1, Z, Y, X)
+    mask = torch.ones_like(target, dtype=torch.bool)
+    device = next(iter(loss_fn.buffers()), logits).device
+    loss_fn.eval()
+    try:
+        with torch.no_grad():
+            value = loss_fn(logits.to(device), target.to(device), mask.to(device))
+    finally:
+        loss_fn.train(was_training)
+    return float(value)
+
+
+def dice_record(summary: dict[str, Any]) -> dict[str, float]:
+    """``val_dice`` (mean over foreground classes) and per class / region Dice means.
+
+    Example:
+        >>> dice_record({"classes": {"tumor": {"dice": {"mean": 0.5}}}})
+        {'val_dice_tumor': 0.5, 'val_dice': 0.5}
+    """
+    record: dict[str, float] = {}
+    classes = summary.get("classes", {})
+    for name, stats in classes.items():
+        record[f"val_dice_{name}"] = stats["dice"]["mean"]
+    for name, stats in summary.get("regions", {}).items():
+        record[f"val_dice_{name}"] = stats["dice"]["mean"]
+    values = [stats["dice"]["mean"] for stats in classes.values()]
+    record["val_dice"] = float(np.mean(values)) if values else 0.0
+    return record
+
+
+def validate_cases(
+    model: nn.Module,
+    store: Store,
+    case_ids: Sequence[str],
+    partition: Partition,
+    layout: InputLayout,
+    loss_fn: nn.Module,
+    *,
+    batch_size: int,
+    device: torch.device,
+    amp: bool = False,
+    derive: Derive | None = None,
+    report: Path | None = None,
+) -> dict[str, Any]:
+    """Stitched full-volume inference of ``case_ids`` and the validation record of the epoch.
+
+    Args:
+        model: the (unwrapped) network; put in eval mode, and back in train mode at the end.
+        store: the store holding the cases.
+        case_ids: the validation cases.
+        partition: the training partition (core and margins) used to tile each case.
+        layout: the training input layout (2D/3D, slice axis).
+        loss_fn: the training loss, for ``val_loss`` (see :func:`validation_loss`).
+        batch_size: minicubes per forward pass.
+        device: where the model runs.
+        amp: run the forward passes under autocast.
+        derive: the derived-channel function of training (None without derived channels).
+        report: where to write ``{"cases": per-case metrics, "summary": ...}`` as JSON
+            (default: not written).
+
+    Returns:
+        ``val_dice``, ``val_dice_<class or region>``, ``val_loss`` (mean over cases) and
+        ``val_time_s``.
+    """
+    from partseg.geometry import Box
+    from partseg.infer.predictor import predict_case
+    from partseg.infer.stitch import labels_from_probabilities
+    from partseg.metrics import BRATS_CLASSES, BRATS_REGIONS, evaluate_case, summarize
+
+    classes = store.classes
+    regions = BRATS_REGIONS if tuple(classes) == BRATS_CLASSES else {}
+    start = time.perf_counter()
+    model.eval()
+    results, losses = {}, []
+    with torch.no_grad():
+        for case_id in case_ids:
+            case = store[case_id]
+            probs = predict_case(
+                model,
+                case,
+                partition,
+                layout,
+                batch_size=batch_size,
+                device=device,
+                amp=amp,
+                derive=derive,
+            )  # (K, Z, Y, X): softmax, or the sigmoid foreground probability for K == 1
+            pred = labels_from_probabilities(probs)  # (Z, Y, X) argmax, or p > 0.5
+            _, gt = case.read(Box.whole(case.shape))
+            results[case_id] = evaluate_case(pred, gt, classes, case.spacing, regions)
+            losses.append(validation_loss(loss_fn, probs, gt))  # the same probs
+            del probs, pred, gt  # one case in memory at a time
+    model.train()
+    summary = summarize(results)
+    if report is not None:
+        write_run_json(report, {"cases": results, "summary": summary})
+    return {
+        **dice_record(summary),
+        "val_loss": float(np.mean(losses)),
+        "val_time_s": round(time.perf_counter() - start, 3),
+    }
+
+
+__all__: Sequence[str] = (
+    "base_loss",
+    "dice_record",
+    "stitched_logits",
+    "validate_cases",
+    "validation_loss",
+)
