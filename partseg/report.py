@@ -476,19 +476,6 @@ def plot_class_distribution(
     return _save(fig, path)
 
 
-def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:
-    """(K, K) int64 voxel counts, rows = ground truth class, columns = predicted class.
-
-    Example:
-        >>> confusion_matrix(np.array([0, 1, 1]), np.array([0, 0, 1]), 2).tolist()
-        [[1, 1], [0, 1]]
-    """
-    pred = np.asarray(pred, dtype=np.int64).ravel()
-    gt = np.asarray(gt, dtype=np.int64).ravel()
-    counts = np.bincount(gt * num_classes + pred, minlength=num_classes * num_classes)
-    return counts[: num_classes * num_classes].reshape(num_classes, num_classes)
-
-
 def plot_confusion_matrices(
     matrices: Mapping[str, np.ndarray], classes: Sequence[str], path: str | os.PathLike
 ) -> Path:

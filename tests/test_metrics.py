@@ -239,3 +239,11 @@ def test_summarize_means_counts_and_no_nan() -> None:
 def test_summarize_picks_up_extra_sections() -> None:
     case = {"seam": {"all": {"max_abs_diff": 0.25}}, "classes": {}}
     assert summarize([case])["seam"]["all"]["max_abs_diff"]["mean"] == 0.25
+
+
+def test_confusion_matrix_counts() -> None:
+    gt = np.array([[0, 0, 1], [2, 2, 2]])
+    pred = np.array([[0, 1, 1], [2, 0, 2]])
+    matrix = confusion_matrix(pred, gt, 3)
+    assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+    assert matrix.sum() == gt.size

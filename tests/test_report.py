@@ -13,7 +13,6 @@ from partseg.report import (
     RunResult,
     aggregate_costs,
     aggregate_scores,
-    confusion_matrix,
     fmt,
     headline_table,
     mean_std,
@@ -115,14 +114,6 @@ def test_write_report_files_round_trip(tmp_path) -> None:
     assert restored[0].history[1]["val_loss"] == 0.6
     assert restored[2].scores == runs[2].scores
     assert not list(out.glob(".*tmp"))
-
-
-def test_confusion_matrix_counts() -> None:
-    gt = np.array([[0, 0, 1], [2, 2, 2]])
-    pred = np.array([[0, 1, 1], [2, 0, 2]])
-    matrix = confusion_matrix(pred, gt, 3)
-    assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
-    assert matrix.sum() == gt.size
 
 
 def test_plots_write_png(tmp_path) -> None:
