@@ -27,6 +27,7 @@ the rounding is reported in :attr:`Partition.notes`.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -360,17 +361,8 @@ def iter_grid(partition: Partition, shape: Sequence[int]) -> Iterator[Minicube]:
     if any(s == 0 for s in shape):
         raise GeometryError(f"cannot partition an empty volume of shape {shape}")
     counts = partition.grid_shape(shape)
-    for index in _ndindex(counts):
+    for index in itertools.product(*(range(n) for n in counts)):
         yield partition.at(tuple(i * c for i, c in zip(index, partition.core, strict=True)))
-
-
-def _ndindex(counts: Sequence[int]) -> Iterator[Shape]:
-    if not counts:
-        yield ()
-        return
-    for first in range(counts[0]):
-        for rest in _ndindex(counts[1:]):
-            yield (first, *rest)
 
 
 def padded_shape(shape: Sequence[int], partition: Partition) -> Shape:

@@ -27,6 +27,7 @@ predicts [2,10) and contributes to all three chunks; chunk 0 is complete after m
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -331,7 +332,7 @@ class Stitcher:
             first = max(0, lo // core)
             last = min(n - 1, (min(hi, self.shape[a]) - 1) // core)
             ranges.append(range(first, last + 1))
-        return _product(ranges)
+        return itertools.product(*ranges)
 
     def _chunk_box(self, chunk: Shape) -> Box:
         start = tuple(i * c for i, c in zip(chunk, self.partition.core, strict=True))
@@ -492,15 +493,6 @@ def _contributors_per_chunk(size: int, core: int, overlap: int, count: int) -> n
             if j * core - overlap < hi and (j + 1) * core + overlap > lo:
                 result[i] += 1
     return result
-
-
-def _product(ranges: Sequence[range]) -> Iterable[Shape]:
-    if not ranges:
-        yield ()
-        return
-    for first in ranges[0]:
-        for rest in _product(ranges[1:]):
-            yield (first, *rest)
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:

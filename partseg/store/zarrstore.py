@@ -24,6 +24,7 @@ fetched.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -191,7 +192,7 @@ class _ChunkReader:
             range(s.start // c, (s.stop - 1) // c + 1)
             for s, c in zip(source, self.chunks, strict=True)
         ]
-        coords = list(_product(ranges))
+        coords = list(itertools.product(*ranges))
         keys = [self.prefix + self.array.metadata.encode_chunk_key(c) for c in coords]
         buffer = np.empty(self.chunks, dtype=self.dtype)
         stage = out if out.dtype == self.dtype else np.empty(out.shape, dtype=self.dtype)
@@ -251,15 +252,6 @@ def _convert(source: np.ndarray, out: np.ndarray) -> None:
     for i in range(source.shape[0]):  # views only: out may be a strided window
         for j in range(0, source.shape[1], step):
             target[i, j : j + step].copy_(src[i, j : j + step])
-
-
-def _product(ranges: Sequence[range]) -> Iterator[tuple[int, ...]]:
-    if not ranges:
-        yield ()
-        return
-    for first in ranges[0]:
-        for rest in _product(ranges[1:]):
-            yield (first, *rest)
 
 
 def _read_file(path: str) -> bytes | None:
