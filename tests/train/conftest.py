@@ -15,12 +15,18 @@ def tiny_yaml() -> Path:
     return Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
 
 
-def write_tiny_store(url: str | os.PathLike, n_cases: int = 4, shape=(16, 16, 16)) -> str:
-    """Four 2-channel 16^3 cases with a sphere of class 1 around a core of class 2."""
+def write_tiny_store(
+    url: str | os.PathLike,
+    n_cases: int = 4,
+    shape=(16, 16, 16),
+    classes: tuple[str, ...] = ("background", "c1", "c2"),
+) -> str:
+    """Four 2-channel 16^3 cases: nested spheres, class k of radius 5 / k (k >= 1)."""
     from partseg.store.zarrstore import create_store
 
-    classes = ["background", "c1", "c2"]
-    index = {"channels": ["a", "b"], "classes": classes, "label_mapping": [[0, 0], [1, 1], [2, 2]]}
+    classes = list(classes)
+    mapping = [[k, k] for k in range(len(classes))]
+    index = {"channels": ["a", "b"], "classes": classes, "label_mapping": mapping}
     writer = create_store(url, {**index, "chunks": [8, 8, 8], "case_ids": []})
     ids = []
     z, y, x = np.indices(shape)
@@ -29,12 +35,12 @@ def write_tiny_store(url: str | os.PathLike, n_cases: int = 4, shape=(16, 16, 16
         centre = np.array(shape) // 2 + rng.integers(-2, 3, 3)
         radius = np.sqrt((z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2)
         label = np.zeros(shape, np.uint8)
-        label[radius < 5] = 1
-        label[radius < 2.5] = 2
+        for k in range(1, len(classes)):
+            label[radius < 5 / k] = k
         image = rng.normal(0, 0.3, (2, *shape)).astype(np.float32) + label[None] * 1.0
-        counts = {str(k): int((label == k).sum()) for k in range(3)}
+        counts = {str(k): int((label == k).sum()) for k in range(len(classes))}
         locations = np.concatenate(
-            [np.c_[np.full(20, k), np.argwhere(label == k)[:20]] for k in range(3)]
+            [np.c_[np.full(20, k), np.argwhere(label == k)[:20]] for k in range(len(classes))]
         )
         attrs = {
             "shape": list(shape),
@@ -48,6 +54,12 @@ def write_tiny_store(url: str | os.PathLike, n_cases: int = 4, shape=(16, 16, 16
         ids.append(f"case{i}")
     writer.write_index({**writer.index(), "case_ids": ids})
     return os.fspath(url)
+
+
+@pytest.fixture(scope="session")
+def store_writer():
+    """:func:`write_tiny_store`, for tests that need a store of other classes."""
+    return write_tiny_store
 
 
 @pytest.fixture(scope="session")

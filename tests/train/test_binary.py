@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,46 +21,15 @@ from partseg.train.trainer import Trainer
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
 
 
-def write_binary_store(url: str | os.PathLike, n_cases: int = 4, shape=(16, 16, 16)) -> str:
-    """Four 2-channel 16^3 cases with a sphere of class 1 (background / lesion)."""
-    from partseg.store.zarrstore import create_store
-
-    classes = ["background", "lesion"]
-    index = {"channels": ["a", "b"], "classes": classes, "label_mapping": [[0, 0], [1, 1]]}
-    writer = create_store(url, {**index, "chunks": [8, 8, 8], "case_ids": []})
-    ids = []
-    z, y, x = np.indices(shape)
-    for i in range(n_cases):
-        rng = np.random.default_rng(i)
-        centre = np.array(shape) // 2 + rng.integers(-2, 3, 3)
-        radius = np.sqrt((z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2)
-        label = (radius < 5).astype(np.uint8)
-        image = rng.normal(0, 0.3, (2, *shape)).astype(np.float32) + label[None] * 1.0
-        attrs = {
-            "shape": list(shape),
-            "spacing": [1.0, 1.0, 1.0],
-            "channels": ["a", "b"],
-            "classes": classes,
-            "has_label": True,
-            "voxel_counts": {str(k): int((label == k).sum()) for k in range(2)},
-        }
-        locations = np.concatenate(
-            [np.c_[np.full(20, k), np.argwhere(label == k)[:20]] for k in range(2)]
-        )
-        writer.write_case(f"case{i}", image, label, attrs, locations, (8, 8, 8))
-        ids.append(f"case{i}")
-    writer.write_index({**writer.index(), "case_ids": ids})
-    return os.fspath(url)
-
-
 def records(run: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
-def binary_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def binary_run(tmp_path_factory: pytest.TempPathFactory, store_writer) -> tuple[Path, str]:
     """Two dice_ce epochs of a model.out_channels=1 U-Net, validated after each epoch."""
-    store = write_binary_store(tmp_path_factory.mktemp("binary") / "b.zarr")
+    url = tmp_path_factory.mktemp("binary") / "b.zarr"
+    store = store_writer(url, classes=("background", "lesion"))
     config = load_config(CONFIG, [f"data.store={store}", "model.out_channels=1"])
     out = tmp_path_factory.mktemp("binary_run")
     Trainer(config, out, log=lambda _m: None).run()
