@@ -36,6 +36,7 @@ from partseg.channels import Derive  # (C, *box) -> (C', *box), applied after ev
 from partseg.errors import CheckpointError, GeometryError
 from partseg.geometry import Box, Minicube, Partition, make_partition
 from partseg.infer.stitch import Stitcher, default_activation
+from partseg.train.amp import resolve_amp
 
 
 @dataclass
@@ -176,7 +177,8 @@ def predict_case(
         layout: ``InputLayout`` turning a (C, *box) read into a network input and back.
         batch_size: minicubes per forward pass.
         device: torch device of the model.
-        amp: autocast (bfloat16 on CPU, float16 on CUDA); outputs are cast back to float32.
+        amp: autocast as training picks it (bfloat16 on CPU and on GPUs that support it, else
+            float16); outputs are cast back to float32.
         blend: stitching mode when ``stitcher`` is None (``crop`` | ``average`` | ``gaussian``
             | ``hann``).
         tta: average the logits of every flip combination of the spatial axes.
@@ -273,9 +275,9 @@ def forward(
     """
     dims = tuple(range(2, x.ndim))
     flips = _flip_sets(dims) if tta else [()]
-    dtype = torch.bfloat16 if x.device.type == "cpu" else torch.float16
+    precision = resolve_amp("auto" if amp else "off", x.device)  # training's dtype choice
     total: torch.Tensor | None = None
-    with torch.inference_mode(), torch.autocast(x.device.type, dtype=dtype, enabled=amp):
+    with torch.inference_mode(), precision.autocast():
         for flip in flips:
             out = model(x.flip(flip) if flip else x)
             if isinstance(out, list | tuple):
