@@ -72,41 +72,12 @@ def bench_config(spatial: tuple[int, ...], batch: int) -> Any:
 
 
 def saved_bytes_forward(model: torch.nn.Module, x: torch.Tensor, amp: str) -> int:
-    """Bytes saved for backward by one forward pass (hooks; stage inputs of checkpointing)."""
-    from partseg.models.checkpointing import Stage
+    """Bytes saved for backward by one forward pass, autocast copies of the weights included."""
+    from partseg.models.memory import saved_tensor_bytes
     from partseg.train.amp import resolve_amp
 
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    storages: dict[int, int] = {}
-
-    def record(t: torch.Tensor) -> None:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            storages[storage.data_ptr()] = storage.nbytes()
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        record(t)
-        return t
-
-    def keep_inputs(_module: torch.nn.Module, args: tuple) -> None:
-        for arg in args:
-            if isinstance(arg, torch.Tensor):
-                record(arg)
-
-    handles = [
-        m.body.register_forward_pre_hook(keep_inputs)
-        for m in model.modules()
-        if isinstance(m, Stage) and m.checkpointing
-    ]
-    settings = resolve_amp(amp, x.device)
-    try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), settings.autocast():
-            out = model(x)
-        del out
-    finally:
-        for handle in handles:
-            handle.remove()
-    return sum(storages.values())
+    with resolve_amp(amp, x.device).autocast():
+        return saved_tensor_bytes(model, x, parameter_copies=True, backward=False)
 
 
 def planner_estimate(spatial: tuple[int, ...], batch: int, amp: str, ckpt: bool, device: str):
