@@ -26,7 +26,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "held-out cases, and write OUT/report/{report.md,results.csv,results.json,*.png}. "
         "Rerun the same command to resume: finished runs are not retrained.",
     )
-    parser.add_argument("config", metavar="CONFIG", type=Path, help="compare config YAML")
+    parser.add_argument(
+        "config",
+        metavar="CONFIG",
+        type=Path,
+        help="compare config YAML, or the name of a built-in recipe, e.g. brats_3d",
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -64,7 +69,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the comparison and print the Dice table and where the report is."""
     from partseg.experiments import load_compare_config, run_compare
+    from partseg.recipes import resolve_config
 
+    args.config = resolve_config(args.config, "compare config")
     overrides = list(args.overrides)
     if args.store:
         overrides.append(f"store={args.store}")

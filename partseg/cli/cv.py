@@ -61,11 +61,13 @@ def summarize_folds(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from partseg.config import load_config
+    from partseg.recipes import resolve_config
     from partseg.store.zarrstore import open_store
     from partseg.train.distributed import init_distributed, shutdown
     from partseg.train.splits import kfold_splits, write_splits
     from partseg.train.trainer import train
 
+    args.config = resolve_config(args.config)
     out = args.out or Path("runs") / f"{args.config.stem}_cv"
     base = [*args.overrides, f"data.folds={args.folds}"]
     first = load_config(args.config, [*base, "data.fold=0"])

@@ -1,7 +1,8 @@
 """``partseg demo``: the whole pipeline on synthetic data, on a CPU, in minutes.
 
 Phantom BraTS-like cases -> ingest into a zarr store -> train a 2D U-Net, a 3D minicube U-Net
-without context and one with context (CPU-sized settings of ``configs/demo.yaml``) -> stitched
+without context and one with context (CPU-sized settings of the built-in recipe ``demo``,
+``configs/demo.yaml`` in a checkout, found by :func:`partseg.recipes.recipe_path`) -> stitched
 prediction of held-out cases -> evaluation -> report. Prints the Dice table and where the report
 is. ``--quick`` runs the same steps on tiny settings (under two minutes), for smoke tests.
 """
@@ -14,8 +15,8 @@ from pathlib import Path
 
 from partseg.cli.train import IntermixedParser
 
-#: Where ``configs/demo.yaml`` lies in a source checkout of partseg.
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+#: The built-in recipe the demo runs by default (``configs/demo.yaml``).
+DEMO_RECIPE = "demo"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -43,8 +44,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--config",
         type=Path,
-        default=DEMO_CONFIG,
-        help=f"the demo's compare config (default: {DEMO_CONFIG})",
+        default=None,
+        help="the demo's compare config: a YAML file or a built-in recipe name "
+        f"(default: the built-in recipe {DEMO_RECIPE}, configs/{DEMO_RECIPE}.yaml)",
     )
     parser.__class__ = IntermixedParser  # overrides may come after options
     parser.add_argument(
@@ -63,15 +65,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo, print the Dice table, the time taken and where the report is."""
-    from partseg.errors import ConfigError
     from partseg.experiments import load_compare_config, run_compare
+    from partseg.recipes import recipe_path, resolve_config
 
-    if not args.config.is_file():
-        raise ConfigError(
-            f"demo config {args.config} not found; run from a partseg source checkout or pass "
-            "--config PATH/TO/configs/demo.yaml"
-        )
-    config = load_compare_config(args.config, quick=args.quick, overrides=args.overrides)
+    if args.config is None:
+        path = recipe_path(DEMO_RECIPE)
+    else:
+        path = resolve_config(args.config, "demo config")
+    config = load_compare_config(path, quick=args.quick, overrides=args.overrides)
     out = args.out or Path("partseg-demo-quick" if args.quick else "partseg-demo")
     start = time.perf_counter()
     outcome = run_compare(config, out, progress=not args.no_progress)

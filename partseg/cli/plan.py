@@ -25,7 +25,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "and batch (with mixed precision and checkpointing on or off) that fit --gpu-mem.",
     )
     p.__class__ = IntermixedParser  # overrides may come after options
-    p.add_argument("config", type=Path, help="YAML recipe, e.g. configs/default.yaml")
+    p.add_argument(
+        "config",
+        type=Path,
+        help="YAML recipe, e.g. configs/default.yaml, or the name of a built-in one, e.g. tiny",
+    )
     p.add_argument(
         "overrides",
         nargs="*",
@@ -54,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from partseg.config import load_config
+    from partseg.recipes import resolve_config
     from partseg.train.planner import (
         apply_estimate,
         format_size,
@@ -62,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         plan_memory,
     )
 
-    config = load_config(args.config, args.overrides)
+    config = load_config(resolve_config(args.config), args.overrides)
     budget = parse_size(args.gpu_mem)
     plan = plan_memory(config, budget, device_type=args.device_type)
     result = plan.as_dict()

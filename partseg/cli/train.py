@@ -67,7 +67,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     """CONFIG, --gpu-mem and the key=value overrides, shared by train and cv."""
     p.__class__ = IntermixedParser  # overrides may come after options
-    p.add_argument("config", type=Path, help="YAML recipe, e.g. configs/default.yaml")
+    p.add_argument(
+        "config",
+        type=Path,
+        help="YAML recipe, e.g. configs/default.yaml, or the name of a built-in one, e.g. tiny",
+    )
     p.add_argument(
         "overrides",
         nargs="*",
@@ -106,9 +110,11 @@ def fit_to_budget(config, size: str, device_type: str, log=print):  # type: igno
 def run(args: argparse.Namespace) -> int:
     from partseg.config import load_config
     from partseg.errors import ConfigError
+    from partseg.recipes import resolve_config
     from partseg.train.distributed import init_distributed, shutdown
     from partseg.train.trainer import train
 
+    args.config = resolve_config(args.config)
     config = load_config(args.config, fold_overrides(args.fold, args.overrides))
     if args.fold is not None and config.data.folds and args.fold >= config.data.folds:
         raise ConfigError(f"--fold {args.fold} is outside 0..{config.data.folds - 1}")
