@@ -4,8 +4,8 @@ Writes ``--cases`` BraTS-size phantoms (``partseg.phantom``) into ``--workdir`` 
 present), ingests them, and times random reads of ``4 x 100 x 116 x 116`` minicubes (image +
 label) from each format; prints one JSON object with reads/s, seconds per read and size on disk
 per format, and the ratios to the targets (store >= 10x .nii.gz reads/s, >= 1x HDF5; store size
-<= .nii.gz size). ``--tune`` adds a sweep over store variants (chunks, channels per chunk, dtype,
-zstd level, shuffle), rewritten from the base store without re-ingesting. ``--loader`` adds
+<= .nii.gz size). ``--tune`` adds a sweep over store variants (dtype, codec and level, shuffle,
+chunks, channels per chunk), rewritten from the base store without re-ingesting. ``--loader`` adds
 DataLoader throughput with 0, 1 and 2 workers next to the time of one training step of the
 default 3D U-Net (``tools/bench_loader.py``, run in its own process).
 
@@ -37,15 +37,21 @@ from partseg.geometry import Box
 MINICUBE = (100, 116, 116)
 #: Store variants of the ``--tune`` sweep: name -> IngestSettings fields.
 VARIANTS: dict[str, dict[str, Any]] = {
-    "f16_c40x48x48_z5": {},
-    "f16_c40x48x48_z3": {"clevel": 3},
-    "f16_c40x48x48_z1": {"clevel": 1},
-    "f16_c40x48x48_z5_bitshuffle": {"shuffle": "bitshuffle"},
-    "f16_c64x64x64_z5": {"chunks": (64, 64, 64)},
-    "f16_c20x24x24_z5": {"chunks": (20, 24, 24)},
-    "f16_c32x40x40_z5": {"chunks": (32, 40, 40)},
-    "f16_c50x58x58_z5": {"chunks": (50, 58, 58)},
-    "f16_c40x48x48_z5_allchannels": {"channels_per_chunk": 4},
+    # the format before int16 (session 1's default): float16 z-scores, zstd 5, a chunk per channel
+    "f16_zstd5_c40x48x48_1ch": {
+        "dtype": "float16",
+        "codec": "zstd",
+        "clevel": 5,
+        "channels_per_chunk": 1,
+    },
+    "i16_zstd5_c40x48x48": {"codec": "zstd", "clevel": 5},
+    "i16_lz4hc9_c40x48x48_1ch": {"channels_per_chunk": 1},
+    "i16_lz4hc5_c40x48x48": {"clevel": 5},
+    "i16_lz4_c40x48x48": {"codec": "lz4", "clevel": 5},
+    "i16_lz4hc9_c40x48x48": {},
+    "i16_lz4hc9_c64x64x64": {"chunks": (64, 64, 64)},
+    "i16_lz4hc9_c32x32x32": {"chunks": (32, 32, 32)},
+    "i16_lz4hc9_c48x64x64": {"chunks": (48, 64, 64)},
 }
 
 
@@ -129,6 +135,8 @@ def section_setup(ctx: Context) -> dict[str, Any]:
     settings = IngestSettings(
         dtype=ctx.args.dtype,
         chunks=tuple(ctx.args.chunks),
+        channels_per_chunk=ctx.args.channels_per_chunk,
+        codec=ctx.args.codec,
         clevel=ctx.args.clevel,
         shuffle=ctx.args.shuffle,
     )
@@ -144,8 +152,7 @@ def section_setup(ctx: Context) -> dict[str, Any]:
         "ingest_s_per_case": round(report.seconds / len(report.written), 2)
         if report.written
         else None,
-        "store_settings": settings.recorded()
-        | {"clevel": settings.clevel, "shuffle": settings.shuffle},
+        "store_settings": settings.recorded() | settings.compression(),
     }
 
 
@@ -212,37 +219,49 @@ def section_torchio(ctx: Context) -> dict[str, Any]:
 
 
 def section_hdf5(ctx: Context) -> dict[str, Any]:
-    """Chunked HDF5 (gzip 4 + shuffle, chunks like the store's) of the same preprocessed arrays."""
+    """Chunked HDF5 (gzip 4 + shuffle, chunks like the store's) of the same stored arrays.
+
+    An int16 store's counts go into HDF5 as int16 with the same scale, multiplied on read.
+    """
     import h5py
 
     from partseg.store import open_store
+    from partseg.store.encoding import candidate_steps, decode, encode
 
     store = open_store(ctx.store_path)
-    folder = ctx.workdir / "hdf5"
+    folder = ctx.workdir / f"hdf5_{ctx.args.dtype}_{ctx.args.channels_per_chunk}"
     folder.mkdir(exist_ok=True)
     chunks = tuple(ctx.args.chunks)
+    cpc = min(ctx.args.channels_per_chunk, len(store.channels))
     for case in store:
         path = folder / f"{case.id}.h5"
         if path.exists():
             continue
         tmp = path.with_suffix(".h5.tmp")
         with h5py.File(tmp, "w") as f:
-            image = case.read_image().astype(ctx.args.dtype)
+            steps = candidate_steps(case.attrs["normalization"], case.n_channels)
+            image, scale = encode(case.read_image(), ctx.args.dtype, steps)
             kw = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-            f.create_dataset("image", data=image, chunks=(1, *_clamp(chunks, case.shape)), **kw)
+            data = f.create_dataset(
+                "image", data=image, chunks=(cpc, *_clamp(chunks, case.shape)), **kw
+            )
+            if scale is not None:
+                data.attrs["scale"] = scale
             f.create_dataset(
                 "label", data=case.read_label(), chunks=_clamp(chunks, case.shape), **kw
             )
         os.replace(tmp, path)
     files = {case.id: h5py.File(folder / f"{case.id}.h5", "r") for case in store}
     shapes = {case.id: case.shape for case in store}
+    scales = {k: f["image"].attrs.get("scale") for k, f in files.items()}
 
     def read(case_id: str, box: Box) -> tuple[np.ndarray, np.ndarray]:
         f = files[case_id]
         inside, where = box.clip(shapes[case_id])
         image = np.zeros((f["image"].shape[0], *box.size), np.float32)
         label = np.zeros(box.size, np.uint8)
-        image[(slice(None), *where)] = f["image"][(slice(None), *inside.slices())]
+        stored = f["image"][(slice(None), *inside.slices())]
+        image[(slice(None), *where)] = decode(stored, scales[case_id])
         label[where] = f["label"][inside.slices()]
         return image, label
 
@@ -272,11 +291,7 @@ def section_tune(ctx: Context) -> dict[str, Any]:
         if not path.exists():
             tmp = path.with_name(path.name + ".tmp")
             writer: StoreWriter = create_store(
-                tmp,
-                base.attrs | {"case_ids": []},
-                overwrite=True,
-                clevel=settings.clevel,
-                shuffle=settings.shuffle,
+                tmp, base.attrs | {"case_ids": []}, overwrite=True, **settings.compression()
             )
             for case in base:
                 rows = np.asarray(case._array("locations")[...])
@@ -347,7 +362,9 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from partseg.store.encoding import DTYPES
     from partseg.store.ingest import IngestSettings
+    from partseg.store.zarrstore import CODECS
 
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -365,10 +382,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     d = IngestSettings()
     p.add_argument(
-        "--dtype",
-        default=d.dtype,
-        choices=("float32", "float16"),
-        help="store dtype (default: %(default)s)",
+        "--dtype", default=d.dtype, choices=DTYPES, help="store dtype (default: %(default)s)"
     )
     p.add_argument(
         "--chunks",
@@ -378,7 +392,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="store chunks Z Y X (default: %(default)s)",
     )
     p.add_argument(
-        "--clevel", type=int, default=d.clevel, help="zstd level 1-9 (default: %(default)s)"
+        "--channels-per-chunk",
+        type=int,
+        default=d.channels_per_chunk,
+        help="channels stored together in a chunk (default: %(default)s)",
+    )
+    p.add_argument(
+        "--codec", default=d.codec, choices=CODECS, help="Blosc compressor (default: %(default)s)"
+    )
+    p.add_argument(
+        "--clevel", type=int, default=d.clevel, help="compression level 1-9 (default: %(default)s)"
     )
     p.add_argument(
         "--shuffle", default=d.shuffle, help="blosc shuffle filter (default: %(default)s)"
@@ -399,9 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    name = (
-        f"store_{args.dtype}_{'x'.join(map(str, args.chunks))}_z{args.clevel}_{args.shuffle}.zarr"
-    )
+    chunks = "x".join(map(str, (args.channels_per_chunk, *args.chunks)))
+    name = f"store_{args.dtype}_{chunks}_{args.codec}{args.clevel}_{args.shuffle}.zarr"
     ctx = Context(args, workdir, workdir / "raw", workdir / name)
     sections = dict(SECTIONS)
     if args.tune:

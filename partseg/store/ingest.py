@@ -29,9 +29,13 @@ from partseg import __version__
 from partseg.errors import ConfigError, InputError, StoreError
 from partseg.geometry import Box
 from partseg.store import preprocess as pp
+from partseg.store.encoding import DTYPES
 from partseg.store.sources import ReadOptions, Source, SourceCase, discover, read_case
 from partseg.store.zarrstore import (
     AXIS_ORDER_NOTE,
+    CLEVEL,
+    CODEC,
+    CODECS,
     DEFAULT_CHUNKS,
     TMP_PREFIX,
     StoreWriter,
@@ -41,7 +45,6 @@ from partseg.store.zarrstore import (
 
 CROPS = ("foreground", "dataset", "none")
 NORMALIZATIONS = ("zscore", "none")
-DTYPES = ("float32", "float16")
 
 
 @dataclass(frozen=True)
@@ -54,12 +57,16 @@ class IngestSettings:
             of every case's foreground box) or ``"none"``.
         normalize: ``"zscore"`` (per channel over the foreground, background 0) or ``"none"``.
         spacing: target voxel size (Z, Y, X) in mm, or None to keep the original grid.
-        dtype: stored image dtype, ``"float16"`` (default: z-scores keep 11 significant bits,
-            and the store is then no larger than the BraTS .nii.gz files) or ``"float32"``.
+        dtype: stored image dtype: ``"int16"`` (default: whole counts of a per-channel step,
+            exact for integer scans, see :mod:`~partseg.store.encoding`), ``"float16"`` or
+            ``"float32"``.
         chunks: spatial chunk shape (Z, Y, X).
-        channels_per_chunk: 1 (one chunk per channel) or more (channels stored together).
-        clevel: zstd compression level (5: 3 % smaller than 3 for float16 phantoms, encoding
-            3x slower, decoding as fast; 9 encodes 10x slower still).
+        channels_per_chunk: channels stored together in one chunk (clamped to the number of
+            channels). Every read takes all channels, so 4 (BraTS: one chunk file for the four
+            modalities) reads 10-20 % faster than 1: fewer files to open.
+        codec: Blosc compressor (``"lz4hc"`` default: decodes about 3x faster than zstd).
+        clevel: compression level 1-9 (lz4hc 9: 4 % smaller than 5 and decodes faster; encoding
+            is about 1.5 s per BraTS case).
         shuffle: Blosc filter: ``"shuffle"``, ``"bitshuffle"`` or ``"noshuffle"``.
         labels: declared label values; None uses the layout's or the first case's.
         label_names: ``(value, name)`` pairs naming classes the layout does not name
@@ -75,10 +82,11 @@ class IngestSettings:
     crop: str = "foreground"
     normalize: str = "zscore"
     spacing: tuple[float, float, float] | None = None
-    dtype: str = "float16"
+    dtype: str = "int16"
     chunks: tuple[int, int, int] = DEFAULT_CHUNKS
-    channels_per_chunk: int = 1
-    clevel: int = 5
+    channels_per_chunk: int = 4
+    codec: str = CODEC
+    clevel: int = CLEVEL
     shuffle: str = "shuffle"
     labels: tuple[int, ...] | None = None
     label_names: tuple[tuple[int, str], ...] = ()
@@ -97,6 +105,7 @@ class IngestSettings:
              f"chunks must be 3 positive sizes (Z, Y, X), got {self.chunks}"),
             (self.spacing is None or (len(self.spacing) == 3 and all(s > 0 for s in self.spacing)),
              f"spacing must be 3 positive sizes in mm (Z, Y, X), got {self.spacing}"),
+            (self.codec in CODECS, f"codec must be one of {CODECS}, got {self.codec!r}"),
             (1 <= self.clevel <= 9, f"clevel must be 1..9, got {self.clevel}"),
             (self.shuffle in ("shuffle", "bitshuffle", "noshuffle"), "bad shuffle filter"),
             (self.channels_per_chunk >= 1, "channels_per_chunk must be >= 1"),
@@ -104,6 +113,10 @@ class IngestSettings:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"ingest: {message}")
+
+    def compression(self) -> dict[str, Any]:
+        """The writer's compression settings (``codec``, ``clevel``, ``shuffle``)."""
+        return {"codec": self.codec, "clevel": self.clevel, "shuffle": self.shuffle}
 
     def recorded(self) -> dict[str, Any]:
         """The settings that shape the stored data, as JSON; they must match on resume."""
@@ -413,10 +426,8 @@ def _open_writer(
 ) -> StoreWriter:
     state = store_state(store)
     if state != "store" or overwrite:
-        return create_store(
-            store, index, overwrite=overwrite, clevel=settings.clevel, shuffle=settings.shuffle
-        )
-    writer = StoreWriter(store, clevel=settings.clevel, shuffle=settings.shuffle)
+        return create_store(store, index, overwrite=overwrite, **settings.compression())
+    writer = StoreWriter(store, **settings.compression())
     existing = writer.index()
     for key in ("channels", "classes", "label_mapping", "ingest"):
         if existing.get(key) != index[key]:

@@ -126,7 +126,10 @@ def resample(
 def zscore(image: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, list[dict]]:
     """Z-score each channel over ``mask`` (default: the foreground); voxels outside -> 0.
 
-    A channel with zero spread inside the mask is only centred (std recorded as 1).
+    A channel with zero spread inside the mask is only centred (std recorded as 1). The mean of
+    a channel of whole numbers (every scan stored as integers) is rounded to a whole number, a
+    shift of at most half a grey level, so the z-scores lie on the lattice ``k / std`` and an
+    int16 store keeps them exactly (:mod:`partseg.store.encoding`).
 
     Returns:
         The normalised (C, Z, Y, X) float32 image and ``[{"mean": m, "std": s}, ...]`` per channel.
@@ -136,6 +139,8 @@ def zscore(image: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarra
         >>> out, stats = zscore(image)
         >>> out.tolist(), stats
         ([[[[0.0, -1.0, 1.0]]]], [{'mean': 3.0, 'std': 1.0}])
+        >>> zscore(np.array([[[[0.0, 2.0, 5.0]]]]))[1]  # mean 3.5 of whole numbers -> 4
+        [{'mean': 4.0, 'std': 1.5}]
     """
     mask = foreground_mask(image) if mask is None else mask
     out = np.zeros(image.shape, dtype=np.float32)
@@ -143,6 +148,8 @@ def zscore(image: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarra
     for c, channel in enumerate(image):
         values = channel[mask].astype(np.float64)
         mean = float(values.mean()) if values.size else 0.0
+        if np.array_equal(values, np.rint(values)):
+            mean = float(np.rint(mean))
         std = float(values.std()) if values.size else 1.0
         std = std if std > 1e-8 else 1.0
         out[c][mask] = ((values - mean) / std).astype(np.float32)

@@ -82,8 +82,8 @@ def test_brats_metadata(tmp_path: Path, brats_dir: Path) -> None:
     store = open_store(tmp_path / "s.zarr")
     assert store.classes == ("background", "necrotic", "edema", "enhancing")
     assert store.label_mapping == {0: 0, 1: 1, 2: 2, 4: 3}
-    assert store.attrs["format"] == "partseg-store" and store.attrs["format_version"] == 1
-    assert store.attrs["chunks"] == [4, 8, 8] and store.attrs["dtype"] == "float16"
+    assert store.attrs["format"] == "partseg-store" and store.attrs["format_version"] == 2
+    assert store.attrs["chunks"] == [4, 8, 8] and store.attrs["dtype"] == "int16"
     case = store["B_001"]
     assert case.spacing == pytest.approx(SPACING)
     np.testing.assert_allclose(case.affine, AFFINE)
@@ -93,9 +93,9 @@ def test_brats_metadata(tmp_path: Path, brats_dir: Path) -> None:
     image = case.read_image()
     raw = make_image(4)[(slice(None), *FOREGROUND)]
     for c in range(4):  # zscore over the foreground (all of the crop here)
-        assert stats[c]["mean"] == pytest.approx(raw[c].mean())
+        assert stats[c]["mean"] == np.rint(raw[c].mean())  # whole numbers: a whole mean
         z = (raw[c] - stats[c]["mean"]) / stats[c]["std"]
-        np.testing.assert_allclose(image[c], z.astype(np.float16), rtol=0, atol=0)
+        np.testing.assert_allclose(image[c], z, rtol=1e-6, atol=1e-6)  # int16 keeps it exact
 
 
 def test_crop_modes_and_resampling(tmp_path: Path) -> None:
@@ -247,3 +247,22 @@ def test_workers_process_pool(tmp_path: Path) -> None:
     for case_id in store.case_ids:
         a, b = store[case_id], open_store(tmp_path / "t.zarr")[case_id]
         np.testing.assert_array_equal(a.read_image(), b.read_image())
+
+
+@pytest.mark.parametrize("spacing", [None, (1.0, 2.4, 1.5)], ids=["native", "resampled"])
+def test_int16_store_matches_float32_store(
+    tmp_path: Path, brats_dir: Path, spacing: tuple[float, float, float] | None
+) -> None:
+    """Integer scans: int16 is exact; resampled (off the integer lattice): within half a step."""
+    images = {}
+    for dtype in ("int16", "float32"):
+        _ingest(
+            brats_dir, tmp_path / f"{dtype}.zarr", settings={"dtype": dtype, "spacing": spacing}
+        )
+        images[dtype] = open_store(tmp_path / f"{dtype}.zarr")["B_001"].read_image()
+    scale = open_store(tmp_path / "int16.zarr")["B_001"]._array("image").attrs["scale"]
+    error = np.abs(images["int16"] - images["float32"]).max(axis=(1, 2, 3))
+    if spacing is None:
+        np.testing.assert_allclose(images["int16"], images["float32"], rtol=1e-6, atol=1e-6)
+    else:
+        assert (error <= np.asarray(scale) / 2 + 1e-6).all() and error.max() > 0

@@ -26,7 +26,7 @@ def test_ingest_then_info_json(tmp_path: Path, capsys: pytest.CaptureFixture[str
     # each case has blocks of 2 x 4 x 5 voxels per tumour class
     assert [c["voxels"] for c in info["classes"][1:]] == [80, 80, 80]
     assert sum(c["share"] for c in info["classes"]) == pytest.approx(1.0)
-    assert info["chunks"] == [4, 8, 8] and info["dtype"] == "float16"
+    assert info["chunks"] == [4, 8, 8] and info["dtype"] == "int16"
     assert info["size_bytes"] > 0
     assert main(["info", store]) == 0
     text = capsys.readouterr().out

@@ -31,9 +31,20 @@ class RecordingStore(WrapperStore):
         return await self._store.get(key, prototype, byte_range)
 
 
-def _write(url: str, dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
-    """One case ``c`` with an arange image (2, 12, 16, 20) and label; returns both arrays."""
+def _write(
+    url: str, dtype: str = "float32", *, channels_per_chunk: int = 1, step: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One case ``c`` with an arange image (2, 12, 16, 20) and label; returns both arrays.
+
+    With ``step``: the image is ``arange * step`` with its first chunk all zero, and the case's
+    normalisation record makes ``step`` the candidate int16 step (z-scores of std ``1 / step``).
+    """
     image = np.arange(2 * np.prod(SHAPE), dtype=np.float32).reshape(2, *SHAPE)
+    normalization: dict = {"method": "none"}
+    if step is not None:
+        image *= step
+        image[:, : CHUNKS[0], : CHUNKS[1], : CHUNKS[2]] = 0
+        normalization = {"method": "zscore", "stats": [{"mean": 0, "std": 1 / step}] * 2}
     label = (np.arange(np.prod(SHAPE)) % 4).reshape(SHAPE).astype(np.uint8)
     index = {
         "case_ids": [],
@@ -52,8 +63,12 @@ def _write(url: str, dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
         "voxel_counts": {"0": 960, "1": 960, "2": 960, "3": 960},
         "crop_box": {"start": [1, 2, 3], "size": list(SHAPE)},
         "affine": np.eye(4).tolist(),
+        "normalization": normalization,
     }
-    writer.write_case("c", image, label, attrs, locations, CHUNKS, dtype=dtype)
+    writer.write_case(
+        "c", image, label, attrs, locations, CHUNKS, dtype=dtype,
+        channels_per_chunk=channels_per_chunk,
+    )  # fmt: skip
     writer.write_index({**writer.index(), "case_ids": ["c"]})
     return image, label
 
@@ -105,6 +120,36 @@ def test_read_equals_padded_slice_and_touches_only_its_chunks(memory_url: str, b
     expected |= {f"cases/c/label/c/{z}/{y}/{x}" for z, y, x in grid}
     assert set(recorder.keys) == expected
     assert len(recorder.keys) == len(expected)  # each chunk fetched once
+
+
+@pytest.mark.parametrize("channels_per_chunk", [1, 2])
+@pytest.mark.parametrize("reader", ["local", "fsspec", "zarr-indexing"])
+def test_int16_reads_equal_padded_slice(
+    tmp_path: Path,
+    memory_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    reader: str,
+    channels_per_chunk: int,
+) -> None:
+    """int16 counts x scale give back the exact values through every read path, box after box."""
+    from partseg.store.zarrstore import _ChunkReader
+
+    url = str(tmp_path / "s.zarr") if reader == "local" else memory_url
+    image, label = _write(url, "int16", channels_per_chunk=channels_per_chunk, step=0.25)
+    if reader == "zarr-indexing":
+        monkeypatch.setattr(_ChunkReader, "_supported", staticmethod(lambda array: False))
+    case = open_store(url)["c"]
+    stored = case._array("image")
+    assert stored.dtype == np.int16 and stored.attrs["scale"] == [0.25, 0.25]
+    assert stored.chunks == (channels_per_chunk, *CHUNKS)
+    if reader == "local":  # the all-zero first chunk is not written; it reads as 0
+        assert not (tmp_path / "s.zarr/cases/c/image/c/0/0/0/0").exists()
+    for box in BOXES:  # one open case: buffers reused between reads leak nothing
+        got_image, got_label = case.read(box)
+        want_image, want_label = _expected(image, label, box)
+        assert got_image.dtype == np.float32
+        np.testing.assert_array_equal(got_image, want_image)
+        np.testing.assert_array_equal(got_label, want_label)
 
 
 def test_read_without_label_fetches_no_label_chunk(memory_url: str) -> None:
