@@ -281,7 +281,7 @@ def section_tune(ctx: Context) -> dict[str, Any]:
     """Store variants rewritten from the base store: reads/s and size of each (``--tune``)."""
     from partseg.store import open_store
     from partseg.store.ingest import IngestSettings
-    from partseg.store.zarrstore import StoreWriter, create_store
+    from partseg.store.writer import StoreWriter, create_store
 
     base = open_store(ctx.store_path)
     out = {}
@@ -364,7 +364,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from partseg.store.encoding import DTYPES
     from partseg.store.ingest import IngestSettings
-    from partseg.store.zarrstore import CODECS
+    from partseg.store.writer import CODECS
 
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],

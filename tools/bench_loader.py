@@ -76,7 +76,8 @@ def build_store(workdir: Path, cases: int, seed: int) -> Path:
 
 def scaled_store(base: Path, n_cases: int, workdir: Path) -> Path:
     """A store of ``n_cases`` cases: the base cases repeated under new ids (hard links)."""
-    from partseg.store.zarrstore import StoreWriter, open_store
+    from partseg.store.writer import StoreWriter
+    from partseg.store.zarrstore import open_store
 
     target = workdir / f"store_{n_cases}.zarr"
     if target.exists():

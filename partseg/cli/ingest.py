@@ -11,7 +11,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``partseg ingest``."""
     from partseg.store.encoding import DTYPES
     from partseg.store.ingest import IngestSettings
-    from partseg.store.zarrstore import CODECS
+    from partseg.store.writer import CODECS
 
     defaults = IngestSettings()
     p = subparsers.add_parser(

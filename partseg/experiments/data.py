@@ -27,7 +27,7 @@ def prepare_store(config: CompareConfig, out: Path, *, progress: bool = True) ->
         )
     from partseg.phantom import write_phantoms
     from partseg.store.ingest import IngestSettings, ingest
-    from partseg.store.zarrstore import store_state
+    from partseg.store.writer import store_state
 
     spec = config.phantom
     data = out / "data"

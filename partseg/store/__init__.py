@@ -14,13 +14,7 @@ Example (needs a dataset on disk, so it is not run as a test)::
 
 from __future__ import annotations
 
-from partseg.store.zarrstore import (
-    DEFAULT_CHUNKS,
-    Case,
-    Store,
-    StoreWriter,
-    create_store,
-    open_store,
-)
+from partseg.store.writer import StoreWriter, create_store
+from partseg.store.zarrstore import DEFAULT_CHUNKS, Case, Store, open_store
 
 __all__ = ["DEFAULT_CHUNKS", "Case", "Store", "StoreWriter", "create_store", "open_store"]

@@ -2,7 +2,7 @@
 
 One case at a time per worker: read and check (:func:`~partseg.store.sources.read_case`), crop,
 remap labels, resample, normalise (:mod:`~partseg.store.preprocess`), then write it under a tmp
-name and rename it into place (:class:`~partseg.store.zarrstore.StoreWriter`). Only the
+name and rename it into place (:class:`~partseg.store.writer.StoreWriter`). Only the
 coordinating process rewrites the dataset index, after each completed case, so the index never
 lists a half-written case. Rerunning the same command resumes: complete cases are skipped and
 leftover tmp folders are removed. Settings that change the stored data (crop, normalisation,
@@ -31,17 +31,16 @@ from partseg.geometry import Box
 from partseg.store import preprocess as pp
 from partseg.store.encoding import DTYPES
 from partseg.store.sources import ReadOptions, Source, SourceCase, discover, read_case
-from partseg.store.zarrstore import (
-    AXIS_ORDER_NOTE,
+from partseg.store.writer import (
     CLEVEL,
     CODEC,
     CODECS,
-    DEFAULT_CHUNKS,
     TMP_PREFIX,
     StoreWriter,
     create_store,
     store_state,
 )
+from partseg.store.zarrstore import AXIS_ORDER_NOTE, DEFAULT_CHUNKS
 
 CROPS = ("foreground", "dataset", "none")
 NORMALIZATIONS = ("zscore", "none")

@@ -247,7 +247,7 @@ def test_exported_one_channel_probabilities_are_zero_outside_the_crop():
 # -- partseg predict on a one-channel checkpoint --------------------------------------------------
 def _binary_store(path: Path, shape=(8, 12, 10)) -> str:
     """One case, one channel, classes background / lesion; lesion is stored value 2."""
-    from partseg.store.zarrstore import create_store
+    from partseg.store.writer import create_store
 
     classes = ["background", "lesion"]
     index = {"channels": ["a"], "classes": classes, "label_mapping": [[0, 0], [2, 1]]}

@@ -27,7 +27,7 @@ from partseg.errors import InputError, StoreError
 from partseg.geometry import Box
 from partseg.store import open_store
 from partseg.store.ingest import IngestReport, IngestSettings, ingest
-from partseg.store.zarrstore import StoreWriter
+from partseg.store.writer import StoreWriter
 
 FG_BOX = Box(tuple(s.start for s in FOREGROUND), tuple(s.stop - s.start for s in FOREGROUND))
 

@@ -132,12 +132,12 @@ def test_int16_reads_equal_padded_slice(
     channels_per_chunk: int,
 ) -> None:
     """int16 counts x scale give back the exact values through every read path, box after box."""
-    from partseg.store.zarrstore import _ChunkReader
+    from partseg.store.chunks import ChunkReader
 
     url = str(tmp_path / "s.zarr") if reader == "local" else memory_url
     image, label = _write(url, "int16", channels_per_chunk=channels_per_chunk, step=0.25)
     if reader == "zarr-indexing":
-        monkeypatch.setattr(_ChunkReader, "_supported", staticmethod(lambda array: False))
+        monkeypatch.setattr(ChunkReader, "_supported", staticmethod(lambda array: False))
     case = open_store(url)["c"]
     stored = case._array("image")
     assert stored.dtype == np.int16 and stored.attrs["scale"] == [0.25, 0.25]
@@ -217,7 +217,7 @@ def test_float16_conversion_into_strided_windows(shape: tuple[int, ...]) -> None
     """The slab-wise torch copy used for float16 stores writes through views, any threads."""
     import torch
 
-    from partseg.store.zarrstore import _convert
+    from partseg.store.chunks import convert_into
 
     source = (np.arange(np.prod(shape)) % 2039).reshape(shape).astype(np.float16)
     big = np.zeros((shape[0] + 1, *(s + 2 for s in shape[1:])), np.float32)
@@ -225,7 +225,7 @@ def test_float16_conversion_into_strided_windows(shape: tuple[int, ...]) -> None
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        _convert(source, window)
+        convert_into(source, window)
     finally:
         torch.set_num_threads(previous)
     np.testing.assert_array_equal(window, source.astype(np.float32))

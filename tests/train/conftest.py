@@ -22,7 +22,7 @@ def write_tiny_store(
     classes: tuple[str, ...] = ("background", "c1", "c2"),
 ) -> str:
     """Four 2-channel 16^3 cases: nested spheres, class k of radius 5 / k (k >= 1)."""
-    from partseg.store.zarrstore import create_store
+    from partseg.store.writer import create_store
 
     classes = list(classes)
     mapping = [[k, k] for k in range(len(classes))]
