@@ -83,7 +83,6 @@ class ChunkReader:
             stored = self.array[source]
             out[...] = stored if self.scale is None else stored * self._factors(source[0])
             return
-        from numcodecs import blosc
 
         ranges = [
             range(s.start // c, (s.stop - 1) // c + 1)
@@ -94,7 +93,7 @@ class ChunkReader:
         buffer = np.empty(self.chunks, dtype=self.dtype)
         scaled = self.scale is not None
         stage = out if scaled or out.dtype == self.dtype else np.empty(out.shape, self.dtype)
-        for coord, raw in zip(coords, self._fetch(keys), strict=True):
+        for coord, key, raw in zip(coords, keys, self._fetch(keys), strict=True):
             src, dst = [], []
             for s, i, c in zip(source, coord, self.chunks, strict=True):
                 a = i * c
@@ -104,13 +103,27 @@ class ChunkReader:
             if raw is None:
                 stage[tuple(dst)] = self.fill  # 0 for every array partseg writes
             else:
-                blosc.decompress(raw, buffer)
+                self._decode(key, raw, buffer)
                 stage[tuple(dst)] = buffer[tuple(src)]
         if scaled:
             for k, factor in enumerate(self._factors(source[0]).ravel()):
                 out[k] *= factor
         elif stage is not out:
             convert_into(stage, out)
+
+    def _decode(self, key: str, raw: Any, buffer: np.ndarray) -> None:
+        """Blosc-decompress ``raw`` into ``buffer``; a StoreError names a damaged chunk."""
+        from numcodecs import blosc
+
+        try:
+            blosc.decompress(raw, buffer)
+        except (RuntimeError, ValueError, TypeError) as err:
+            where = self.local_root or type(self.array.store_path.store).__name__
+            raise StoreError(
+                f"chunk {key} in {where} is damaged ({err}); delete that case's folder "
+                "(cases/<id>) and rerun the same `partseg ingest` command, which rewrites "
+                "missing cases"
+            ) from err
 
     def _factors(self, channels: slice) -> np.ndarray:
         """The scale of ``channels`` shaped to broadcast over (C, Z, Y, X)."""

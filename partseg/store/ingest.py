@@ -4,8 +4,9 @@ One case at a time per worker: read and check (:func:`~partseg.store.sources.rea
 remap labels, resample, normalise (:mod:`~partseg.store.preprocess`), then write it under a tmp
 name and rename it into place (:class:`~partseg.store.writer.StoreWriter`). Only the
 coordinating process rewrites the dataset index, after each completed case, so the index never
-lists a half-written case. Rerunning the same command resumes: complete cases are skipped and
-leftover tmp folders are removed. Settings that change the stored data (crop, normalisation,
+lists a half-written case. Rerunning the same command resumes: complete cases are skipped,
+leftover tmp folders are removed, and listed cases whose folder is gone (deleted because it was
+damaged) are written again. Settings that change the stored data (crop, normalisation,
 spacing, dtype, chunks, labels) must match on resume; otherwise pass ``overwrite=True``.
 
 Declared labels, in order of precedence: ``settings.labels``; the layout's declaration (BraTS
@@ -135,6 +136,8 @@ class IngestReport:
         bad: ``{"case", "path", "problem", "hint"}`` per case that could not be ingested.
         total: complete cases in the store after the run.
         seconds: wall time.
+        removed_tmp: unfinished case folders of a crashed run, removed.
+        missing: cases the index listed without a folder (deleted by hand); written again.
     """
 
     store: str
@@ -145,6 +148,7 @@ class IngestReport:
     total: int = 0
     seconds: float = 0.0
     removed_tmp: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,6 +160,11 @@ class IngestReport:
         ]
         if self.removed_tmp:
             lines.append(f"removed {len(self.removed_tmp)} unfinished case folder(s) of a crash")
+        if self.missing:
+            lines.append(
+                f"{len(self.missing)} listed case(s) had no folder and were written again: "
+                + ", ".join(self.missing)
+            )
         if self.bad:
             lines.append(f"{len(self.bad)} bad case(s) left out:")
             for b in self.bad:
@@ -361,7 +370,11 @@ def ingest(
     }
     writer = _open_writer(store, index, settings, overwrite)
     index = writer.index()
-    done = list(index.get("case_ids", []))
+    present = set(writer.case_dirs())
+    done = [c for c in index.get("case_ids", []) if c in present]
+    report.missing = [c for c in index.get("case_ids", []) if c not in present]
+    if report.missing:  # listed but deleted (e.g. a damaged case): unlist, then rewrite below
+        writer.write_index({**index, "case_ids": done})
     report.already = [c.case_id for c in source.cases if c.case_id in done]
     report.removed_tmp = _clean_leftovers(writer, done)
     plan = _Plan(settings, source.channels, classes, mapping, None)

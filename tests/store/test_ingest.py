@@ -163,6 +163,29 @@ def test_crash_leaves_no_half_case_and_rerun_resumes(
     assert again.written == [] and again.total == 3
 
 
+def test_damaged_case_names_its_chunk_and_rerun_rewrites_it(
+    tmp_path: Path, brats_dir: Path
+) -> None:
+    import shutil
+
+    store_path = tmp_path / "s.zarr"
+    _ingest(brats_dir, store_path)
+    before = open_store(store_path)["B_002"].read_image()
+    chunk = next(p for p in (store_path / "cases/B_002/image").rglob("*") if p.is_file()
+                 and p.name != "zarr.json")  # fmt: skip
+    chunk.write_bytes(chunk.read_bytes()[:20])  # a truncated chunk file
+    with pytest.raises(StoreError, match=r"cases/B_002/image/c/.* is damaged.*partseg ingest"):
+        open_store(store_path)["B_002"].read_image()
+    shutil.rmtree(store_path / "cases/B_002")  # what the message says to do
+    with pytest.raises(StoreError, match=r"'B_002' is listed .* its group is missing"):
+        open_store(store_path)["B_002"]
+    report = _ingest(brats_dir, store_path)
+    assert report.missing == ["B_002"] and report.written == ["B_002"]
+    assert report.already == ["B_001"] and "written again: B_002" in report.summary()
+    assert open_store(store_path).case_ids == ("B_001", "B_002")
+    np.testing.assert_array_equal(open_store(store_path)["B_002"].read_image(), before)
+
+
 def test_resume_with_other_settings_is_refused(tmp_path: Path, brats_dir: Path) -> None:
     _ingest(brats_dir, tmp_path / "s.zarr")
     with pytest.raises(StoreError, match="--overwrite"):
