@@ -80,8 +80,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--codec",
         choices=CODECS,
         default=defaults.codec,
-        help="Blosc compressor; lz4hc decodes about 3x faster than zstd, zstd is about 7%% "
-        "smaller (default: %(default)s)",
+        help="Blosc compressor; minicubes read 1.6x faster with lz4hc 9 than with zstd 5, "
+        "which stores 8%% smaller files (default: %(default)s)",
     )
     p.add_argument(
         "--clevel",

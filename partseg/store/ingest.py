@@ -64,7 +64,8 @@ class IngestSettings:
         channels_per_chunk: channels stored together in one chunk (clamped to the number of
             channels). Every read takes all channels, so 4 (BraTS: one chunk file for the four
             modalities) reads 10-20 % faster than 1: fewer files to open.
-        codec: Blosc compressor (``"lz4hc"`` default: decodes about 3x faster than zstd).
+        codec: Blosc compressor (``"lz4hc"`` default: minicubes read 1.6x faster than with
+            ``"zstd"`` level 5, whose files are 8 % smaller).
         clevel: compression level 1-9 (lz4hc 9: 4 % smaller than 5 and decodes faster; encoding
             is about 1.5 s per BraTS case).
         shuffle: Blosc filter: ``"shuffle"``, ``"bitshuffle"`` or ``"noshuffle"``.

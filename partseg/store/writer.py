@@ -22,7 +22,8 @@ from partseg.store.location import UrlLike, filesystem, local_path, zarr_store
 from partseg.store.zarrstore import FORMAT, FORMAT_VERSION, read_index
 
 #: Blosc compressors a store may use, and the default with its level: int16 scans with lz4hc 9
-#: are 0.82x the .nii.gz size and decode 2-3x faster than with zstd (``tools/bench_io.py``).
+#: are 0.83x the .nii.gz size and minicubes read 1.6x faster than with zstd 5
+#: (``tools/bench_io.py --tune``).
 CODECS = ("lz4hc", "zstd", "lz4", "blosclz", "zlib")
 CODEC = "lz4hc"
 CLEVEL = 9
