@@ -20,16 +20,17 @@ from partseg.errors import StoreError
 class ChunkReader:
     """Reads a box of a zarr v3 array by fetching and decoding exactly the chunks it touches.
 
-    zarr's own indexing spends about 0.5 ms of Python/async bookkeeping per chunk, which is most
-    of the time of a minicube read (about 300 chunks for 4 x 100 x 116 x 116 with 40 x 48 x 48
-    chunks). This reader handles the arrays partseg writes (regular grid, default chunk keys,
-    little-endian bytes + Blosc) directly: it lists the touched chunk keys, fetches them in one
-    batch (plain file reads for a local store, one gathered async ``get`` otherwise), decodes
-    them with Blosc and copies the overlaps. Missing chunks (zarr skips chunks equal to the fill
-    value) read as the fill value. Any other array goes through zarr's indexing.
+    zarr's own indexing spends about 0.5 ms of Python/async bookkeeping per chunk, as much as
+    decoding it. This reader handles the arrays partseg writes (regular grid, default chunk
+    keys, little-endian bytes + Blosc) directly: it lists the touched chunk keys, fetches them
+    (one file read after another into one buffer for a local store, one gathered async ``get``
+    otherwise), decodes them with Blosc and copies the overlaps. Missing chunks (zarr skips
+    chunks equal to the fill value) read as the fill value. Any other array goes through zarr's
+    indexing.
 
-    An int16 image with a ``scale`` attribute (:mod:`partseg.store.encoding`) is decoded in the
-    same copy: ``out = stored * scale[channel]``, written straight into the float32 output.
+    An int16 image with a ``scale`` attribute (:mod:`partseg.store.encoding`) is decoded to
+    ``stored * scale[channel]``: the counts are copied into the float32 output, which is then
+    scaled in place.
     """
 
     def __init__(self, array: Any) -> None:

@@ -1,6 +1,6 @@
 """Ingest a raw dataset into a partseg store: atomic per case, resumable, parallel over cases.
 
-One case at a time per worker: read and check (:func:`~partseg.store.sources.read_case`), crop,
+One case at a time per worker: read and check (:func:`~partseg.store.reading.read_case`), crop,
 remap labels, resample, normalise (:mod:`~partseg.store.preprocess`), then write it under a tmp
 name and rename it into place (:class:`~partseg.store.writer.StoreWriter`). Only the
 coordinating process rewrites the dataset index, after each completed case, so the index never
@@ -31,7 +31,8 @@ from partseg.errors import ConfigError, InputError, StoreError
 from partseg.geometry import Box
 from partseg.store import preprocess as pp
 from partseg.store.encoding import DTYPES
-from partseg.store.sources import ReadOptions, Source, SourceCase, discover, read_case
+from partseg.store.reading import read_case
+from partseg.store.sources import ReadOptions, Source, SourceCase, discover
 from partseg.store.writer import (
     CLEVEL,
     CODEC,

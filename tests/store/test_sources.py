@@ -21,7 +21,8 @@ from rawdata import (
 )
 
 from partseg.errors import InputError
-from partseg.store.sources import discover, read_case
+from partseg.store.reading import read_case
+from partseg.store.sources import discover
 
 
 @pytest.mark.parametrize("flat", [False, True])
