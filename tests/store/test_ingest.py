@@ -181,7 +181,7 @@ def test_damaged_case_names_its_chunk_and_rerun_rewrites_it(
         open_store(store_path)["B_002"]
     report = _ingest(brats_dir, store_path)
     assert report.missing == ["B_002"] and report.written == ["B_002"]
-    assert report.already == ["B_001"] and "written again: B_002" in report.summary()
+    assert report.already == ["B_001"] and "ingested again: B_002" in report.summary()
     assert open_store(store_path).case_ids == ("B_001", "B_002")
     np.testing.assert_array_equal(open_store(store_path)["B_002"].read_image(), before)
 
