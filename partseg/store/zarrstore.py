@@ -12,9 +12,9 @@ Layout (every array Blosc compressed, lz4hc by default, byte shuffle)::
       cases/.tmp-<id>-<pid>/    a case being written; renamed to cases/<id> when complete
 
 Dataset index (root attrs): ``format`` ("partseg-store"), ``format_version`` (2; version 1
-stores, float only, read the same), ``case_ids``
-(complete cases only), ``channels``, ``classes``, ``label_mapping`` (``[[value, class], ...]``),
-``chunks`` (cz, cy, cx), ``dtype``, ``created_by`` and the ``ingest`` settings. Case attrs:
+stores, float only, read the same), ``case_ids`` (complete cases only), ``channels``,
+``classes``, ``label_mapping`` (``[[value, class], ...]``), ``chunks`` (cz, cy, cx), ``dtype``,
+``created_by`` and the ``ingest`` settings. Case attrs:
 ``shape``, ``spacing``, ``original_spacing``, ``original_shape``, ``crop_box``, ``affine`` (NIfTI
 convention, of the original file), ``channels``, ``classes``, ``label_mapping``,
 ``normalization``, ``voxel_counts``, ``location_counts``, ``source_files``, ``axis_order``.
