@@ -35,24 +35,27 @@ from partseg.geometry import Box
 
 #: Input box of the default minicube (core 80 x 96 x 96 + margin 10): what training reads.
 MINICUBE = (100, 116, 116)
+#: Input box of a 2D model (one axial slice, the 192 x 192 crop of configs/brats_2d.yaml, clipped
+#: to the 160-wide cropped volumes): reported next to the store's minicube reads.
+SLICE = (1, 192, 160)
 #: Store variants of the ``--tune`` sweep: name -> IngestSettings fields.
 VARIANTS: dict[str, dict[str, Any]] = {
     # the format before int16 (session 1's default): float16 z-scores, zstd 5, a chunk per channel
     "f16_zstd5_c40x48x48_1ch": {
-        "dtype": "float16",
-        "codec": "zstd",
-        "clevel": 5,
-        "channels_per_chunk": 1,
+        "dtype": "float16", "codec": "zstd", "clevel": 5, "channels_per_chunk": 1,
+        "chunks": (40, 48, 48),
     },
-    "i16_zstd5_c40x48x48": {"codec": "zstd", "clevel": 5},
-    "i16_lz4hc9_c40x48x48_1ch": {"channels_per_chunk": 1},
-    "i16_lz4hc5_c40x48x48": {"clevel": 5},
-    "i16_lz4_c40x48x48": {"codec": "lz4", "clevel": 5},
-    "i16_lz4hc9_c40x48x48": {},
+    "i16_zstd5_c40x48x48": {"codec": "zstd", "clevel": 5, "chunks": (40, 48, 48)},
+    "i16_lz4hc9_c40x48x48_1ch": {"channels_per_chunk": 1, "chunks": (40, 48, 48)},
+    "i16_lz4hc9_c40x48x48": {"chunks": (40, 48, 48)},
     "i16_lz4hc9_c64x64x64": {"chunks": (64, 64, 64)},
-    "i16_lz4hc9_c32x32x32": {"chunks": (32, 32, 32)},
-    "i16_lz4hc9_c48x64x64": {"chunks": (48, 64, 64)},
-}
+    "i16_zstd5_c24x32xW": {"codec": "zstd", "clevel": 5},
+    "i16_lz4hc5_c24x32xW": {"clevel": 5},
+    "i16_lz4_c24x32xW": {"codec": "lz4", "clevel": 5},
+    "i16_lz4hc9_c24x32xW": {},  # the default: rows as wide as the volume (up to 256)
+    "i16_lz4hc9_c16x16xW": {"chunks": (16, 16, 256)},
+    "i16_lz4hc9_c32x48xW": {"chunks": (32, 48, 256)},
+}  # fmt: skip
 
 
 @dataclass
@@ -64,6 +67,7 @@ class Context:
     raw_dir: Path
     store_path: Path
     boxes: list[tuple[str, Box]] = field(default_factory=list)
+    slices: list[tuple[str, Box]] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
 
 
@@ -93,6 +97,11 @@ def timed_reads(read: Callable[[str, Box], Any], boxes: list[tuple[str, Box]]) -
         "median_reads_per_s": round(1 / median, 3),
         "cpu_ms_per_read": round(1000 * sum(cpus) / len(boxes), 2),
     }
+
+
+def _median_ms(store: Any, boxes: list[tuple[str, Box]]) -> float:
+    """Median ms of ``store[case].read(box)`` over ``boxes`` (2D slice reads)."""
+    return timed_reads(lambda c, b: store[c].read(b), boxes)["median_ms_per_read"]
 
 
 def random_boxes(
@@ -143,6 +152,7 @@ def section_setup(ctx: Context) -> dict[str, Any]:
     report = ingest(ctx.raw_dir, ctx.store_path, settings, workers=ctx.args.workers, progress=False)
     store = open_store(ctx.store_path)
     ctx.boxes = random_boxes(store, ctx.args.reads, MINICUBE, ctx.args.seed)
+    ctx.slices = random_boxes(store, ctx.args.reads, SLICE, ctx.args.seed + 1)
     return {
         "cases": len(store),
         "phantom_shape": list(ctx.args.shape),
@@ -162,7 +172,11 @@ def section_store(ctx: Context) -> dict[str, Any]:
 
     store = open_store(ctx.store_path)
     out = timed_reads(lambda c, b: store[c].read(b), ctx.boxes)
-    return out | {"size_bytes": dir_size(ctx.store_path)}
+    return out | {
+        "size_bytes": dir_size(ctx.store_path),
+        "slice_box": list(SLICE),
+        "slice_median_ms_per_read": _median_ms(store, ctx.slices),
+    }
 
 
 def section_nifti(ctx: Context) -> dict[str, Any]:
@@ -229,7 +243,7 @@ def section_hdf5(ctx: Context) -> dict[str, Any]:
     from partseg.store.encoding import candidate_steps, decode, encode
 
     store = open_store(ctx.store_path)
-    folder = ctx.workdir / f"hdf5_{ctx.args.dtype}_{ctx.args.channels_per_chunk}"
+    folder = ctx.workdir / f"hdf5_{ctx.args.dtype}_{_chunk_name(ctx.args)}"
     folder.mkdir(exist_ok=True)
     chunks = tuple(ctx.args.chunks)
     cpc = min(ctx.args.channels_per_chunk, len(store.channels))
@@ -273,6 +287,11 @@ def section_hdf5(ctx: Context) -> dict[str, Any]:
     return out | {"size_bytes": dir_size(folder)}
 
 
+def _chunk_name(args: argparse.Namespace) -> str:
+    """``4x24x32x256``: channels per chunk and spatial chunk, for folder names."""
+    return "x".join(map(str, (args.channels_per_chunk, *args.chunks)))
+
+
 def _clamp(chunks: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(min(c, s) for c, s in zip(chunks, shape, strict=True))
 
@@ -309,7 +328,8 @@ def section_tune(ctx: Context) -> dict[str, Any]:
             os.replace(tmp, path)
         store = open_store(path)
         out[name] = timed_reads(lambda c, b, s=store: s[c].read(b), ctx.boxes) | {
-            "size_bytes": dir_size(path)
+            "size_bytes": dir_size(path),
+            "slice_median_ms_per_read": _median_ms(store, ctx.slices),
         }
     return out
 
@@ -422,8 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    chunks = "x".join(map(str, (args.channels_per_chunk, *args.chunks)))
-    name = f"store_{args.dtype}_{chunks}_{args.codec}{args.clevel}_{args.shuffle}.zarr"
+    name = f"store_{args.dtype}_{_chunk_name(args)}_{args.codec}{args.clevel}_{args.shuffle}.zarr"
     ctx = Context(args, workdir, workdir / "raw", workdir / name)
     sections = dict(SECTIONS)
     if args.tune:

@@ -5,7 +5,7 @@ image array's attributes (``{"scale": [s_0, ..., s_C-1]}``); a read is ``value =
 in-place multiply after the chunk copy. Scans are integers (BraTS .nii.gz files are int16), and a
 z-score with a whole-number mean (see :func:`partseg.store.preprocess.zscore`) maps them onto the
 lattice ``(x - mean) / std``: with ``s = 1 / std`` the counts are the scan's own integers, so the
-store keeps them exactly, compresses like the scan, and reads with Blosc-lz4hc about 2.5x faster
+store keeps them exactly, compresses like the scan, and reads with Blosc-lz4hc about 2x faster
 than float16 with zstd (``tools/bench_io.py``). Background (0) stays 0.
 
 Each channel's candidate step is checked against the data: when ``values / step`` is not whole

@@ -65,8 +65,8 @@ class IngestSettings:
         channels_per_chunk: channels stored together in one chunk (clamped to the number of
             channels). Every read takes all channels, so 4 (BraTS: one chunk file for the four
             modalities) read 15-35 % faster than 1 in ``tools/bench_io.py``: fewer files.
-        codec: Blosc compressor (``"lz4hc"`` default: minicubes read 1.6x faster than with
-            ``"zstd"`` level 5, whose files are 8 % smaller).
+        codec: Blosc compressor (``"lz4hc"`` default: minicubes read 1.5-2x faster than with
+            ``"zstd"`` level 5, whose files are 5-8 % smaller).
         clevel: compression level 1-9 (lz4hc 9: 3 % smaller than 5 and reads at least as fast;
             compressing takes about 1.6 s per BraTS case).
         shuffle: Blosc filter: ``"shuffle"``, ``"bitshuffle"`` or ``"noshuffle"``.

@@ -22,7 +22,7 @@ from partseg.store.location import UrlLike, filesystem, local_path, zarr_store
 from partseg.store.zarrstore import FORMAT, FORMAT_VERSION, read_index
 
 #: Blosc compressors a store may use, and the default with its level: int16 scans with lz4hc 9
-#: are 0.83x the .nii.gz size and minicubes read 1.6x faster than with zstd 5
+#: are 0.80x the .nii.gz size and minicubes read 1.5-2x faster than with zstd 5
 #: (``tools/bench_io.py --tune``).
 CODECS = ("lz4hc", "zstd", "lz4", "blosclz", "zlib")
 CODEC = "lz4hc"
@@ -57,7 +57,7 @@ class StoreWriter:
     Example (needs a dataset on disk, so it is not run as a test)::
 
         writer = create_store("memory://doc/w.zarr", {"channels": ["t1"]})
-        writer.write_case("c1", image, label, attrs, locations, (40, 48, 48))
+        writer.write_case("c1", image, label, attrs, locations, (24, 32, 256))
     """
 
     def __init__(
