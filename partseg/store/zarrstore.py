@@ -43,9 +43,9 @@ FORMAT_VERSION = 2
 #: Default spatial chunk (Z, Y, X), clamped to each volume: rows span the whole width of volumes
 #: up to 256 voxels wide (BraTS after the crop: 155-165), so a minicube row is copied in one
 #: piece; 24 x 32 keeps the over-read of a 100 x 116 x 116 minicube at about 2.1x (2.7x with
-#: 40 x 48 x 48 chunks). Against 40 x 48 x 48 chunks: about 25 % faster 3D reads, 1.8x faster 2D
-#: slice reads, 3 % smaller (``tools/bench_io.py --tune``). Wider volumes (CT, 512) may read faster with
-#: ``--chunks 24 32 64``.
+#: 40 x 48 x 48 chunks). Against 40 x 48 x 48 chunks: about 25 % faster 3D reads, 1.8x faster
+#: 2D slice reads, 3 % smaller (``tools/bench_io.py --tune``). Wider volumes (CT, 512) may read
+#: faster with ``--chunks 24 32 64``.
 DEFAULT_CHUNKS = (24, 32, 256)
 #: Open cases a Store keeps (least recently used dropped first): bounds RAM for any dataset size.
 CASE_CACHE = 32
