@@ -339,11 +339,14 @@ class MinicubeDataset(torch.utils.data.Dataset):
         sample = self.samples[index // self.reuse]
         image, label, valid = self._box(index // self.reuse, sample)
         image, label, valid = self._to_network(sample.cube, image, label, valid)
-        if self._transform is not None:
+        if self._transform is not None:  # torchio works on a copy: the cached box stays intact
             image, label, valid = self._augmented(image, label, valid, index)
+            tensor = torch.from_numpy(np.ascontiguousarray(image, np.float32))
+        else:  # a copy: the box stays cached for the next reuse
+            tensor = torch.tensor(image, dtype=torch.float32)
         core = (slice(None), *self.layout.core_slices(sample.cube))
         return {
-            "image": torch.tensor(image, dtype=torch.float32),  # a copy: the box stays cached
+            "image": tensor,
             "target": torch.from_numpy(label[core[1:]].astype(np.int64)),
             "mask": torch.from_numpy(valid[core[1:]].astype(bool)),
             "case_id": sample.case_id,

@@ -13,7 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
-from partseg.cli.train import IntermixedParser
+from partseg.cli.train import add_overrides
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -50,12 +50,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="an ingested store (path or URL) to use instead of the config's store or phantom "
         "data (default: the config's)",
     )
-    parser.__class__ = IntermixedParser  # overrides may come after options
-    parser.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key=value",
-        help="compare-config overrides such as base.train.epochs=5 evaluation.blend=gaussian "
+    add_overrides(
+        parser,
+        "compare-config overrides such as base.train.epochs=5 evaluation.blend=gaussian "
         "(default: none)",
     )
     parser.add_argument(

@@ -13,7 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
-from partseg.cli.train import IntermixedParser
+from partseg.cli.train import add_overrides
 
 #: The built-in recipe the demo runs by default (``configs/demo.yaml``).
 DEMO_RECIPE = "demo"
@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Run the whole pipeline on synthetic BraTS-like cases on the CPU: generate "
         "and ingest phantoms, train three variants (2D U-Net, 3D minicubes without and with "
         "context), predict held-out cases by stitched minicubes, evaluate and write a report. "
-        "About 5 minutes on 2 CPU cores (at most 15); --quick takes under 2. Rerun to resume.",
+        "About 4 minutes on 2 CPU cores; --quick takes under a minute. Rerun to resume.",
     )
     parser.add_argument(
         "--out",
@@ -48,12 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="the demo's compare config: a YAML file or a built-in recipe name "
         f"(default: the built-in recipe {DEMO_RECIPE}, configs/{DEMO_RECIPE}.yaml)",
     )
-    parser.__class__ = IntermixedParser  # overrides may come after options
-    parser.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key=value",
-        help="overrides of the demo config such as base.train.epochs=4 (default: none)",
+    add_overrides(
+        parser, "overrides of the demo config such as base.train.epochs=4 (default: none)"
     )
     parser.add_argument(
         "--no-progress",

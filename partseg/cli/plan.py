@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from partseg.cli.train import IntermixedParser
+from partseg.cli.train import add_config, add_overrides
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -24,18 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Estimate peak training memory of a recipe and propose the largest core "
         "and batch (with mixed precision and checkpointing on or off) that fit --gpu-mem.",
     )
-    p.__class__ = IntermixedParser  # overrides may come after options
-    p.add_argument(
-        "config",
-        type=Path,
-        help="YAML recipe, e.g. configs/default.yaml, or the name of a built-in one, e.g. tiny",
-    )
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key=value",
-        help="config overrides such as model.base_width=16 (default: none)",
-    )
+    add_config(p)
+    add_overrides(p, "config overrides such as model.base_width=16 (default: none)")
     p.add_argument(
         "--gpu-mem", required=True, metavar="SIZE", help="budget: 4GiB, 4GB, 4096MiB or 6g"
     )

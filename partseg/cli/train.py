@@ -33,6 +33,21 @@ class IntermixedParser(argparse.ArgumentParser):
             self._inside = False
 
 
+def add_overrides(p: argparse.ArgumentParser, help: str) -> None:
+    """The ``key=value`` positionals (``help`` gives the example), allowed after options."""
+    p.__class__ = IntermixedParser
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=help)
+
+
+def add_config(p: argparse.ArgumentParser) -> None:
+    """The CONFIG positional: a YAML file or the name of a built-in recipe."""
+    p.add_argument(
+        "config",
+        type=Path,
+        help="YAML recipe, e.g. configs/default.yaml, or the name of a built-in one, e.g. tiny",
+    )
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``partseg train``."""
     p = subparsers.add_parser(
@@ -66,17 +81,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     """CONFIG, --gpu-mem and the key=value overrides, shared by train and cv."""
-    p.__class__ = IntermixedParser  # overrides may come after options
-    p.add_argument(
-        "config",
-        type=Path,
-        help="YAML recipe, e.g. configs/default.yaml, or the name of a built-in one, e.g. tiny",
-    )
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key=value",
-        help="config overrides such as train.epochs=10 partition.core=[64,64,64] (default: none)",
+    add_config(p)
+    add_overrides(
+        p, "config overrides such as train.epochs=10 partition.core=[64,64,64] (default: none)"
     )
     p.add_argument(
         "--gpu-mem",

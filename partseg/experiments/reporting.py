@@ -12,21 +12,11 @@ from partseg.experiments.config import CompareConfig
 from partseg.experiments.data import Split
 from partseg.experiments.evaluate import OverlaySlice
 from partseg.experiments.predictors import Predictor
+from partseg.report import METRIC_ORDER
 
-#: Metrics kept in the comparison tables (the per-case files keep every metric).
-REPORT_METRICS = (
-    "dice",
-    "precision",
-    "recall",
-    "f2",
-    "specificity",
-    "hd95",
-    "hd",
-    "volumetric_similarity",
-    "lesion_sensitivity",
-    "lesion_fp",
-    "lesion_ppv",
-)
+#: Metrics kept in the comparison tables (the per-case files keep every metric): the table
+#: order of :data:`partseg.report.METRIC_ORDER` without F1, which equals Dice on binary masks.
+REPORT_METRICS = tuple(m for m in METRIC_ORDER if m != "f1")
 
 
 def scores_of(summary: Mapping[str, Any]) -> dict[str, dict[str, float]]:

@@ -316,14 +316,14 @@ class Stitcher:
         if self.blend == "crop":
             self._write_core(values, cube)
             return
-        weighted = values.astype(np.float32) * self._weights
+        weighted = values.astype(np.float32, copy=False) * self._weights
         for chunk in self._chunks_touched(region):
             self._add(chunk, region, weighted)
 
     def _write_core(self, values: np.ndarray, cube: Minicube) -> None:
         chunk = tuple(o // c for o, c in zip(cube.origin, self.partition.core, strict=True))
         inside, where = cube.core_inside(self.shape)
-        self._emit(chunk, inside, values[(slice(None), *where)].astype(np.float32))
+        self._emit(chunk, inside, values[(slice(None), *where)].astype(np.float32, copy=False))
 
     def _chunks_touched(self, region: Box) -> Iterable[Shape]:
         ranges = []

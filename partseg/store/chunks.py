@@ -84,6 +84,7 @@ class ChunkReader:
             stored = self.array[source]
             out[...] = stored if self.scale is None else stored * self._factors(source[0])
             return
+        from numcodecs import blosc
 
         ranges = [
             range(s.start // c, (s.stop - 1) // c + 1)
@@ -104,7 +105,10 @@ class ChunkReader:
             if raw is None:
                 stage[tuple(dst)] = self.fill  # 0 for every array partseg writes
             else:
-                self._decode(key, raw, buffer)
+                try:
+                    blosc.decompress(raw, buffer)
+                except (RuntimeError, ValueError, TypeError) as err:
+                    raise self._damaged(key, err) from err
                 stage[tuple(dst)] = buffer[tuple(src)]
         if scaled:
             for k, factor in enumerate(self._factors(source[0]).ravel()):
@@ -112,19 +116,14 @@ class ChunkReader:
         elif stage is not out:
             convert_into(stage, out)
 
-    def _decode(self, key: str, raw: Any, buffer: np.ndarray) -> None:
-        """Blosc-decompress ``raw`` into ``buffer``; a StoreError names a damaged chunk."""
-        from numcodecs import blosc
-
-        try:
-            blosc.decompress(raw, buffer)
-        except (RuntimeError, ValueError, TypeError) as err:
-            where = self.local_root or type(self.array.store_path.store).__name__
-            raise StoreError(
-                f"chunk {key} in {where} is damaged ({err}); delete that case's folder "
-                "(cases/<id>) and rerun the same `partseg ingest` command, which rewrites "
-                "missing cases"
-            ) from err
+    def _damaged(self, key: str, err: Exception) -> StoreError:
+        """The error for a chunk Blosc cannot decode: names it and the fix."""
+        where = self.local_root or type(self.array.store_path.store).__name__
+        return StoreError(
+            f"chunk {key} in {where} is damaged ({err}); delete that case's folder "
+            "(cases/<id>) and rerun the same `partseg ingest` command, which rewrites "
+            "missing cases"
+        )
 
     def _factors(self, channels: slice) -> np.ndarray:
         """The scale of ``channels`` shaped to broadcast over (C, Z, Y, X)."""
