@@ -263,8 +263,9 @@ class TrainConfig:
         steps_per_epoch: optimizer steps per epoch (0: one pass over the sampler's epoch).
         batch_size: minicubes per forward pass (per DDP rank).
         accumulate: forward/backward passes per optimizer step (gradient accumulation).
-        amp: ``auto`` (bf16 on CPU and bf16-capable GPUs, fp16 + GradScaler on older GPUs),
-            ``bf16``, ``fp16`` or ``off``.
+        amp: ``auto`` (bf16 on CPUs and GPUs with native bf16, fp16 + GradScaler on older
+            GPUs, fp32 on other CPUs; see :mod:`partseg.precision`), ``bf16``, ``fp16`` or
+            ``off``.
         checkpointing: recompute each network stage in backward (less memory, ~25% slower).
         clip_grad: maximum gradient norm (0: no clipping).
         early_stop_patience: stop after this many validations without improvement (0: never).

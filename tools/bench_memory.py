@@ -74,9 +74,9 @@ def bench_config(spatial: tuple[int, ...], batch: int) -> Any:
 def saved_bytes_forward(model: torch.nn.Module, x: torch.Tensor, amp: str) -> int:
     """Bytes saved for backward by one forward pass, autocast copies of the weights included."""
     from partseg.models.memory import saved_tensor_bytes
-    from partseg.train.amp import resolve_amp
+    from partseg.precision import resolve_precision
 
-    with resolve_amp(amp, x.device).autocast():
+    with resolve_precision(amp, x.device).autocast():
         return saved_tensor_bytes(model, x, parameter_copies=True, backward=False)
 
 
@@ -122,7 +122,7 @@ def timed_steps(spatial, batch, amp, ckpt, steps, device, threads, queue) -> Non
     """Child process: warm-up + ``steps`` training steps; reports times and memory."""
     torch.set_num_threads(threads)
     from partseg.models import build_model
-    from partseg.train.amp import resolve_amp
+    from partseg.precision import resolve_precision
     from partseg.train.trainer import build_optimizer, compute_loss
 
     config = bench_config(spatial, batch)
@@ -131,7 +131,7 @@ def timed_steps(spatial, batch, amp, ckpt, steps, device, threads, queue) -> Non
     model.set_grad_checkpointing(ckpt)
     optimizer = build_optimizer(model, config.optim)
     loss_fn = config.loss.build()
-    settings = resolve_amp(amp, dev)
+    settings = resolve_precision(amp, dev)
     scaler = settings.scaler()
     x = torch.randn(batch, 4, *spatial, device=dev)
     target = torch.randint(0, 4, (batch, *spatial), device=dev)

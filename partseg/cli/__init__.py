@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -55,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``partseg`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _log_to_stderr(args.command)
     try:
         status = args.func(args)
     except PartsegError as err:
@@ -67,6 +69,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     return int(status or 0)
+
+
+def _log_to_stderr(command: str) -> None:
+    """Library notes (logger ``partseg``, e.g. the precision ``auto`` chose) go to stderr."""
+    logger = logging.getLogger("partseg")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(f"partseg {command}: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from partseg.channels import Derive  # (C, *box) -> (C', *box), applied after ev
 from partseg.errors import CheckpointError, GeometryError
 from partseg.geometry import Box, Minicube, Partition, make_partition
 from partseg.infer.stitch import Stitcher, default_activation
-from partseg.train.amp import resolve_amp
+from partseg.precision import resolve_precision
 
 
 @dataclass
@@ -275,7 +275,7 @@ def forward(
     """
     dims = tuple(range(2, x.ndim))
     flips = _flip_sets(dims) if tta else [()]
-    precision = resolve_amp("auto" if amp else "off", x.device)  # training's dtype choice
+    precision = resolve_precision("auto" if amp else "off", x.device)  # training's dtype choice
     total: torch.Tensor | None = None
     with torch.inference_mode(), precision.autocast():
         for flip in flips:

@@ -55,8 +55,8 @@ from torch import nn
 
 from partseg.config import ExperimentConfig, OptimConfig, save_config
 from partseg.errors import CheckpointError, ConfigError, TrainingError
+from partseg.precision import resolve_precision
 from partseg.train import distributed as ddp
-from partseg.train.amp import resolve_amp
 from partseg.train.checkpoint import (
     FORMAT,
     VERSION,
@@ -242,7 +242,7 @@ class Trainer:
             loss_fn = DeepSupervisionLoss(loss_fn)
         self.loss_fn = loss_fn.to(self.device)
         self.optimizer = build_optimizer(self.model, cfg.optim)
-        self.amp = resolve_amp(cfg.train.amp, self.device)
+        self.amp = resolve_precision(cfg.train.amp, self.device, key="train.amp")
         self.scaler = self.amp.scaler()
         self.schedule = LrSchedule(self.optimizer, cfg.schedule, cfg.train.epochs)
         self.log(
