@@ -31,15 +31,17 @@ from __future__ import annotations
 import logging
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from partseg.errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported where it is used, so CLI parsers can read the modes
+    import torch
 
 #: The modes every command and config accepts.
 PRECISION_MODES = ("auto", "bf16", "fp16", "off")
 
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}  # torch dtype names
 _LOG = logging.getLogger("partseg")
 _ANNOUNCED: set[tuple[str, str]] = set()
 
@@ -66,7 +68,10 @@ class Precision:
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         """The autocast dtype, or None for fp32."""
-        return _DTYPES.get(self.mode)
+        import torch
+
+        name = _DTYPES.get(self.mode)
+        return None if name is None else getattr(torch, name)
 
     @property
     def bytes_per_value(self) -> int:
@@ -80,12 +85,16 @@ class Precision:
 
     def autocast(self) -> AbstractContextManager:
         """The autocast context of this mode (disabled for ``off``)."""
+        import torch
+
         return torch.autocast(
             self.device_type, dtype=self.autocast_dtype or torch.bfloat16, enabled=self.enabled
         )
 
     def scaler(self) -> torch.amp.GradScaler:
         """A GradScaler, enabled only for fp16."""
+        import torch
+
         return torch.amp.GradScaler(self.device_type, enabled=self.use_scaler)
 
 
@@ -96,6 +105,8 @@ def native_bf16(device: torch.device | str) -> bool:
         >>> native_bf16("meta")
         False
     """
+    import torch
+
     device = torch.device(device)
     if device.type == "cpu":
         try:
@@ -110,6 +121,8 @@ def native_bf16(device: torch.device | str) -> bool:
 
 def _auto(device: torch.device) -> tuple[str, str]:
     """The mode ``auto`` means on ``device``, and why."""
+    import torch
+
     if device.type == "cpu":
         if native_bf16(device):
             return "bf16", "this CPU has native bf16 (oneDNN AVX512-BF16/AMX kernels)"
@@ -132,6 +145,8 @@ def resolve_precision(mode: str, device: torch.device | str, *, key: str = "amp"
     Raises:
         ConfigError: unknown mode, or bf16/fp16 on a device type without autocast.
     """
+    import torch
+
     device = torch.device(device)
     if mode not in PRECISION_MODES:
         raise ConfigError(f"{key}={mode!r}: use one of {', '.join(PRECISION_MODES)}")

@@ -59,13 +59,15 @@ class _Records(logging.Handler):
 def test_auto_is_logged_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(precision, "_ANNOUNCED", set())
     logger, records = logging.getLogger("partseg"), _Records()
-    monkeypatch.setattr(logger, "level", logging.INFO)
+    level = logger.level
+    logger.setLevel(logging.INFO)  # setLevel, not the attribute: it clears the enabled cache
     logger.addHandler(records)
     try:
         for _ in range(3):
             resolve_precision("auto", "cpu")
     finally:
         logger.removeHandler(records)
+        logger.setLevel(level)
     assert len([m for m in records.messages if "precision auto" in m]) == 1
 
 
