@@ -8,7 +8,7 @@ turns that list into one callable, ``(C, *box) -> (C + n, *box)``, which the dat
 every box right after ``case.read(box)`` (before augmentation) and the predictor applies to
 every input box (``predict_case(..., derive=...)``). The checkpoint keeps the resolved config,
 so ``partseg predict`` rebuilds the same callable (:attr:`LoadedModel.derive
-<partseg.train.checkpoint.LoadedModel.derive>`).
+<partseg.checkpoint.LoadedModel.derive>`).
 
 **Box border.** A derived channel is computed on the box, not the whole volume. Outside the
 volume the zero pad rule applies (``mode="constant"``), and inside the volume the contour of a

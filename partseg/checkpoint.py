@@ -1,15 +1,19 @@
 """Checkpoints: atomic save, safe load, and a model rebuilt with its geometry.
 
+Training writes checkpoints and inference reads them, so the file format lives below both
+(``partseg.train`` and ``partseg.infer`` import it, never each other for it).
+
 A checkpoint is a plain dict of tensors and primitives, so it loads with
 ``torch.load(..., weights_only=True)`` (no pickled code runs). It carries what inference needs to
-reproduce training's geometry: the model config, the partition (core and margins) and the input
-layout (2D/3D, slice axis), plus the classes, channels and label mapping of the store it was
-trained on.
+reproduce training's geometry and input: the model config, the partition (core and margins) and
+the input layout (2D/3D, slice axis), plus the classes, channels, label mapping and ingest
+settings of the store it was trained on.
 
 Payload keys: ``format`` (``"partseg-checkpoint"``), ``version``, ``model_config``,
 ``model_state``, ``partition``, ``layout``, ``classes``, ``channels``, ``label_mapping``,
-``config``; training state adds ``optimizer``, ``scaler``, ``scheduler``, ``loss_state``,
-``epoch``, ``step``, ``rng``, ``sampler``, ``metrics``, ``best``.
+``ingest`` (the store's recorded ingest settings, ``IngestSettings.recorded()``; absent in older
+checkpoints), ``config``; training state adds ``optimizer``, ``scaler``, ``scheduler``,
+``loss_state``, ``epoch``, ``step``, ``rng``, ``sampler``, ``metrics``, ``best``.
 
 Example:
     >>> import tempfile, pathlib
@@ -21,7 +25,9 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -124,8 +130,9 @@ class LoadedModel:
     """A model rebuilt from a checkpoint, in eval mode, with the geometry it was trained with.
 
     ``derived_channels`` is the run's ``data.derived_channels`` (e.g. ``("sobel:0",)``);
-    :attr:`derive` rebuilds the callable to pass to ``predict_case(..., derive=...)`` so the
-    network sees the channels it was trained on.
+    :attr:`derive` rebuilds the callable the predictor applies to every input box, so the
+    network sees the channels it was trained on. ``ingest`` holds the training store's
+    recorded ingest settings (None for checkpoints written before they were recorded).
     """
 
     model: torch.nn.Module
@@ -138,6 +145,7 @@ class LoadedModel:
     config: dict[str, Any]
     path: Path
     derived_channels: tuple[str, ...] = ()
+    ingest: dict[str, Any] | None = None
 
     @property
     def derive(self) -> Derive | None:
@@ -174,6 +182,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
         ) from err
     model.to(device).eval()
     mapping = {int(k): int(v) for k, v in payload.get("label_mapping", {}).items()}
+    ingest = payload.get("ingest")
     return LoadedModel(
         model=model,
         model_config=model_config,
@@ -185,4 +194,17 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
         config=config,
         path=resolved,
         derived_channels=derived,
+        ingest=dict(ingest) if isinstance(ingest, dict) else None,
     )
+
+
+def checkpoint_key(paths: Sequence[str | os.PathLike]) -> str:
+    """A key of checkpoints (resolved path, size, mtime) that changes when one is rewritten.
+
+    Run directories resolve to their best (else last) checkpoint first.
+    """
+    digest = hashlib.sha256()
+    for path in map(resolve_checkpoint, paths):
+        stat = path.stat()
+        digest.update(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()[:16]

@@ -8,8 +8,10 @@ and the stitcher cannot disagree about where a partition lies.
 Rules (documented once, used everywhere):
 
 * **Zero pad rule.** Input boxes may reach past the volume; voxels outside it read as 0 in the
-  image and in the label and are masked out of the loss. Whole-volume reference inference pads
-  the volume with the same zeros, so partitioned and whole-volume logits agree.
+  image and in the label and are masked out of the loss. The volume padded with these zeros by
+  the margins (:func:`padded_shape`) and run once gives the partitioned logits exactly; the
+  whole-volume reference ``model(volume)`` pads only the end of each axis to the stride, so it
+  agrees away from the border (see :mod:`partseg.infer.partitions`).
 * **Virtual padding at the last core.** Cores tile the volume on a regular grid of pitch
   ``core``; the last core along an axis may reach past the volume end. Its outside part is never
   written and never counted, so every voxel lies in exactly one core.
@@ -366,7 +368,7 @@ def iter_grid(partition: Partition, shape: Sequence[int]) -> Iterator[Minicube]:
 
 
 def padded_shape(shape: Sequence[int], partition: Partition) -> Shape:
-    """Shape of the padded volume that whole-volume reference inference runs on.
+    """Shape of the volume padded by the grid's zero pad rule (the union of all input boxes).
 
     The volume gets ``margin_before`` zeros in front and zeros after it up to the end of the last
     core plus ``margin_after``: the union of all input boxes. Its size is divisible by the stride

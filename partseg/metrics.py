@@ -73,6 +73,7 @@ __all__ = [
     "evaluate_case",
     "image_diagonal",
     "lesion_detection",
+    "regions_for",
     "summarize",
     "surface_distance_metrics",
     "surface_distances",
@@ -88,6 +89,17 @@ BRATS_LABEL_MAPPING: Mapping[int, int] = MappingProxyType({0: 0, 1: 1, 2: 2, 4: 
 BRATS_REGIONS: Mapping[str, tuple[int, ...]] = MappingProxyType(
     {"whole_tumor": (1, 2, 3), "tumor_core": (1, 3), "enhancing_tumor": (3,)}
 )
+
+
+def regions_for(classes: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """The evaluation regions of a label set: the BraTS regions for the BraTS classes, else none.
+
+    Example:
+        >>> list(regions_for(BRATS_CLASSES)), regions_for(("background", "aneurysm"))
+        (['whole_tumor', 'tumor_core', 'enhancing_tumor'], {})
+    """
+    return dict(BRATS_REGIONS) if tuple(classes) == BRATS_CLASSES else {}
+
 
 Metrics = dict[str, float]
 

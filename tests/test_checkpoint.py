@@ -7,9 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from partseg.errors import CheckpointError
-from partseg.geometry import make_partition
-from partseg.train.checkpoint import (
+from partseg.checkpoint import (
     FORMAT,
     VERSION,
     load_checkpoint,
@@ -18,6 +16,8 @@ from partseg.train.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
+from partseg.errors import CheckpointError
+from partseg.geometry import make_partition
 
 
 def _payload(**extra) -> dict:

@@ -232,3 +232,27 @@ def test_load_compare_config_errors(tmp_path: Path) -> None:
     bad.write_text("variants: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_compare_config(bad)
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "message"),
+    [
+        ({"blend": "gaussian", "overlap": 0}, r"evaluation\.overlap=0 with evaluation\.blend"),
+        ({"blend": "crop", "overlap": 0.5}, "crop keeps each core once"),
+        ({"blend": "gausian"}, "did you mean 'gaussian'"),
+    ],
+)
+def test_evaluation_blend_and_overlap_are_checked_at_load(evaluation: dict, message: str) -> None:
+    raw = {"variants": [{"name": "a"}], "evaluation": evaluation}
+    with pytest.raises(ConfigError, match=message):
+        compare_config_from_dict(raw)  # when the config is loaded, before anything trains
+
+
+def test_the_loss_ensemble_recipe_blends_with_margin_zero() -> None:
+    from partseg.infer.blends import overlap_per_side
+    from partseg.recipes import recipe_path
+
+    cfg = load_compare_config(recipe_path("aneurysm_loss_ensemble"))
+    assert cfg.evaluation.blend == "gaussian" and cfg.base["partition"]["margin"] == [0, 0, 0]
+    core = cfg.base["partition"]["core"]
+    assert all(o > 0 for o in overlap_per_side(cfg.evaluation.overlap, "gaussian", core))

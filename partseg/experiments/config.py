@@ -72,6 +72,9 @@ class EvaluationSpec:
         test_cases: explicit test case ids.
         split_seed: seed of the test draw and of the folds.
         blend: stitching mode (``crop`` | ``average`` | ``gaussian`` | ``hann``).
+        overlap: for blends, how much neighbouring predicted regions overlap: a fraction of
+            the core (float) or even voxels (int); None: 0.5 for blends (see
+            :mod:`partseg.infer.blends`).
         min_component_size: remove predicted components smaller than this (0: keep all).
         overlay_slices: slices shown in the overlay figure.
         seam: compute the seam index of each stitched prediction.
@@ -82,14 +85,21 @@ class EvaluationSpec:
     test_cases: tuple[str, ...] = ()
     split_seed: int = 0
     blend: str = "crop"
+    overlap: float | int | None = None
     min_component_size: int = 0
     overlay_slices: int = 3
     seam: bool = True
     batch_size: int = 2
 
     def __post_init__(self) -> None:
+        from partseg.infer.blends import check_overlap  # loads no torch
+
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError(f"evaluation.test_fraction={self.test_fraction}: must lie in (0, 1)")
+        # checked when the compare config is loaded, not after every variant has trained
+        check_overlap(
+            self.blend, self.overlap, key="evaluation.overlap", blend_key="evaluation.blend"
+        )
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ def evaluate_predictor(
 
     from partseg.infer.postprocess import postprocess
     from partseg.infer.seams import seam_index
-    from partseg.metrics import BRATS_CLASSES, BRATS_REGIONS, evaluate_case, summarize
+    from partseg.metrics import evaluate_case, regions_for, summarize
 
     key = json.dumps(
         {"checkpoint": predictor.key, "test": list(test), "slices": [dataclasses.astuple(s)
@@ -87,7 +87,7 @@ def evaluate_predictor(
             with np.load(slices_file) as archive:
                 return stored, [archive[f"arr_{i}"] for i in range(len(slices))]
     classes = tuple(store.classes)
-    regions = dict(BRATS_REGIONS) if classes == BRATS_CLASSES else {}
+    regions = regions_for(classes)
     cases, seams, picked = {}, [], {}
     start = time.perf_counter()
     for case_id in tqdm(test, desc=f"evaluate {predictor.name}", unit="case", disable=not progress):

@@ -83,7 +83,9 @@ def train_variant(
 def _reset_cuda_peak(device: str) -> bool:
     import torch
 
-    if device == "cpu" or not torch.cuda.is_available():
+    from partseg.devices import resolve_device
+
+    if resolve_device(device, key="train.device").type != "cuda":
         return False
     torch.cuda.reset_peak_memory_stats()
     return True
@@ -129,8 +131,8 @@ def saved_activation_mb(run_dir: Path) -> float | None:
     """MiB autograd keeps for backward in one training step of the run's model and batch."""
     import torch
 
+    from partseg.checkpoint import load_model
     from partseg.models.memory import saved_tensor_bytes
-    from partseg.train.checkpoint import load_model
 
     try:
         loaded = load_model(run_dir)

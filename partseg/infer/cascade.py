@@ -41,6 +41,7 @@ from partseg.infer.stitch import (
     default_activation,
     labels_from_probabilities,
 )
+from partseg.precision import Precision
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ def predict_cascade(
     max_regions: int | None = None,
     batch_size: int = 2,
     device: str | torch.device = "cpu",
-    amp: bool = False,
+    precision: Precision | None = None,
     tta: bool = False,
 ) -> CascadeResult:
     """Coarse proposals, fine segmentation of a VOI around each, pasted back.
@@ -147,13 +148,14 @@ def predict_cascade(
     )
     coarse_labels = predict_case(
         coarse.model, case, coarse.partition, coarse.layout, batch_size=batch_size,
-        device=device, amp=amp, tta=tta, stitcher=stitcher, derive=coarse.derive,
+        device=device, precision=precision, tta=tta, stitcher=stitcher, derive=coarse.derive,
     )  # fmt: skip
     regions = propose_regions(coarse_labels, min_size=min_size, max_regions=max_regions)
     size = (voi_size,) * 3 if isinstance(voi_size, int) else tuple(voi_size)
     _check_fine(fine, size)
     vois = [voi_box(r.centre, size, shape) for r in regions]
-    labels = _paste(_fine_outputs(fine, case, vois, batch_size, device, amp, tta), vois, shape)
+    outputs = _fine_outputs(fine, case, vois, batch_size, device, precision, tta)
+    labels = _paste(outputs, vois, shape)
     return CascadeResult(labels, coarse_labels, regions, vois)
 
 
@@ -168,7 +170,13 @@ def _check_fine(fine: Stage, size: Sequence[int]) -> None:
 
 
 def _fine_outputs(
-    fine: Stage, case: Any, vois: list[Box], batch_size: int, device, amp: bool, tta: bool
+    fine: Stage,
+    case: Any,
+    vois: list[Box],
+    batch_size: int,
+    device: str | torch.device,
+    precision: Precision | None,
+    tta: bool,
 ) -> list[np.ndarray]:
     """Fine probabilities (K, *voi) for every VOI, its trained margin read around it.
 
@@ -181,7 +189,7 @@ def _fine_outputs(
     for start in range(0, len(cubes), batch_size):
         batch = cubes[start : start + batch_size]
         x = np.stack([network_input(case, c, fine.layout, fine.derive) for c in batch])
-        logits = forward(fine.model, torch.from_numpy(x).to(device), amp=amp, tta=tta)
+        logits = forward(fine.model, torch.from_numpy(x).to(device), precision=precision, tta=tta)
         for cube, out in zip(batch, logits, strict=True):
             core = crop_output(out, cube, cube.core_box)
             outputs.append(activate(core.cpu().numpy(), activation))

@@ -79,16 +79,29 @@ class EnsembleModel(torch.nn.Module):
 
 
 def check_members(loaded: Sequence[Any]) -> None:
-    """Raise CheckpointError unless every member has the same layout, channels and classes."""
+    """Raise CheckpointError unless all members share layout, channels, classes and inputs.
+
+    An ensemble feeds every member the same minicubes, so they must agree on the input layout,
+    the store's channels and classes and the derived channels; every disagreement is listed.
+    """
     first = loaded[0]
-    for other in loaded[1:]:
-        for name in ("layout", "channels", "classes"):
-            if getattr(other, name) != getattr(first, name):
-                raise CheckpointError(
-                    f"ensemble members disagree on {name}: {first.path} has "
-                    f"{getattr(first, name)}, {other.path} has {getattr(other, name)}; "
-                    "ensemble checkpoints trained on the same store and layout"
-                )
+    problems = [
+        f"{other.path} has {name} {getattr(other, name)} but {first.path} has "
+        f"{getattr(first, name)}"
+        for other in loaded[1:]
+        for name in ("layout", "channels", "classes", "derived_channels")
+        if _as_tuple(getattr(other, name)) != _as_tuple(getattr(first, name))
+    ]
+    if problems:
+        raise CheckpointError(
+            "ensemble members disagree: " + "; ".join(problems) + "; ensemble checkpoints "
+            "trained on the same store, layout and data.derived_channels"
+        )
+
+
+def _as_tuple(value: Any) -> Any:
+    """Lists and tuples compare alike (a checkpoint may hold either)."""
+    return tuple(value) if isinstance(value, list | tuple) else value
 
 
 def ensemble_partition(partitions: Sequence[Partition]) -> Partition:

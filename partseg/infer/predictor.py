@@ -1,16 +1,21 @@
 """Partitioned prediction: the training grid, batched through the model, stitched per core.
 
-Inference uses the same :class:`~partseg.geometry.Partition` grid and the same zero pad rule as
-training: every minicube's input box is read with ``case.read(box)`` (zeros outside the
-volume), run through the network, and the core (plus the blend overlap) of the output goes to a
-:class:`~partseg.infer.stitch.Stitcher`. ``predict_whole`` is the reference: one minicube whose
-core covers the whole (padded) volume, i.e. the volume padded per
-:func:`~partseg.geometry.padded_shape`, run once and cropped back.
+The low-level engine of the ``grid`` and ``none`` prediction modes (:mod:`partseg.infer.modes`;
+:class:`~partseg.infer.pipeline.CasePredictor` is the one pipeline around them). Inference uses
+the same :class:`~partseg.geometry.Partition` grid and the same zero pad rule as training:
+every minicube's input box is read with ``case.read(box)`` (zeros outside the volume), run
+through the network, and the core (plus the blend overlap) of the output goes to a
+:class:`~partseg.infer.stitch.Stitcher`. :func:`predict_whole` is the reference,
+``model(volume)``: one minicube covering the volume padded with zeros only at the end of each
+axis, up to a multiple of the stride (:func:`~partseg.infer.partitions.whole_partition`).
 
-Exactness: with eval-mode BatchNorm (or no norm), aligned boxes and a margin of at least half
-the receptive field (:func:`exact_partition`), crop-mode stitched logits equal whole-volume
-logits up to float rounding. Instance and group norm compute statistics per input, so no margin
-makes them exact; :func:`norm_warning` says so.
+Exactness: with eval-mode BatchNorm (or no norm) and margins of at least half the receptive
+field, each a multiple of the stride (:func:`~partseg.infer.partitions.exact_partition`),
+crop-mode stitched logits equal the whole-volume logits up to float rounding wherever a voxel's
+receptive field lies inside the (stride-padded) volume. Near the volume border they differ:
+the grid reads a full margin of zero *input* there, the reference pads each layer's features
+with zeros (see ``docs/stitching.md``). Instance and group norm compute statistics per input,
+so no margin makes them exact; :func:`norm_warning` says so.
 
 2D models run through the same code: their partition has core 1 along the layout's slice axis
 and the layout folds the neighbouring slices into channels, so every "minicube" is one slice.
@@ -23,10 +28,9 @@ probability (1, Z, Y, X). Labels come from
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,9 +38,10 @@ import torch
 
 from partseg.channels import Derive  # (C, *box) -> (C', *box), applied after every read
 from partseg.errors import CheckpointError, GeometryError
-from partseg.geometry import Box, Minicube, Partition, make_partition
+from partseg.geometry import Box, Minicube, Partition
+from partseg.infer.partitions import whole_partition
 from partseg.infer.stitch import Stitcher, default_activation
-from partseg.precision import resolve_precision
+from partseg.precision import Precision
 
 
 @dataclass
@@ -84,55 +89,6 @@ class ArrayCase:
         return image, labels
 
 
-def exact_partition(
-    model: torch.nn.Module,
-    core: int | Sequence[int] | None,
-    layout: Any,
-    *,
-    base: Partition | None = None,
-) -> Partition:
-    """A partition whose margin is half the model's receptive field: seam-free crop stitching.
-
-    Args:
-        model: a partseg ``SegmentationModel`` (``receptive_field``, ``total_stride``).
-        core: core size (Z, Y, X); None takes ``base.core``. 2D models need 1 on the slice axis.
-        layout: the ``InputLayout`` (``spatial_dims``, ``slice_axis``).
-        base: the trained partition; 2D models keep its slice-axis margin (the context slices
-            folded into channels, which the network's input width depends on).
-
-    Example:
-        >>> # exact_partition(model, (64, 64, 64), InputLayout()).margin_before
-        >>> # (44, 44, 44) for a receptive field of 88 and stride 8
-    """
-    if core is None:
-        if base is None:
-            raise GeometryError("exact_partition needs a core size or a base partition")
-        core = base.core
-    cores = (core,) * 3 if isinstance(core, int) else tuple(int(c) for c in core)
-    half = math.ceil(int(model.receptive_field) / 2)
-    stride = int(model.total_stride)
-    margins: list[tuple[int, int]] = [(half, half)] * len(cores)
-    strides = [stride] * len(cores)
-    if int(layout.spatial_dims) == 2:
-        axis = int(layout.slice_axis)
-        context = (0, 0) if base is None else (base.margin_before[axis], base.margin_after[axis])
-        margins[axis] = context
-        strides[axis] = 1
-    return make_partition(cores, margins, tuple(strides), ndim=len(cores))
-
-
-def whole_partition(partition: Partition, shape: Sequence[int]) -> Partition:
-    """The one-minicube partition of the whole-volume reference (same margins and stride).
-
-    Its core is the grid's extent ``grid_shape * core`` (a multiple of the stride), so its input
-    box is exactly the padded volume of :func:`~partseg.geometry.padded_shape`. Axes whose core
-    is 1 (the slice axis of 2D models) keep core 1: the reference runs whole slices.
-    """
-    counts = partition.grid_shape(shape)
-    core = tuple(1 if c == 1 else n * c for n, c in zip(counts, partition.core, strict=True))
-    return replace(partition, core=core, notes=())
-
-
 def norm_warning(model: torch.nn.Module) -> str | None:
     """A warning text when outputs depend on the whole input (instance/group norm, SE), else None.
 
@@ -161,7 +117,7 @@ def predict_case(
     *,
     batch_size: int = 2,
     device: str | torch.device = "cpu",
-    amp: bool = False,
+    precision: Precision | None = None,
     blend: str = "crop",
     tta: bool = False,
     stitcher: Stitcher | None = None,
@@ -177,8 +133,8 @@ def predict_case(
         layout: ``InputLayout`` turning a (C, *box) read into a network input and back.
         batch_size: minicubes per forward pass.
         device: torch device of the model.
-        amp: autocast as training picks it (bfloat16 on CPU and on GPUs that support it, else
-            float16); outputs are cast back to float32.
+        precision: autocast mode (:func:`~partseg.precision.resolve_precision`); None or
+            ``off`` runs fp32. Outputs are cast back to float32.
         blend: stitching mode when ``stitcher`` is None (``crop`` | ``average`` | ``gaussian``
             | ``hann``).
         tta: average the logits of every flip combination of the spatial axes.
@@ -212,7 +168,7 @@ def predict_case(
     device = torch.device(device)
     for batch in _batches(grid, batch_size):
         inputs = np.stack([network_input(case, cube, layout, derive) for cube in batch])
-        logits = forward(model, torch.from_numpy(inputs).to(device), amp=amp, tta=tta)
+        logits = forward(model, torch.from_numpy(inputs).to(device), precision=precision, tta=tta)
         for cube, out in zip(batch, logits, strict=True):
             region = stitcher.region(cube)
             values = crop_output(layout.output_to_volume(out), cube, region)
@@ -228,18 +184,19 @@ def predict_whole(
     *,
     batch_size: int = 2,
     device: str | torch.device = "cpu",
-    amp: bool = False,
-    blend: str = "crop",
+    precision: Precision | None = None,
     tta: bool = False,
     stitcher: Stitcher | None = None,
     derive: Derive | None = None,
 ):
-    """Whole-volume reference (``--partition none``): pad per ``padded_shape``, run, crop back.
+    """The reference ``model(volume)`` (``--partition none``): zeros only at the end, run once.
 
-    Same arguments and return value as :func:`predict_case`; ``blend`` is moot (one minicube).
-    A given ``stitcher`` must be built on :func:`whole_partition` of ``partition``.
+    Same arguments and return value as :func:`predict_case`; of ``partition`` only the stride
+    (and, for 2D models, the context slices) matter. A given ``stitcher`` must be built on
+    :func:`~partseg.infer.partitions.whole_partition`. 2D models run whole slices, ``batch_size``
+    at a time.
     """
-    whole = whole_partition(partition, case.shape)
+    whole = whole_partition(partition, case.shape, layout)
     return predict_case(
         model,
         case,
@@ -247,8 +204,7 @@ def predict_whole(
         layout,
         batch_size=batch_size,
         device=device,
-        amp=amp,
-        blend="crop",
+        precision=precision,
         tta=tta,
         stitcher=stitcher,
         derive=derive,
@@ -266,18 +222,23 @@ def output_channels(model: torch.nn.Module) -> int:
 
 
 def forward(
-    model: torch.nn.Module, x: torch.Tensor, *, amp: bool = False, tta: bool = False
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    *,
+    precision: Precision | None = None,
+    tta: bool = False,
 ) -> torch.Tensor:
     """Logits float32 (B, K, *spatial) of ``x`` (B, C, *spatial), optionally flip-averaged.
 
     With ``tta`` every combination of flips of the spatial axes (2^d passes) is run, flipped
     back and averaged (logits, so the stitcher's softmax or sigmoid still applies once).
+    ``precision`` (None: fp32) sets the autocast dtype.
     """
     dims = tuple(range(2, x.ndim))
     flips = _flip_sets(dims) if tta else [()]
-    precision = resolve_precision("auto" if amp else "off", x.device)  # training's dtype choice
+    autocast = precision.autocast() if precision is not None else nullcontext()
     total: torch.Tensor | None = None
-    with torch.inference_mode(), precision.autocast():
+    with torch.inference_mode(), autocast:
         for flip in flips:
             out = model(x.flip(flip) if flip else x)
             if isinstance(out, list | tuple):
@@ -334,10 +295,3 @@ def _flip_sets(dims: Sequence[int]) -> list[tuple[int, ...]]:
     for d in dims:
         sets += [(*s, d) for s in sets]
     return sets
-
-
-def warn_if_inexact(model: torch.nn.Module) -> None:
-    """Emit :func:`norm_warning` as a UserWarning when it applies."""
-    message = norm_warning(model)
-    if message:
-        warnings.warn(message, stacklevel=2)

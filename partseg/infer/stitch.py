@@ -7,12 +7,12 @@ the volume end; the virtual part of the last core is never written). Hence:
 * ``blend="crop"``: every minicube writes its own core, which is one whole chunk, once. No
   read-modify-write, no lock: parallel writers (DDP ranks, each given a shard of the grid by
   :func:`grid_shard`) never touch the same chunk of a shared :class:`ZarrBackend`.
-* ``blend="average" | "gaussian" | "hann"``: every minicube also predicts ``overlap`` voxels of its
-  margin, weighted per voxel. Each chunk keeps a weighted sum and a weight sum *in RAM* until
-  all minicubes that reach it have been aggregated, then it is normalised and written once. With
-  the grid in C order (what :meth:`Partition.grid` yields) at most three slabs of chunks (the
-  previous, current and next row of cores along Z) are pending, so RAM grows with the chunk and
-  the slab, not with the volume.
+* ``blend="average" | "gaussian" | "hann"`` (:data:`~partseg.infer.blends.BLENDS`): every
+  minicube also predicts ``overlap`` voxels of its margin on every side, weighted per voxel.
+  Each chunk keeps a weighted sum and a weight sum *in RAM* until all minicubes that reach it have
+  been aggregated, then it is normalised and written once. With the grid in C order (what
+  :meth:`Partition.grid` yields) at most three slabs of chunks (the previous, current and next row
+  of cores along Z) are pending, so RAM grows with the chunk and the slab, not with the volume.
 
 Values are finalised per chunk: an optional per-voxel activation (softmax over the class axis
 for K > 1 channels, sigmoid of the single foreground channel for K == 1), then stored as
@@ -36,10 +36,10 @@ from typing import Protocol
 
 import numpy as np
 
-from partseg.errors import GeometryError
+from partseg.errors import ConfigError, GeometryError
 from partseg.geometry import Box, Minicube, Partition
+from partseg.infer.blends import BLENDS, blend_weights
 
-BLENDS = ("crop", "average", "gaussian", "hann")
 OUTPUTS = ("values", "labels")
 ACTIVATIONS = ("softmax", "sigmoid", "none")
 
@@ -134,43 +134,6 @@ class ZarrBackend:
         return self.array
 
 
-def window_1d(n: int, blend: str, sigma_scale: float = 0.125) -> np.ndarray:
-    """Per-voxel weights along one axis of a predicted region, all strictly positive.
-
-    Example:
-        >>> window_1d(3, "hann").round(3).tolist()
-        [0.5, 1.0, 0.5]
-        >>> window_1d(2, "average").tolist()
-        [1.0, 1.0]
-    """
-    if blend in ("crop", "average") or n == 1:
-        return np.ones(n, np.float64)
-    if blend == "hann":
-        return np.hanning(n + 2)[1:-1]
-    if blend == "gaussian":
-        centre = (n - 1) / 2
-        sigma = max(sigma_scale * n, 1e-3)
-        return np.exp(-((np.arange(n) - centre) ** 2) / (2 * sigma**2))
-    raise GeometryError(f"unknown blend {blend!r}; choose one of {', '.join(BLENDS)}")
-
-
-def blend_weights(size: Sequence[int], blend: str) -> np.ndarray:
-    """Separable weights (*size) float32 for one predicted region (product of 1D windows)."""
-    weights = np.ones((), np.float64)
-    for n in size:
-        weights = np.multiply.outer(weights, window_1d(int(n), blend))
-    return np.maximum(weights, 1e-12).astype(np.float32)
-
-
-def default_overlap(partition: Partition, blend: str) -> Shape:
-    """Overlap used by a blend: all of the smaller margin per axis (0 for ``crop``)."""
-    if blend == "crop":
-        return (0,) * partition.ndim
-    return tuple(
-        min(b, a) for b, a in zip(partition.margin_before, partition.margin_after, strict=True)
-    )
-
-
 def grid_shard(cubes: Sequence[Minicube], rank: int, world_size: int) -> list[Minicube]:
     """The minicubes one of ``world_size`` parallel writers handles (round robin, disjoint)."""
     if not 0 <= rank < world_size:
@@ -194,9 +157,9 @@ class Stitcher:
         channels: K, the number of output channels of the network.
         blend: ``crop`` (core only, each chunk written once by its own minicube), ``average``,
             ``gaussian`` or ``hann`` (overlapping predictions weighted per voxel).
-        overlap: voxels of the margin predicted too, per axis (before, after are equal); at most
-            the margin; default: the smaller margin for blends, 0 for crop. An axis whose core is 1
-            (the slice axis of 2D models) never overlaps.
+        overlap: voxels of the margin predicted too on every side, per axis; at most the margin;
+            default: the smaller margin for blends, 0 for crop. An axis whose core is 1 (the
+            slice axis of 2D models) never overlaps; a blend needs overlap on some axis.
         activation: ``softmax`` over the class axis at finalisation, ``sigmoid`` per voxel (one
             foreground channel, K == 1) or ``none`` (keep logits); default (None):
             :func:`default_activation` of ``channels``. Softmax needs K > 1 and sigmoid K == 1.
@@ -228,7 +191,10 @@ class Stitcher:
         dtype: np.dtype | type = np.float16,
         backend: Backend | None = None,
     ) -> None:
-        _check_choice("blend", blend, BLENDS)
+        try:
+            BLENDS.check(blend, key="blend")
+        except ConfigError as err:
+            raise GeometryError(str(err)) from None
         if activation is None:
             activation = default_activation(channels)
         _check_choice("activation", activation, ACTIVATIONS)
@@ -281,20 +247,25 @@ class Stitcher:
 
     def _resolve_overlap(self, overlap: int | Sequence[int] | None) -> Shape:
         p = self.partition
+        limit = tuple(min(b, a) for b, a in zip(p.margin_before, p.margin_after, strict=True))
+        if self.blend == "crop":
+            return (0,) * p.ndim
         if overlap is None:
-            values = default_overlap(p, self.blend)
+            values = limit
         elif isinstance(overlap, int):
             values = (overlap,) * p.ndim
         else:
             values = tuple(int(v) for v in overlap)
-        if self.blend == "crop":
-            values = (0,) * p.ndim
         values = tuple(0 if c == 1 else v for v, c in zip(values, p.core, strict=True))
-        limit = tuple(min(b, a) for b, a in zip(p.margin_before, p.margin_after, strict=True))
         if len(values) != p.ndim or any(v < 0 or v > m for v, m in zip(values, limit, strict=True)):
             raise GeometryError(
                 f"overlap {values} must be between 0 and the margin {limit} per axis; "
-                "use a larger --margin or a smaller overlap"
+                "grow the margins by the overlap (the predictor does) or use a smaller overlap"
+            )
+        if not any(values):
+            raise GeometryError(
+                f"blend {self.blend!r} with overlap 0 on every axis equals crop; give an overlap "
+                "(and margins that hold it) or use blend 'crop'"
             )
         return values
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from partseg.errors import ConfigError
+from partseg.devices import resolve_device
 
 
 @dataclass(frozen=True)
@@ -46,21 +46,6 @@ class DistContext:
         return self.world_size > 1
 
 
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:LOCAL_RANK`` when a GPU is visible, else ``cpu``.
-
-    Raises:
-        ConfigError: cuda requested but not available.
-    """
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"train.device={name!r} but no CUDA GPU is visible; use cpu")
-        return torch.device(name if ":" in name else f"cuda:{local_rank}")
-    return torch.device(name)
-
-
 def init_distributed(device: str = "auto", env: Mapping[str, str] | None = None) -> DistContext:
     """Join the torchrun process group if launched by torchrun, else run single-process.
 
@@ -72,7 +57,7 @@ def init_distributed(device: str = "auto", env: Mapping[str, str] | None = None)
     world_size = int(env.get("WORLD_SIZE", "1"))
     rank = int(env.get("RANK", "0"))
     local_rank = int(env.get("LOCAL_RANK", "0"))
-    chosen = pick_device(device, local_rank)
+    chosen = resolve_device(device, key="train.device", local_rank=local_rank)
     if world_size <= 1:
         return DistContext(0, 1, 0, chosen)
     if chosen.type == "cuda":

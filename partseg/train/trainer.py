@@ -53,17 +53,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from partseg.config import ExperimentConfig, OptimConfig, save_config
-from partseg.errors import CheckpointError, ConfigError, TrainingError
-from partseg.precision import resolve_precision
-from partseg.train import distributed as ddp
-from partseg.train.checkpoint import (
+from partseg.checkpoint import (
     FORMAT,
     VERSION,
     load_checkpoint,
     partition_to_dict,
     save_checkpoint,
 )
+from partseg.config import ExperimentConfig, OptimConfig, save_config
+from partseg.devices import resolve_device
+from partseg.errors import CheckpointError, ConfigError, TrainingError
+from partseg.precision import resolve_precision
+from partseg.train import distributed as ddp
 from partseg.train.rng import rng_state, seed_everything, set_rng_state
 from partseg.train.rundir import MetricsLog, check_writable, json_safe, write_run_json
 from partseg.train.schedule import LrSchedule
@@ -135,7 +136,9 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.resume = resume
-        self.dist = dist or ddp.DistContext(device=ddp.pick_device(config.train.device))
+        self.dist = dist or ddp.DistContext(
+            device=resolve_device(config.train.device, key="train.device")
+        )
         self.device = self.dist.device
         self._log = log
         self.epoch = 0
@@ -244,6 +247,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.amp = resolve_precision(cfg.train.amp, self.device, key="train.amp")
         self.scaler = self.amp.scaler()
+        self.val_predictor = self._val_predictor()
         self.schedule = LrSchedule(self.optimizer, cfg.schedule, cfg.train.epochs)
         self.log(
             f"model {cfg.model.name} ({self.model.num_parameters():,} parameters), input "
@@ -252,6 +256,20 @@ class Trainer:
             f"checkpointing={'on' if cfg.train.checkpointing else 'off'}, device={self.device}, "
             f"world size {self.dist.world_size}; {len(self.train_cases)} training / "
             f"{len(self.val_cases)} validation cases"
+        )
+
+    def _val_predictor(self) -> Any:
+        """The prediction pipeline of validation: this model, training's geometry and precision."""
+        from partseg.infer.pipeline import CasePredictor
+        from partseg.infer.settings import PredictSettings
+
+        settings = PredictSettings(
+            batch_size=self.config.train.val_batch_size,
+            device=str(self.device),
+            precision=self.amp.mode,
+        )
+        return CasePredictor.from_model(
+            self.model, self.partition, self.layout, settings, derive=self.derive, log=self.log
         )
 
     # ---------------------------------------------------------------------------- the loop
@@ -387,16 +405,10 @@ class Trainer:
         record: dict[str, Any] = {}
         if self.dist.is_main:
             record = validate_cases(
-                self.model,
+                self.val_predictor,
                 self.store,
                 self.val_cases,
-                self.partition,
-                self.layout,
                 self.loss_fn,
-                batch_size=self.config.train.val_batch_size,
-                device=self.device,
-                amp=self.amp.enabled,
-                derive=self.derive,
                 report=self.run_dir / "validation.json",
             )
         return ddp.broadcast_object(self.dist, record)
@@ -474,7 +486,7 @@ class Trainer:
 
     # ---------------------------------------------------------------------------- state
     def payload(self, record: dict[str, Any]) -> dict[str, Any]:
-        """The checkpoint dict (see :mod:`partseg.train.checkpoint` for the keys)."""
+        """The checkpoint dict (see :mod:`partseg.checkpoint` for the keys)."""
         cfg = self.config
         return {
             "format": FORMAT,
@@ -486,6 +498,7 @@ class Trainer:
             "classes": list(self.store.classes),
             "channels": list(self.store.channels),
             "label_mapping": {str(k): int(v) for k, v in self.store.label_mapping.items()},
+            "ingest": self.store.attrs.get("ingest"),  # so predict --input preprocesses alike
             "config": cfg.to_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),

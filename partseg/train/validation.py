@@ -25,9 +25,7 @@ from torch import nn
 from partseg.train.rundir import write_run_json
 
 if TYPE_CHECKING:
-    from partseg.channels import Derive
-    from partseg.dataset import InputLayout
-    from partseg.geometry import Partition
+    from partseg.infer.pipeline import CasePredictor
     from partseg.store.zarrstore import Store
 
 
@@ -105,32 +103,23 @@ def dice_record(summary: dict[str, Any]) -> dict[str, float]:
 
 
 def validate_cases(
-    model: nn.Module,
+    predictor: CasePredictor,
     store: Store,
     case_ids: Sequence[str],
-    partition: Partition,
-    layout: InputLayout,
     loss_fn: nn.Module,
     *,
-    batch_size: int,
-    device: torch.device,
-    amp: bool = False,
-    derive: Derive | None = None,
     report: Path | None = None,
 ) -> dict[str, Any]:
-    """Stitched full-volume inference of ``case_ids`` and the validation record of the epoch.
+    """Whole-case inference of ``case_ids`` and the validation record of the epoch.
 
     Args:
-        model: the (unwrapped) network; put in eval mode, and back in train mode at the end.
+        predictor: the :class:`~partseg.infer.pipeline.CasePredictor` of the model being
+            trained (:meth:`~partseg.infer.pipeline.CasePredictor.from_model`: its partition,
+            layout, derived channels, device and precision); it puts the model in eval mode
+            and back afterwards.
         store: the store holding the cases.
         case_ids: the validation cases.
-        partition: the training partition (core and margins) used to tile each case.
-        layout: the training input layout (2D/3D, slice axis).
         loss_fn: the training loss, for ``val_loss`` (see :func:`validation_loss`).
-        batch_size: minicubes per forward pass.
-        device: where the model runs.
-        amp: run the forward passes under autocast.
-        derive: the derived-channel function of training (None without derived channels).
         report: where to write ``{"cases": per-case metrics, "summary": ...}`` as JSON
             (default: not written).
 
@@ -139,34 +128,20 @@ def validate_cases(
         ``val_time_s``.
     """
     from partseg.geometry import Box
-    from partseg.infer.predictor import predict_case
-    from partseg.infer.stitch import labels_from_probabilities
-    from partseg.metrics import BRATS_CLASSES, BRATS_REGIONS, evaluate_case, summarize
+    from partseg.metrics import evaluate_case, regions_for, summarize
 
     classes = store.classes
-    regions = BRATS_REGIONS if tuple(classes) == BRATS_CLASSES else {}
     start = time.perf_counter()
-    model.eval()
     results, losses = {}, []
-    with torch.no_grad():
-        for case_id in case_ids:
-            case = store[case_id]
-            probs = predict_case(
-                model,
-                case,
-                partition,
-                layout,
-                batch_size=batch_size,
-                device=device,
-                amp=amp,
-                derive=derive,
-            )  # (K, Z, Y, X): softmax, or the sigmoid foreground probability for K == 1
-            pred = labels_from_probabilities(probs)  # (Z, Y, X) argmax, or p > 0.5
-            _, gt = case.read(Box.whole(case.shape))
-            results[case_id] = evaluate_case(pred, gt, classes, case.spacing, regions)
-            losses.append(validation_loss(loss_fn, probs, gt))  # the same probs
-            del probs, pred, gt  # one case in memory at a time
-    model.train()
+    for case_id in case_ids:
+        case = store[case_id]
+        prediction = predictor.predict(case)  # probabilities float32 (K, Z, Y, X), labels
+        _, gt = case.read(Box.whole(case.shape))
+        results[case_id] = evaluate_case(
+            prediction.labels, gt, classes, case.spacing, regions_for(classes)
+        )
+        losses.append(validation_loss(loss_fn, prediction.probabilities, gt))  # the same probs
+        del prediction, gt  # one case in memory at a time
     summary = summarize(results)
     if report is not None:
         write_run_json(report, {"cases": results, "summary": summary})

@@ -1,4 +1,4 @@
-"""``partseg predict`` end to end on tiny phantoms: outputs, geometry, errors (exit 2)."""
+"""``partseg predict`` end to end on tiny phantoms: outputs, geometry, resume, errors (exit 2)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from partseg.checkpoint import load_model, partition_to_dict, save_checkpoint
 from partseg.cli import main
 from partseg.dataset import InputLayout
 from partseg.geometry import make_partition
@@ -17,16 +18,16 @@ from partseg.infer.predictor import predict_case
 from partseg.models import ModelConfig, build_model
 from partseg.phantom import write_phantoms
 from partseg.store import open_store
-from partseg.store.ingest import ingest
-from partseg.train.checkpoint import partition_to_dict, save_checkpoint
+from partseg.store.ingest import IngestSettings, ingest
 
 PHANTOM_SHAPE = (20, 28, 28)
+SPECIAL = IngestSettings(crop="none", normalize="none", spacing=(2.0, 1.5, 1.5), dtype="float32")
 
 
 @pytest.fixture(scope="module")
 def raw_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("raw")
-    write_phantoms(root, 2, PHANTOM_SHAPE, progress=False)
+    write_phantoms(root, 3, PHANTOM_SHAPE, progress=False)
     return root
 
 
@@ -37,7 +38,15 @@ def store_path(raw_dir, tmp_path_factory) -> str:
     return str(path)
 
 
-def _checkpoint(path: Path, store, *, seed=0, in_channels=None, channels=None) -> Path:
+@pytest.fixture(scope="module")
+def special_store(raw_dir, tmp_path_factory) -> str:
+    """The phantoms ingested with non-default settings: no crop, no z-score, resampled."""
+    path = tmp_path_factory.mktemp("special") / "s.zarr"
+    ingest(raw_dir, path, SPECIAL, progress=False)
+    return str(path)
+
+
+def _checkpoint(path: Path, store, *, seed=0, in_channels=None, channels=None, ingest=True):
     torch.manual_seed(seed)
     cfg = ModelConfig(
         name="unet",
@@ -49,14 +58,17 @@ def _checkpoint(path: Path, store, *, seed=0, in_channels=None, channels=None) -
     )
     model = build_model(cfg).eval()
     partition = make_partition((8, 8, 8), 2, stride=model.total_stride)
-    save_checkpoint(path, {
+    payload = {
         "format": "partseg-checkpoint", "version": 1,
         "model_config": dataclasses.asdict(cfg), "model_state": model.state_dict(),
         "partition": partition_to_dict(partition),
         "layout": dataclasses.asdict(InputLayout(3)),
         "classes": list(store.classes), "channels": list(channels or store.channels),
         "label_mapping": {str(k): v for k, v in store.label_mapping.items()}, "config": {},
-    })  # fmt: skip
+    }  # fmt: skip
+    if ingest:  # what the trainer records: the training store's ingest settings
+        payload["ingest"] = store.attrs["ingest"]
+    save_checkpoint(path, payload)
     return path
 
 
@@ -67,16 +79,12 @@ def _nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data, image.affine  # -> (Z, Y, X) or (K, Z, Y, X)
 
 
-def test_predict_writes_labels_in_original_geometry(store_path, tmp_path, raw_dir):
+def test_predict_writes_labels_in_original_geometry(store_path, tmp_path):
     store = open_store(store_path)
     ckpt = _checkpoint(tmp_path / "a.pt", store)
     out = tmp_path / "out"
-    assert (
-        main(["predict", str(ckpt), "--store", store_path, "--out", str(out), "--device", "cpu"])
-        == 0
-    )
-    from partseg.train.checkpoint import load_model
-
+    args = ["predict", str(ckpt), "--store", store_path, "--out", str(out), "--device", "cpu"]
+    assert main(args) == 0
     loaded = load_model(ckpt)
     inverse = {v: k for k, v in store.label_mapping.items()}
     for case in store:
@@ -92,87 +100,122 @@ def test_predict_writes_labels_in_original_geometry(store_path, tmp_path, raw_di
         assert set(np.unique(labels)) <= set(store.label_mapping)
 
 
-def test_existing_outputs_need_overwrite_and_bad_inputs_exit_2(store_path, tmp_path, capsys):
+def test_rerun_predicts_only_unfinished_cases(store_path, tmp_path, capsys):
+    store = open_store(store_path)
+    assert len(store.case_ids) == 3
+    ckpt = _checkpoint(tmp_path / "a.pt", store)
+    out = tmp_path / "out"
+    args = ["predict", str(ckpt), "--store", store_path, "--out", str(out), "--save-probabilities"]
+    assert main(args) == 0
+    files = {c: [out / f"{c}.nii.gz", out / f"{c}_probabilities.nii.gz"] for c in store.case_ids}
+    before = {p: (p.stat().st_mtime_ns, _nifti(p)[0]) for ps in files.values() for p in ps}
+    redo = store.case_ids[1]
+    files[redo][1].unlink()  # one output of one case lost
+    capsys.readouterr()
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "skipped 2 of 3 cases" in printed and f"{redo}:" in printed
+    for case_id, paths in files.items():
+        for path in paths:
+            mtime, data = before[path]
+            if case_id == redo:
+                assert path.stat().st_mtime_ns > mtime  # predicted again
+            else:
+                assert path.stat().st_mtime_ns == mtime  # skipped, not rewritten
+            np.testing.assert_array_equal(_nifti(path)[0], data)  # identical outputs
+    assert main([*args, "--overwrite"]) == 0
+    assert all(p.stat().st_mtime_ns > before[p][0] for ps in files.values() for p in ps)
+
+
+def test_other_settings_or_foreign_outputs_need_overwrite(store_path, tmp_path, capsys):
     store = open_store(store_path)
     ckpt = _checkpoint(tmp_path / "a.pt", store)
     out = str(tmp_path / "out")
     case = store.case_ids[0]
     args = ["predict", str(ckpt), "--store", store_path, "--out", out, "--cases", case]
     assert main(args) == 0
-    assert main(args) == 2
-    assert "--overwrite" in capsys.readouterr().err
-    assert main([*args, "--overwrite"]) == 0
-    assert main(["predict", str(ckpt), "--store", store_path, "--out", out, "--cases", "nope"]) == 2
+    assert main([*args, "--tta"]) == 2  # other settings than the outputs in OUT
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "tta" in err
+    assert main([*args, "--tta", "--overwrite"]) == 0
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / f"{case}.nii.gz").write_bytes(b"someone else's file")
+    assert main(["predict", str(ckpt), "--store", store_path, "--out", str(foreign)]) == 2
+    assert "already exist" in capsys.readouterr().err
+    assert (foreign / f"{case}.nii.gz").read_bytes() == b"someone else's file"
+
+
+def test_bad_inputs_exit_2_with_one_clear_line(store_path, tmp_path, capsys):
+    store = open_store(store_path)
+    ckpt = str(_checkpoint(tmp_path / "a.pt", store))
+    base = ["predict", ckpt, "--store", store_path, "--out", str(tmp_path / "out")]
+    assert main([*base, "--cases", "nope"]) == 2
     assert "'nope'" in capsys.readouterr().err
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    assert main(["predict", str(garbage), "--store", store_path, "--out", out]) == 2
+    assert main(["predict", str(garbage), *base[2:]]) == 2
     wrong = _checkpoint(tmp_path / "w.pt", store, in_channels=2, channels=("t1", "t2"))
-    assert main(["predict", str(wrong), "--store", store_path, "--out", out]) == 2
-    assert "channels" in capsys.readouterr().err
-    assert (
-        main(["predict", str(ckpt), "--store", store_path, "--out", out, "--margin", "lots"]) == 2
-    )
+    assert main(["predict", str(wrong), *base[2:]]) == 2
+    err = capsys.readouterr().err
+    assert "trained on channels ['t1', 't2']" in err and "takes 2 input channels" in err
+    assert main([*base, "--margin", "lots"]) == 2
+    assert main([*base, "--device", "tpu"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown device 'tpu'; use auto, cpu, cuda or cuda:N" in err and "checkpoint" not in err
+    assert main([*base, "--overlap", "0.5"]) == 2  # crop with an overlap
+    assert main([*base, "--blend", "gaussian", "--overlap", "0"]) == 2  # a blend that equals crop
+    assert "equals crop" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "--amp", "fp8"])  # choices come from precision.PRECISION_MODES
 
 
-def test_exact_margin_equals_partition_none_and_zarr_probabilities(store_path, tmp_path):
+def test_partition_none_is_the_model_of_the_volume_and_zarr_probabilities(store_path, tmp_path):
     import zarr
 
     store = open_store(store_path)
     ckpt = _checkpoint(tmp_path / "a.pt", store)
-    case = store.case_ids[0]
-    base = [
-        "predict",
-        str(ckpt),
-        "--store",
-        store_path,
-        "--cases",
-        case,
-        "--margin",
-        "exact",
-        "--save-probabilities",
-        "--probabilities-format",
-        "zarr",
-    ]
+    case = store[store.case_ids[0]]
+    base = ["predict", str(ckpt), "--store", store_path, "--cases", case.id, "--margin", "exact"]
+    base += ["--save-probabilities", "--probabilities-format", "zarr"]
     assert main([*base, "--out", str(tmp_path / "grid")]) == 0
     assert main([*base, "--out", str(tmp_path / "none"), "--partition", "none"]) == 0
-    grid = zarr.open_array(str(tmp_path / "grid" / f"{case}_probabilities.zarr"), mode="r")
-    whole = zarr.open_array(str(tmp_path / "none" / f"{case}_probabilities.zarr"), mode="r")
-    assert grid.chunks == (len(store.classes), 8, 8, 8)
-    assert grid.dtype == np.float16
+    grid = zarr.open_array(str(tmp_path / "grid" / f"{case.id}_probabilities.zarr"), mode="r")
+    whole = zarr.open_array(str(tmp_path / "none" / f"{case.id}_probabilities.zarr"), mode="r")
+    assert grid.chunks == (len(store.classes), 8, 8, 8) and grid.dtype == np.float16
     np.testing.assert_allclose(grid[...].astype(np.float32).sum(0), 1, atol=5e-3)
-    assert np.abs(grid[...].astype(np.float32) - whole[...].astype(np.float32)).max() < 2e-3
-    a, _ = _nifti(tmp_path / "grid" / f"{case}.nii.gz")
-    b, _ = _nifti(tmp_path / "none" / f"{case}.nii.gz")
-    assert (a != b).mean() < 1e-3
+    loaded = load_model(ckpt)
+    image, _ = case.read(case_box(case), label=False)  # (C, *padded to the stride 2)
+    with torch.no_grad():
+        logits = loaded.model(torch.from_numpy(image[None]))[0]
+    expected = torch.softmax(logits, 0).numpy()[(slice(None), *(slice(0, n) for n in case.shape))]
+    assert np.abs(whole[...].astype(np.float32) - expected).max() < 2e-3  # float16 storage
+    assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "grid").iterdir())
+
+
+def case_box(case):
+    from partseg.geometry import Box
+
+    return Box((0, 0, 0), tuple(-(-n // 2) * 2 for n in case.shape))
 
 
 def test_input_folder_ensemble_tta_and_postprocessing(store_path, raw_dir, tmp_path):
     store = open_store(store_path)
     ckpts = [str(_checkpoint(tmp_path / f"m{i}.pt", store, seed=i)) for i in range(2)]
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "predict",
-                *ckpts,
-                "--input",
-                str(raw_dir),
-                "--out",
-                str(out),
-                "--tta",
-                "--blend",
-                "gaussian",
-                "--min-component-size",
-                "11",
-                "--keep-largest",
-                "--save-probabilities",
-                "--cases",
-                store.case_ids[0],
-            ]
-        )
-        == 0
-    )
+    out.mkdir()
+    leftovers = [
+        out / ".tmp-Phantom_009_probabilities.zarr",  # zarr output of an interrupted run
+        out / ".partseg-ingest-0123456789ab",  # its temporary store
+        out / f".{store.case_ids[0]}.nii.gz.x1y2.nii.gz",  # an atomic write cut short
+    ]
+    for path in leftovers[:2]:
+        path.mkdir()
+    leftovers[2].write_bytes(b"half")
+    args = ["predict", *ckpts, "--input", str(raw_dir), "--out", str(out), "--tta"]
+    args += ["--blend", "gaussian", "--min-component-size", "11", "--keep-largest"]
+    args += ["--save-probabilities", "--cases", store.case_ids[0]]
+    assert main(args) == 0
     labels, _ = _nifti(out / f"{store.case_ids[0]}.nii.gz")
     probabilities, _ = _nifti(out / f"{store.case_ids[0]}_probabilities.nii.gz")
     assert labels.shape == tuple(store[store.case_ids[0]].attrs["original_shape"])
@@ -182,4 +225,36 @@ def test_input_folder_ensemble_tta_and_postprocessing(store_path, raw_dir, tmp_p
 
     _, sizes = components(labels > 0)
     assert len(sizes) <= 2  # at most one foreground component is left
-    assert not any(p.name.startswith(".") for p in out.iterdir())  # temporary store removed
+    assert not any(p.exists() for p in leftovers)
+    hidden = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
+    assert hidden == [".partseg-predict.json"]  # temporary store and leftovers removed
+
+
+def test_input_is_ingested_with_the_training_store_settings(
+    special_store, raw_dir, tmp_path, capsys
+):
+    store = open_store(special_store)
+    ckpt = str(_checkpoint(tmp_path / "a.pt", store))
+    common = ["--save-probabilities", "--device", "cpu"]
+    assert (
+        main(["predict", ckpt, "--store", special_store, "--out", str(tmp_path / "s"), *common])
+        == 0
+    )
+    assert (
+        main(["predict", ckpt, "--input", str(raw_dir), "--out", str(tmp_path / "i"), *common]) == 0
+    )
+    for case_id in store.case_ids:
+        for name in (f"{case_id}.nii.gz", f"{case_id}_probabilities.nii.gz"):
+            a, _ = _nifti(tmp_path / "s" / name)
+            b, _ = _nifti(tmp_path / "i" / name)
+            np.testing.assert_array_equal(a, b)  # the same network input, bit for bit
+    old = str(_checkpoint(tmp_path / "old.pt", store, ingest=False))  # written before recording
+    capsys.readouterr()
+    assert (
+        main(["predict", old, "--input", str(raw_dir), "--out", str(tmp_path / "o"), *common]) == 0
+    )
+    assert "records no ingest settings" in capsys.readouterr().err
+    case_id = store.case_ids[0]
+    a, _ = _nifti(tmp_path / "s" / f"{case_id}_probabilities.nii.gz")
+    b, _ = _nifti(tmp_path / "o" / f"{case_id}_probabilities.nii.gz")
+    assert a.shape != b.shape or np.abs(a - b).max() > 1e-3  # default settings: other input

@@ -14,7 +14,8 @@ from partseg.infer.ensemble import (
     average_probabilities,
     ensemble_partition,
 )
-from partseg.infer.predictor import ArrayCase, exact_partition, predict_case
+from partseg.infer.partitions import exact_partition
+from partseg.infer.predictor import ArrayCase, predict_case
 from partseg.models import ModelConfig, build_model
 
 

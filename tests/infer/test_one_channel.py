@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from partseg.checkpoint import load_model, partition_to_dict, save_checkpoint
 from partseg.cli import main
 from partseg.dataset import InputLayout
 from partseg.errors import CheckpointError, GeometryError
@@ -17,13 +18,8 @@ from partseg.geometry import Box, make_partition, padded_shape
 from partseg.infer.cascade import Stage, predict_cascade
 from partseg.infer.ensemble import EnsembleModel
 from partseg.infer.export import probabilities_to_original_grid
-from partseg.infer.predictor import (
-    ArrayCase,
-    exact_partition,
-    predict_case,
-    predict_whole,
-    whole_partition,
-)
+from partseg.infer.partitions import exact_partition
+from partseg.infer.predictor import ArrayCase, predict_case
 from partseg.infer.seams import reference_error
 from partseg.infer.stitch import (
     Stitcher,
@@ -34,7 +30,6 @@ from partseg.infer.stitch import (
 )
 from partseg.models import ModelConfig, build_model
 from partseg.store import open_store
-from partseg.train.checkpoint import load_model, partition_to_dict, save_checkpoint
 
 SHAPE = (7, 13, 11)  # not a multiple of the core
 
@@ -156,7 +151,7 @@ def test_stitcher_rejects_activations_that_do_not_fit_the_channels():
     assert Stitcher(shape, partition, 1, activation="none").activation == "none"  # raw logits
 
 
-# -- predict_case / predict_whole -------------------------------------------------------------
+# -- predict_case -------------------------------------------------------------------------------
 @pytest.mark.parametrize("dims", [3, 2])
 def test_predict_case_of_a_one_channel_model_is_the_sigmoid_of_whole_volume_logits(dims: int):
     model = _binary_model(dims, in_channels=1 if dims == 3 else 3)
@@ -165,10 +160,8 @@ def test_predict_case_of_a_one_channel_model_is_the_sigmoid_of_whole_volume_logi
     reference = _whole_logits(model, case, partition, layout)  # (1, *SHAPE)
     expected = 1.0 / (1.0 + np.exp(-reference.astype(np.float64)))
     stitched = predict_case(model, case, partition, layout, batch_size=3)
-    whole = predict_whole(model, case, partition, layout)
     assert stitched.shape == (1, *SHAPE) and stitched.dtype == np.float32
     assert np.abs(stitched - expected).max() <= 1e-5
-    assert np.abs(whole - expected).max() <= 1e-5
     assert not np.allclose(stitched, 1.0)  # not the softmax of one channel
     labels = Stitcher(case.shape, partition, 1, output="labels")
     labels = predict_case(model, case, partition, layout, stitcher=labels)
@@ -277,7 +270,7 @@ def _binary_checkpoint(path: Path, store_url: str) -> Path:
     layout = InputLayout(3)
     partition = make_partition((4, 8, 8), 2, stride=model.total_stride)
     image, _ = case.read(Box.whole(case.shape), label=False)
-    _centre_bias(model, ArrayCase("b0", image), whole_partition(partition, case.shape), layout)
+    _centre_bias(model, ArrayCase("b0", image), partition, layout)
     cfg = ModelConfig(
         name="unet", spatial_dims=3, in_channels=1, out_channels=1, depth=2, base_width=4,
         norm="none",

@@ -78,6 +78,9 @@ def test_blend_overlap_defaults_to_margin_and_slice_axis_never_overlaps():
     assert Stitcher(SHAPES[3], _partition(3), 2, blend="crop").overlap == (0, 0, 0)
     with pytest.raises(GeometryError, match="overlap"):
         Stitcher(SHAPES[3], _partition(3), 2, blend="hann", overlap=4)
+    no_margin = make_partition((4, 4, 4), 0, stride=2)
+    with pytest.raises(GeometryError, match="equals crop"):  # the margin left no overlap
+        Stitcher(SHAPES[3], no_margin, 2, blend="gaussian")
 
 
 def test_blend_weights_weight_centre_more_than_edges():
@@ -164,5 +167,5 @@ def test_errors_for_twice_predicted_missing_and_misshapen_values():
         stitcher.finalize()
     with pytest.raises(GeometryError, match="rank"):
         grid_shard(cubes, 2, 2)
-    with pytest.raises(GeometryError, match="unknown blend"):
+    with pytest.raises(GeometryError, match="blend='median'"):
         Stitcher(shape, partition, 2, blend="median")

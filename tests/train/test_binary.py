@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from partseg.checkpoint import load_model
 from partseg.config import load_config
 from partseg.geometry import Box
 from partseg.infer.predictor import predict_case
 from partseg.losses import build_loss
 from partseg.store.zarrstore import open_store
-from partseg.train.checkpoint import load_model
 from partseg.train.trainer import Trainer
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"

@@ -8,12 +8,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from partseg.checkpoint import load_model
 from partseg.cli import main
 from partseg.config import load_config
 from partseg.errors import ConfigError
 from partseg.infer.predictor import predict_case
 from partseg.store import open_store
-from partseg.train.checkpoint import load_model
 from partseg.train.trainer import Trainer
 
 SOBEL = ("data.derived_channels=[sobel:0]", "model.in_channels=3", "train.epochs=1")

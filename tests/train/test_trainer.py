@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from partseg.checkpoint import load_checkpoint, load_model
 from partseg.cli import main
 from partseg.config import load_config
 from partseg.errors import CheckpointError, ConfigError
-from partseg.train.checkpoint import load_checkpoint, load_model
 from partseg.train.trainer import Trainer, TrainingError
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from partseg.checkpoint import load_model
 from partseg.config import load_config
 from partseg.geometry import Box
 from partseg.infer.predictor import predict_case
 from partseg.losses import AdaptiveTverskyCELoss, DeepSupervisionLoss, build_loss
 from partseg.store.zarrstore import open_store
-from partseg.train.checkpoint import load_model
 from partseg.train.trainer import Trainer
 from partseg.train.validation import stitched_logits, validation_loss
 
@@ -130,3 +130,16 @@ def test_stitched_logits_give_the_loss_of_the_original_logits(k: int) -> None:
     assert float(loss(stitched_logits(probs), target)) == pytest.approx(expected, abs=1e-5)
     value = validation_loss(loss, probs.numpy(), target[0].numpy().astype(np.uint8))
     assert value == pytest.approx(expected, abs=1e-5)
+
+
+def test_checkpoint_records_the_training_store_ingest_settings(store_writer, tmp_path: Path):
+    from partseg.store.ingest import IngestSettings
+    from partseg.store.writer import StoreWriter
+
+    url = store_writer(tmp_path / "s.zarr", n_cases=2)
+    recorded = IngestSettings(normalize="none", spacing=(2.0, 1.0, 1.0)).recorded()
+    writer = StoreWriter(url)
+    writer.write_index({**writer.index(), "ingest": recorded})
+    run = tmp_path / "run"
+    Trainer(tiny(url, "train.epochs=1", "train.val_every=0"), run, log=lambda _m: None).run()
+    assert load_model(run).ingest == recorded  # predict --input ingests raw data alike

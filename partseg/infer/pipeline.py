@@ -1,0 +1,312 @@
+"""The one prediction pipeline: checkpoints -> ensemble -> mode -> probabilities / labels.
+
+:class:`CasePredictor` is built once (from checkpoint paths, or from an in-memory model during
+training) and predicts any number of cases. ``partseg predict``, ``partseg compare`` and
+training's validation all call it, so the geometry, the checks, the device and precision rules
+and the post-processing are written once:
+
+1. **Checkpoints**: one, or several averaged as an ensemble
+   (:class:`~partseg.infer.ensemble.EnsembleModel`); members must agree on layout, channels,
+   classes and derived channels (every disagreement is reported in one error).
+2. **Mode** (:data:`~partseg.infer.modes.MODES`): ``grid`` (the minicube grid, ``--margin``
+   context, ``--blend`` with its ``--overlap``) or ``none`` (``model(volume)``); a mode that
+   cannot run the model falls back to ``grid`` with a note.
+3. **Probabilities / labels**: softmax (or the sigmoid of a one-channel model), in memory or
+   streamed to a zarr backend; labels by argmax (``p > 0.5`` for one channel).
+4. **Post-processing**: small components removed, largest component kept, if asked.
+
+Export to the original geometry and the resumable batch over a store's cases are in
+:mod:`partseg.infer.outputs` and :mod:`partseg.infer.runs`.
+
+Example (needs a trained run and a store, so it is not run as a test)::
+
+    predictor = CasePredictor.from_checkpoints(["runs/3d"], PredictSettings(margin="exact"))
+    predictor.check_store(store)
+    prediction = predictor.predict(store["BraTS20_Training_001"])
+    prediction.labels.shape, prediction.probabilities.shape   # (Z, Y, X), (K, Z, Y, X)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from partseg.channels import Derive
+from partseg.checkpoint import LoadedModel, checkpoint_key, load_model
+from partseg.devices import resolve_device
+from partseg.errors import CheckpointError, ConfigError
+from partseg.geometry import Partition
+from partseg.infer.blends import overlap_per_side
+from partseg.infer.ensemble import EnsembleModel, check_members, ensemble_partition
+from partseg.infer.modes import CaseJob, SinkFactory, select_mode
+from partseg.infer.partitions import blend_partition, context_partition
+from partseg.infer.postprocess import postprocess
+from partseg.infer.predictor import norm_warning, output_channels
+from partseg.infer.settings import PredictSettings
+from partseg.infer.stitch import default_activation, labels_from_probabilities
+from partseg.precision import resolve_precision
+
+Log = Callable[[str], None]
+
+
+def _to_stderr(message: str) -> None:
+    print(f"partseg: {message}", file=sys.stderr)
+
+
+@dataclass
+class Prediction:
+    """One predicted case.
+
+    Attributes:
+        case_id: the case.
+        labels: (Z, Y, X) uint8 class ids over the stored case, post-processed.
+        probabilities: (K, Z, Y, X) probabilities (numpy, or the zarr array they were streamed
+            to), or None when only labels were asked for.
+    """
+
+    case_id: str
+    labels: np.ndarray
+    probabilities: Any | None = None
+
+
+class CasePredictor:
+    """Predict whole cases with one model or an ensemble; see the module docstring.
+
+    Build it with :meth:`from_checkpoints` or :meth:`from_model`.
+
+    Args:
+        model: the network (an :class:`EnsembleModel` for several checkpoints).
+        partition: the trained partition (the ensemble's shared one).
+        layout: the ``InputLayout`` of training.
+        settings: how to predict.
+        derive: derived-channel function of training (None without).
+        members: the loaded checkpoints (empty for an in-memory model).
+        key: identifies the checkpoints (for resume manifests and caches).
+        log: where notes and warnings go (default: stderr).
+
+    Attributes:
+        mode_name: the mode used (the requested one, or the fallback).
+        partition: the grid partition used: context margins grown by ``overlap``.
+        overlap: voxels each predicted region reaches beyond its core, per side and axis.
+        device, precision: resolved from the settings.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        partition: Partition,
+        layout: Any,
+        settings: PredictSettings,
+        *,
+        derive: Derive | None = None,
+        members: Sequence[LoadedModel] = (),
+        key: str = "in-memory",
+        log: Log | None = None,
+    ) -> None:
+        self.settings = settings
+        self.log = log or _to_stderr
+        self.device = resolve_device(settings.device, key="device")
+        self.precision = resolve_precision(settings.precision, self.device, key="amp")
+        self.model = model.to(self.device)
+        self.layout = layout
+        self.derive = derive
+        self.members = tuple(members)
+        self.key = key
+        self.out_channels = output_channels(model)
+        self.mode_name, self.mode, note = select_mode(settings.mode, model, layout)
+        if note:
+            self.log(f"note: {note}")
+        if self.mode_name != "grid" and (settings.margin is not None or settings.blend != "crop"):
+            self.log(f"note: margin, blend and overlap shape the grid; mode {self.mode_name!r} "
+                     "ignores them")  # fmt: skip
+        context = context_partition(model, partition, layout, settings.margin)
+        self.overlap = overlap_per_side(settings.overlap, settings.blend, context.core)
+        self.partition = blend_partition(context, self.overlap, per_side=settings.margin == "exact")
+        for message in dict.fromkeys((*context.notes, *self.partition.notes)):
+            self.log(f"note: {message}")
+        warning = norm_warning(model)
+        if warning and self.mode_name == "grid" and settings.blend == "crop":
+            self.log(f"warning: {warning}")
+
+    @classmethod
+    def from_checkpoints(
+        cls,
+        paths: Sequence[str | os.PathLike],
+        settings: PredictSettings | None = None,
+        *,
+        log: Log | None = None,
+    ) -> CasePredictor:
+        """Load one checkpoint (or run directory), or several as an ensemble.
+
+        Raises:
+            CheckpointError: an unreadable checkpoint, or members that disagree (all
+                disagreements in one message).
+        """
+        settings = settings or PredictSettings()
+        if not paths:
+            raise ConfigError("give at least one checkpoint or run directory")
+        device = resolve_device(settings.device, key="device")
+        loaded = [load_model(path, device=device) for path in paths]
+        check_members(loaded)
+        if len(loaded) == 1:
+            model, partition = loaded[0].model, loaded[0].partition
+        else:
+            model = EnsembleModel([m.model for m in loaded]).eval()
+            partition = ensemble_partition([m.partition for m in loaded])
+        return cls(
+            model, partition, loaded[0].layout, settings, derive=loaded[0].derive,
+            members=loaded, key=checkpoint_key(paths), log=log,
+        )  # fmt: skip
+
+    @classmethod
+    def from_model(
+        cls,
+        model: torch.nn.Module,
+        partition: Partition,
+        layout: Any,
+        settings: PredictSettings | None = None,
+        *,
+        derive: Derive | None = None,
+        log: Log | None = None,
+    ) -> CasePredictor:
+        """Wrap an in-memory model (validation during training); it is not copied.
+
+        The model is moved to ``settings.device`` (default settings: the device its parameters
+        are on, so it stays where it is). :meth:`predict` puts the model in eval mode and
+        restores its previous mode afterwards.
+        """
+        if settings is None:
+            first = next(model.parameters(), None)
+            settings = PredictSettings(device=str(first.device) if first is not None else "cpu")
+        return cls(model, partition, layout, settings, derive=derive, log=log)
+
+    # ---------------------------------------------------------------------------- checks
+    def check_store(self, store: Any) -> None:
+        """Raise CheckpointError listing every way a checkpoint does not fit ``store``.
+
+        Checks channels (names and order), derived channels (their source channel exists),
+        the network's input channels under the layout, and classes.
+        """
+        problems = [p for member in self.members for p in store_problems(member, store)]
+        if problems:
+            raise CheckpointError(
+                f"the model does not fit store {store.url}: " + "; ".join(problems)
+            )
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What makes two predictions equal: the checkpoints and the output-shaping settings.
+
+        Device and batch size are left out: a run resumed elsewhere gives the same outputs.
+        """
+        return {"checkpoints": self.key, **self.settings.recorded()}
+
+    # ---------------------------------------------------------------------------- predict
+    def job(
+        self,
+        case: Any,
+        *,
+        output: str = "values",
+        dtype: np.dtype | type = np.float32,
+        sink: SinkFactory | None = None,
+    ) -> CaseJob:
+        """The :class:`CaseJob` of ``case`` for the mode (see :meth:`predict`)."""
+        s = self.settings
+        return CaseJob(
+            model=self.model, case=case, layout=self.layout, partition=self.partition,
+            derive=self.derive, device=self.device, precision=self.precision, tta=s.tta,
+            blend=s.blend, overlap=self.overlap, batch_size=s.batch_size,
+            activation=default_activation(self.out_channels), output=output, dtype=np.dtype(dtype),
+            sink=sink,
+        )  # fmt: skip
+
+    def predict(
+        self,
+        case: Any,
+        *,
+        probabilities: bool = True,
+        dtype: np.dtype | type = np.float32,
+        sink: SinkFactory | None = None,
+    ) -> Prediction:
+        """Predict one case.
+
+        Args:
+            case: a store ``Case`` or :class:`~partseg.infer.predictor.ArrayCase`.
+            probabilities: keep the (K, Z, Y, X) probabilities; False finalises labels chunk
+                by chunk and never holds a float volume.
+            dtype: dtype of the probabilities (float16 halves their RAM or disk).
+            sink: where the mode's output goes (e.g. a zarr array, see
+                :func:`~partseg.infer.outputs.zarr_sink`); default memory.
+
+        Returns:
+            labels (post-processed) and, if asked, the probabilities.
+        """
+        output = "values" if probabilities else "labels"
+        job = self.job(case, output=output, dtype=dtype, sink=sink)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            result = self.mode.predict(job)
+        finally:
+            self.model.train(was_training)
+        labels = labels_of(result) if probabilities else np.asarray(result)
+        labels = postprocess(
+            labels,
+            min_component_size=self.settings.min_component_size,
+            keep_largest=self.settings.keep_largest,
+        )
+        return Prediction(str(case.id), labels, result if probabilities else None)
+
+
+def labels_of(probabilities: Any, slab: int = 16) -> np.ndarray:
+    """Labels (Z, Y, X) uint8 of (K, Z, Y, X) probabilities, slab by slab (zarr larger than RAM).
+
+    Argmax over classes, or ``p > 0.5`` for one channel
+    (:func:`~partseg.infer.stitch.labels_from_probabilities`).
+
+    Example:
+        >>> labels_of(np.array([[[[0.2, 0.7]]], [[[0.8, 0.3]]]]), slab=1).tolist()
+        [[[1, 0]]]
+    """
+    depth = probabilities.shape[1]
+    labels = np.zeros(probabilities.shape[1:], np.uint8)
+    for z in range(0, depth, slab):
+        labels[z : z + slab] = labels_from_probabilities(np.asarray(probabilities[:, z : z + slab]))
+    return labels
+
+
+def store_problems(member: LoadedModel, store: Any) -> list[str]:
+    """Every way one checkpoint does not fit ``store`` (empty when it fits)."""
+    from partseg.channels import derived_channel_names
+
+    name, problems = member.path, []
+    if member.channels and tuple(member.channels) != tuple(store.channels):
+        problems.append(
+            f"model {name} was trained on channels {list(member.channels)} but the store has "
+            f"{list(store.channels)} (ingest the data with the same modalities)"
+        )
+    try:
+        derived = derived_channel_names(member.derived_channels, store.channels)
+    except ConfigError as err:
+        problems.append(f"model {name}: {err}")
+        derived = None
+    if derived is not None:
+        expected = member.layout.in_channels(len(store.channels) + len(derived), member.partition)
+        if int(member.model.in_channels) != expected:
+            extra = f" + {len(derived)} derived {list(derived)}" if derived else ""
+            problems.append(
+                f"model {name} takes {member.model.in_channels} input channels but the store "
+                f"gives {expected} ({len(store.channels)} channels{extra} with this layout)"
+            )
+    if member.classes and store.classes and tuple(member.classes) != tuple(store.classes):
+        problems.append(
+            f"model {name} predicts classes {list(member.classes)} but the store has "
+            f"{list(store.classes)} (use a model trained on this label set)"
+        )
+    return problems
