@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,6 +41,10 @@ from partseg.infer.outputs import (
     zarr_sink,
 )
 
+if TYPE_CHECKING:
+    from partseg.infer.pipeline import CasePredictor
+    from partseg.store.ingest import IngestSettings
+
 Log = Callable[[str], None]
 
 
@@ -54,7 +58,7 @@ class RunReport:
 
 
 def predict_store(
-    predictor: Any,
+    predictor: CasePredictor,
     url: str,
     out: Path,
     outputs: OutputSettings | None = None,
@@ -122,7 +126,7 @@ def predict_store(
 
 
 def predict_input(
-    predictor: Any,
+    predictor: CasePredictor,
     input_dir: str | Path,
     out: Path,
     outputs: OutputSettings | None = None,
@@ -159,7 +163,7 @@ def predict_input(
     return report
 
 
-def ingest_settings(predictor: Any) -> tuple[Any, str | None]:
+def ingest_settings(predictor: CasePredictor) -> tuple[IngestSettings, str | None]:
     """The ingest settings the predictor's checkpoints were trained with, and a note if none.
 
     The checkpoint records the training store's ``IngestSettings.recorded()`` (crop,
@@ -208,7 +212,7 @@ def ingest_settings(predictor: Any) -> tuple[Any, str | None]:
 
 
 def _predict_one(
-    predictor: Any, store: Any, case: Any, out: Path, outputs: OutputSettings
+    predictor: CasePredictor, store: Any, case: Any, out: Path, outputs: OutputSettings
 ) -> list[Path]:
     sink = None
     if outputs.probabilities == "zarr":
