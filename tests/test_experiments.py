@@ -218,6 +218,12 @@ def test_run_compare_end_to_end_and_resume(tmp_path: Path) -> None:
     run_compare(cfg, tmp_path / "cmp", progress=False, log=lines.append)
     assert any("not retrained" in line for line in lines)
     assert checkpoint.stat().st_mtime_ns == before
+    assert data["hd95_convention"] == "max_directed"
+    pooled = compare_config_from_dict(TINY, overrides=["evaluation.hd95_convention=pooled"])
+    report = run_compare(pooled, tmp_path / "cmp", progress=False, log=lines.append).report_dir
+    assert json.loads((report / "results.json").read_text())["hd95_convention"] == "pooled"
+    assert "HD95 convention: pooled" in (report / "report.md").read_text()
+    assert checkpoint.stat().st_mtime_ns == before  # re-scored, not retrained
     changed = compare_config_from_dict(
         {**TINY, "variants": [{"name": "ctx", "overrides": {"partition.margin": [0, 0, 0]}}]}
     )
@@ -232,3 +238,8 @@ def test_load_compare_config_errors(tmp_path: Path) -> None:
     bad.write_text("variants: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_compare_config(bad)
+
+
+def test_hd95_convention_is_validated() -> None:
+    with pytest.raises(ConfigError, match=r"evaluation\.hd95_convention='hd'; choose one of"):
+        compare_config_from_dict(TINY, overrides=["evaluation.hd95_convention=hd"])

@@ -16,6 +16,7 @@ from typing import Any
 
 from partseg.config import parse_override, read_yaml_mapping, set_path
 from partseg.errors import ConfigError
+from partseg.metrics import DEFAULT_HD95, HD95_CONVENTIONS
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ class EvaluationSpec:
         overlay_slices: slices shown in the overlay figure.
         seam: compute the seam index of each stitched prediction.
         batch_size: minicubes per forward pass at prediction.
+        hd95_convention: ``max_directed`` (the larger of the two directed 95th percentiles:
+            MONAI, the ADAM challenge) or ``pooled`` (MedPy); see :mod:`partseg.metrics`.
     """
 
     test_fraction: float = 0.25
@@ -86,10 +89,12 @@ class EvaluationSpec:
     overlay_slices: int = 3
     seam: bool = True
     batch_size: int = 2
+    hd95_convention: str = DEFAULT_HD95
 
     def __post_init__(self) -> None:
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError(f"evaluation.test_fraction={self.test_fraction}: must lie in (0, 1)")
+        HD95_CONVENTIONS.check(self.hd95_convention, key="evaluation.hd95_convention")
 
 
 @dataclass(frozen=True)
