@@ -35,9 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from partseg.errors import ConfigError
-
-#: The modes every command and config accepts.
-PRECISION_MODES = ("auto", "bf16", "fp16", "off")
+from partseg.precision_modes import PRECISION_MODES as PRECISION_MODES  # the one list
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _LOG = logging.getLogger("partseg")
