@@ -38,7 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--out",
         type=Path,
         default=None,
-        help="output folder (default: compare-<CONFIG name>, in the current folder)",
+        help="output folder (default: compare-<CONFIG name>, or compare-<CONFIG name>-quick "
+        "with --quick, in the current folder)",
     )
     parser.add_argument(
         "--quick",
@@ -74,6 +75,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def default_out(config: Path, *, quick: bool) -> Path:
+    """``compare-<config stem>``, with ``-quick`` for a ``--quick`` run (never the real run's).
+
+    Example:
+        >>> default_out(Path("configs/brats_3d.yaml"), quick=True).name
+        'compare-brats_3d-quick'
+    """
+    return Path(f"compare-{config.stem}{'-quick' if quick else ''}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the comparison and print the Dice table and where the report is."""
     from partseg.experiments import load_compare_config, run_compare
@@ -90,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         config, notes = select_variants(config, names)
         for note in notes:
             print(f"partseg compare: note: {note}", file=sys.stderr)
-    out = args.out or Path(f"compare-{args.config.stem}")
+    out = args.out or default_out(args.config, quick=args.quick)
     start = time.perf_counter()
     outcome = run_compare(config, out, progress=not args.no_progress)
     print()
