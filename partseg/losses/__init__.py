@@ -35,9 +35,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from partseg.lazy import lazy_getattr
 from partseg.losses.registry import LOSSES, LossConfig, build_loss, loss_parameters
 
 # The loss classes need torch; they are imported on first access, so that ``LossConfig`` and the
@@ -57,10 +55,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"partseg.losses.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'partseg.losses' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = [

@@ -21,9 +21,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from partseg.lazy import lazy_getattr
 from partseg.models.config import ModelConfig
 from partseg.models.registry import MODELS, ModelFamily
 
@@ -44,10 +44,7 @@ def build_model(config: ModelConfig) -> SegmentationModel:
     return MODELS.get(config.name, key="model.name").load()(config)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"partseg.models.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'partseg.models' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = [
