@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from partseg.config import ExperimentConfig
 
 
 class IntermixedParser(argparse.ArgumentParser):
@@ -58,7 +62,7 @@ def add_config(p: argparse.ArgumentParser) -> None:
     )
 
 
-def load_run_config(args: argparse.Namespace, overrides: list[str]):  # type: ignore[no-untyped-def]
+def load_run_config(args: argparse.Namespace, overrides: list[str]) -> tuple[ExperimentConfig, str]:
     """The experiment config CONFIG (and ``--variant``) name, and the default run name.
 
     The run name is the config's file stem, plus ``/<variant>`` for a recipe.
