@@ -269,7 +269,7 @@ class Partition:
         return tuple(-(-int(s) // c) for s, c in zip(shape, self.core, strict=True))
 
     def grid(self, shape: Sequence[int]) -> list[Minicube]:
-        """Every minicube of the regular grid tiling ``shape``; see :func:`grid`."""
+        """Every minicube of the regular grid tiling ``shape``; see :func:`iter_grid`."""
         return list(iter_grid(self, shape))
 
 

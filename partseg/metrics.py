@@ -13,9 +13,18 @@ Definitions (TP/FP/FN/TN are voxel counts of one binary target):
   connectivity; voxels on the image border count as surface). For every surface voxel of one
   mask the Euclidean distance in mm to the nearest surface voxel of the other comes from
   ``scipy.ndimage.distance_transform_edt(..., sampling=spacing)``. HD is the maximum of both
-  directions; HD95 is the 95th percentile of the *pooled* distances of both directions, as in
-  MedPy's ``hd95`` and the BraTS evaluation. The transform runs on the bounding box of both
-  masks (plus one voxel), which gives the same distances as the whole image, much faster.
+  directions. HD95 has two conventions in the literature (:data:`HD95_CONVENTIONS`):
+  ``max_directed`` (default) is the larger of the two *directed* 95th percentiles (prediction
+  -> GT and GT -> prediction), as in MONAI's ``compute_hausdorff_distance(percentile=95)``,
+  DeepMind's ``surface-distance`` and the ADAM challenge evaluation; ``pooled`` is the 95th
+  percentile of the distances of both directions pooled, as in MedPy's ``hd95``. They differ
+  when one direction has far fewer surface voxels: a small false-positive speck far from the
+  GT is a large share of the prediction's surface (max_directed sees it) but a tiny share of
+  the pooled distances (pooled hides it). The default is ``max_directed`` because it is HD's
+  own definition (maximum over both directions) with the 95th percentile in place of the
+  maximum, and it is what MONAI and the seed challenges report. The transform runs on the
+  bounding box of both masks (plus one voxel), which gives the same distances as the whole
+  image, much faster.
 * Lesion detection (eq. 2-4 of the aneurysm paper): connected components by
   ``scipy.ndimage.label`` (full connectivity by default: 26-neighbourhood in 3D). A GT lesion is
   *detected* when any predicted voxel overlaps it (hence any predicted component);
@@ -56,17 +65,24 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
+from partseg.registry import Registry
+
 __all__ = [
     "BRATS_CLASSES",
     "BRATS_LABEL_MAPPING",
     "BRATS_REGIONS",
+    "DEFAULT_HD95",
+    "HD95_CONVENTIONS",
+    "METRICS",
+    "MetricInfo",
     "binary_metrics",
     "confusion_matrix",
     "count_metrics",
@@ -102,6 +118,48 @@ def regions_for(classes: Sequence[str]) -> dict[str, tuple[int, ...]]:
 
 
 Metrics = dict[str, float]
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What tables need to know about one metric.
+
+    Attributes:
+        lower_is_better: True for distances and error counts.
+        in_tables: shown in the comparison tables (the per-case files keep every metric).
+    """
+
+    lower_is_better: bool = False
+    in_tables: bool = False
+
+
+#: Every metric :func:`evaluate_case` reports per target, in the order tables show them.
+METRICS: Registry[MetricInfo] = Registry("metric")
+for _name, _info, _help in (
+    ("dice", MetricInfo(in_tables=True), "2TP / (2TP + FP + FN)"),
+    ("f1", MetricInfo(in_tables=True), "equals Dice"),
+    ("f2", MetricInfo(in_tables=True), "5TP / (5TP + 4FN + FP)"),
+    ("precision", MetricInfo(in_tables=True), "TP / (TP + FP)"),
+    ("recall", MetricInfo(in_tables=True), "TP / (TP + FN)"),
+    ("specificity", MetricInfo(in_tables=True), "TN / (TN + FP)"),
+    ("hd95", MetricInfo(True, True), "95th-percentile Hausdorff distance, mm"),
+    ("hd", MetricInfo(True, True), "Hausdorff distance, mm"),
+    ("volumetric_similarity", MetricInfo(in_tables=True), "1 - |FN - FP| / (2TP + FP + FN)"),
+    ("lesion_sensitivity", MetricInfo(in_tables=True), "detected / GT lesions"),
+    ("lesion_fp", MetricInfo(True, True), "predicted components touching no GT"),
+    ("lesion_ppv", MetricInfo(in_tables=True), "components touching GT / components"),
+    ("jaccard", MetricInfo(), "TP / (TP + FP + FN)"),
+    ("sensitivity", MetricInfo(), "equals recall"),
+    ("assd", MetricInfo(lower_is_better=True), "average symmetric surface distance, mm"),
+    ("gt_lesions", MetricInfo(), "GT connected components"),
+    ("pred_lesions", MetricInfo(), "predicted connected components"),
+    ("detected_lesions", MetricInfo(), "GT components touched by the prediction"),
+    ("gt_voxels", MetricInfo(), "GT voxels"),
+    ("pred_voxels", MetricInfo(), "predicted voxels"),
+    ("gt_volume_ml", MetricInfo(), "GT volume, ml"),
+    ("pred_volume_ml", MetricInfo(), "predicted volume, ml"),
+):
+    METRICS.add(_name, _info, help=_help)
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,16 +264,48 @@ def surface_distances(
     return to_gt[pred_surface], to_pred[gt_surface]
 
 
+def _hd95_max_directed(to_gt: np.ndarray, to_pred: np.ndarray) -> float:
+    return float(max(np.percentile(to_gt, 95), np.percentile(to_pred, 95)))
+
+
+def _hd95_pooled(to_gt: np.ndarray, to_pred: np.ndarray) -> float:
+    return float(np.percentile(np.concatenate([to_gt, to_pred]), 95))
+
+
+#: How HD95 combines the two directed surface distances (see the module docstring).
+HD95_CONVENTIONS: Registry[Callable[[np.ndarray, np.ndarray], float]] = Registry("HD95 convention")
+HD95_CONVENTIONS.add(
+    "max_directed",
+    _hd95_max_directed,
+    help="max of the two directed 95th percentiles (MONAI, DeepMind surface-distance, ADAM)",
+)
+HD95_CONVENTIONS.add(
+    "pooled",
+    _hd95_pooled,
+    help="95th percentile of both directions' distances pooled (MedPy hd95)",
+)
+#: The HD95 convention used unless one is asked for (reason in the module docstring).
+DEFAULT_HD95 = "max_directed"
+
+
 def surface_distance_metrics(
     pred_mask: np.ndarray,
     gt_mask: np.ndarray,
     spacing: Sequence[float],
     max_distance: float | None = None,
+    hd95: str = DEFAULT_HD95,
 ) -> Metrics:
     """HD, HD95 and average symmetric surface distance (ASSD), in mm.
 
     Empty masks: both empty -> 0; one empty -> ``max_distance`` (default: the
     :func:`image_diagonal` of the masks).
+
+    Args:
+        pred_mask: boolean prediction.
+        gt_mask: boolean ground truth, same shape.
+        spacing: voxel size in mm per axis.
+        max_distance: the value of every distance when exactly one mask is empty.
+        hd95: one of :data:`HD95_CONVENTIONS`.
 
     Example:
         >>> a = np.zeros((1, 1, 6), bool); a[0, 0, 0] = True
@@ -223,6 +313,7 @@ def surface_distance_metrics(
         >>> surface_distance_metrics(a, b, spacing=(1.0, 1.0, 2.0))["hd"]
         6.0
     """
+    combine = HD95_CONVENTIONS.get(hd95, key="hd95_convention")
     pred_any, gt_any = bool(pred_mask.any()), bool(gt_mask.any())
     if not pred_any and not gt_any:
         return {"hd": 0.0, "hd95": 0.0, "assd": 0.0}
@@ -233,7 +324,7 @@ def surface_distance_metrics(
     pooled = np.concatenate([to_gt, to_pred])
     return {
         "hd": float(pooled.max()),
-        "hd95": float(np.percentile(pooled, 95)),
+        "hd95": combine(to_gt, to_pred),
         "assd": float(pooled.mean()),
     }
 
@@ -303,6 +394,7 @@ def _target_metrics(
     gt_mask: np.ndarray,
     counts: tuple[int, int, int, int],
     spacing: Sequence[float],
+    hd95: str = DEFAULT_HD95,
 ) -> Metrics:
     tp, fp, fn, tn = counts
     voxel_ml = float(np.prod(spacing)) / 1000.0
@@ -312,7 +404,7 @@ def _target_metrics(
     if union.any():  # distances and components only depend on the union's bounding box
         box = _bbox(union, margin=1)
         pred_mask, gt_mask = pred_mask[box], gt_mask[box]
-    metrics.update(surface_distance_metrics(pred_mask, gt_mask, spacing, diagonal))
+    metrics.update(surface_distance_metrics(pred_mask, gt_mask, spacing, diagonal, hd95))
     metrics.update(lesion_detection(pred_mask, gt_mask))
     metrics.update(
         {
@@ -326,7 +418,10 @@ def _target_metrics(
 
 
 def binary_metrics(
-    pred_mask: np.ndarray, gt_mask: np.ndarray, spacing: Sequence[float] | None = None
+    pred_mask: np.ndarray,
+    gt_mask: np.ndarray,
+    spacing: Sequence[float] | None = None,
+    hd95: str = DEFAULT_HD95,
 ) -> Metrics:
     """Every metric of one binary target (boolean masks of the same shape).
 
@@ -343,7 +438,7 @@ def binary_metrics(
     fp = int(np.count_nonzero(pred_mask)) - tp
     fn = int(np.count_nonzero(gt_mask)) - tp
     tn = gt_mask.size - tp - fp - fn
-    return _target_metrics(pred_mask, gt_mask, (tp, fp, fn, tn), spacing)
+    return _target_metrics(pred_mask, gt_mask, (tp, fp, fn, tn), spacing, hd95)
 
 
 def evaluate_case(
@@ -354,6 +449,7 @@ def evaluate_case(
     regions: Mapping[str, Sequence[int]] = BRATS_REGIONS,
     *,
     include_background: bool = False,
+    hd95: str = DEFAULT_HD95,
 ) -> dict[str, Any]:
     """Metrics of one case per class and per region, plus the confusion matrix.
 
@@ -365,6 +461,7 @@ def evaluate_case(
         regions: region name -> class ids whose union forms the region
             (:data:`BRATS_REGIONS` by default; ``{}`` for none).
         include_background: also report class 0.
+        hd95: the HD95 convention, one of :data:`HD95_CONVENTIONS`.
 
     Returns:
         ``{"shape", "spacing", "classes": {name: metrics}, "regions": {name: metrics},
@@ -385,13 +482,16 @@ def evaluate_case(
             raise ValueError(f"region {name!r} uses class ids {tuple(ids)} outside 1..{n_classes}")
     matrix = confusion_matrix(pred, gt, n_classes)
     first = 0 if include_background else 1
+    HD95_CONVENTIONS.check(hd95, key="hd95_convention")
     per_class = {
-        classes[c]: _target_metrics(pred == c, gt == c, _counts_from_matrix(matrix, [c]), spacing)
+        classes[c]: _target_metrics(
+            pred == c, gt == c, _counts_from_matrix(matrix, [c]), spacing, hd95
+        )
         for c in range(first, n_classes)
     }
     per_region = {
         name: _target_metrics(
-            np.isin(pred, ids), np.isin(gt, ids), _counts_from_matrix(matrix, ids), spacing
+            np.isin(pred, ids), np.isin(gt, ids), _counts_from_matrix(matrix, ids), spacing, hd95
         )
         for name, ids in regions.items()
     }

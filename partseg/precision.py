@@ -34,12 +34,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from partseg.errors import ConfigError
+from partseg.precision_modes import PRECISION_MODES as PRECISION_MODES  # the one list
 
 if TYPE_CHECKING:  # torch is imported where it is used, so CLI parsers can read the modes
     import torch
-
-#: The modes every command and config accepts.
-PRECISION_MODES = ("auto", "bf16", "fp16", "off")
 
 _DTYPES = {"bf16": "bfloat16", "fp16": "float16"}  # torch dtype names
 _LOG = logging.getLogger("partseg")

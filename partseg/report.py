@@ -34,22 +34,24 @@ from typing import Any
 import numpy as np
 
 from partseg.atomic import atomic_path, write_text
+from partseg.metrics import DEFAULT_HD95, HD95_CONVENTIONS, METRICS
 
-#: Metric columns in the order tables show them; metrics not listed follow alphabetically.
-METRIC_ORDER = (
-    "dice",
-    "f1",
-    "f2",
-    "precision",
-    "recall",
-    "specificity",
-    "hd95",
-    "hd",
-    "volumetric_similarity",
-    "lesion_sensitivity",
-    "lesion_fp",
-    "lesion_ppv",
-)
+#: Metric columns in the order tables show them (the table metrics of
+#: :data:`partseg.metrics.METRICS`); metrics not listed follow alphabetically.
+METRIC_ORDER = tuple(name for name in METRICS if METRICS.get(name).in_tables)
+
+
+def hd95_statement(convention: str) -> str:
+    """How a report states its HD95 convention (the name, then what it means).
+
+    Example:
+        >>> hd95_statement("pooled")
+        "pooled: 95th percentile of both directions' distances pooled (MedPy hd95)"
+    """
+    name = HD95_CONVENTIONS.check(convention, key="hd95_convention")
+    entry = next(e for e in HD95_CONVENTIONS.entries() if e.name == name)
+    return f"{entry.name}: {entry.help}"
+
 
 #: Cost columns in the order tables show them.
 COST_ORDER = (
@@ -63,7 +65,7 @@ COST_ORDER = (
 )
 
 #: Metrics where lower is better (the rest: higher is better).
-LOWER_IS_BETTER = frozenset({"hd95", "hd", "lesion_fp"})
+LOWER_IS_BETTER = frozenset(name for name in METRICS if METRICS.get(name).lower_is_better)
 
 
 @dataclass(frozen=True)
@@ -299,6 +301,7 @@ def write_report(
     settings: Mapping[str, Any] | None = None,
     figures: Mapping[str, str] | None = None,
     notes: Sequence[str] = (),
+    hd95_convention: str = DEFAULT_HD95,
 ) -> Path:
     """Write ``report.md``, ``results.csv`` and ``results.json`` into ``out_dir``.
 
@@ -309,6 +312,8 @@ def write_report(
         settings: what was compared (store, split, seeds, budget), listed at the top.
         figures: caption -> PNG file name (relative to ``out_dir``), embedded in order.
         notes: extra lines shown under the tables.
+        hd95_convention: how the runs' HD95 was computed (:data:`partseg.metrics.
+            HD95_CONVENTIONS`), stated in both files (``hd95_convention`` in the JSON).
 
     Returns:
         ``out_dir`` as a Path.
@@ -320,6 +325,7 @@ def write_report(
     write_text(out / "results.csv", _csv_text(results_rows(runs)))
     payload = {
         "title": title,
+        "hd95_convention": HD95_CONVENTIONS.check(hd95_convention, key="hd95_convention"),
         "settings": settings,
         "variants": _variants(runs),
         "scores": aggregate_scores(runs),
@@ -328,6 +334,7 @@ def write_report(
         "figures": figures,
     }
     write_text(out / "results.json", json.dumps(payload, indent=2, default=_json_default))
+    notes = [*notes, f"HD95 convention: {hd95_statement(hd95_convention)}."]
     write_text(out / "report.md", markdown_report(runs, title, settings, figures, notes))
     return out
 

@@ -47,6 +47,20 @@ def test_folders_give_json_csv_and_table(folders, tmp_path: Path, capsys) -> Non
     assert float(by_key["mean", "regions", "tumor_core"]["dice"]) == pytest.approx(5 / 6)
     assert len(rows) == 2 * 6 + 3 * 6  # 2 cases + mean/std/median, 3 classes + 3 regions
     assert not list(tmp_path.glob("**/*.tmp"))  # atomic writes leave no temporary file
+    assert report["hd95_convention"] == "max_directed" and "max_directed" in table
+
+
+def test_hd95_flag_picks_the_convention(folders, tmp_path: Path, capsys) -> None:
+    pred_dir, gt_dir = folders
+    out_json = tmp_path / "pooled.json"
+    argv = ["evaluate", str(pred_dir), str(gt_dir), "--hd95", "pooled", "--json", str(out_json)]
+    assert main(argv) == 0
+    assert "pooled convention" in capsys.readouterr().out
+    report = json.loads(out_json.read_text())
+    assert report["hd95_convention"] == "pooled"
+    assert report == json.loads(json.dumps(evaluate_folders(pred_dir, gt_dir, hd95="pooled")))
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(pred_dir), str(gt_dir), "--hd95", "mean"])
 
 
 def test_two_files_and_json_on_stdout(folders, capsys) -> None:

@@ -97,3 +97,62 @@ def test_to_dict_is_plain_yaml() -> None:
     assert "!!python" not in text
     set_dotted(raw := {}, "a.b.c=1")
     assert raw == {"a": {"b": {"c": 1}}}
+
+
+def test_reading_and_validating_a_recipe_imports_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import partseg.config; partseg.config.load_config('configs/default.yaml'); "
+        "import sys; assert 'torch' not in sys.modules, 'torch was imported'; "
+        "assert 'torchio' not in sys.modules, 'torchio was imported'"
+    )
+    root = CONFIGS.parent
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["partition.core=[8, 8, 9]"], r"partition\.core=\[8, 8, 9\]: core .* use \(8, 8, 10\)"),
+        (["model.depth=5"], r"partition\.core.*depth 5: total stride 16"),
+        (
+            [
+                "model.spatial_dims=2",
+                "partition.spatial_dims=2",
+                "partition.core=[1, 16, 16]",
+                "partition.context_slices=1",
+                "model.in_channels=4",
+            ],
+            r"model\.in_channels=4: a 2D model with partition\.context_slices=1 reads 3 slices",
+        ),
+        (["loss.params={sigmoid: true}"], r"loss\.params\.sigmoid=True: .*out_channels=1"),
+        (["loss.name=ce", "loss.params={weight: [1, 2]}"], r"loss\.params\.weight=\[1, 2\]"),
+        (["train.val_every=0", "train.early_stop_patience=3"], r"train\.early_stop_patience=3"),
+        (["train.val_every=0", "schedule.name=plateau"], "needs validation"),
+    ],
+)
+def test_rules_between_sections_are_checked_at_load(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(CONFIGS / "tiny.yaml", overrides)
+
+
+def test_rules_accept_what_fits() -> None:
+    two_d = [
+        "model.spatial_dims=2", "partition.spatial_dims=2", "partition.core=[1, 16, 16]",
+        "partition.context_slices=1", "model.in_channels=12",
+    ]  # fmt: skip
+    assert load_config(CONFIGS / "tiny.yaml", two_d).model.in_channels == 12
+    binary = ["model.out_channels=1", "loss.params={sigmoid: true}"]
+    assert load_config(CONFIGS / "tiny.yaml", binary).loss.params == {"sigmoid": True}
+    weights = ["loss.name=ce", "loss.params={weight: [1, 2, 2]}"]
+    assert load_config(CONFIGS / "tiny.yaml", weights).loss.name == "ce"
+
+
+def test_amp_modes_are_the_precision_modes() -> None:
+    from partseg.config import AMP_MODES
+    from partseg.precision import PRECISION_MODES
+
+    assert AMP_MODES is PRECISION_MODES

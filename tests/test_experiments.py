@@ -218,6 +218,12 @@ def test_run_compare_end_to_end_and_resume(tmp_path: Path) -> None:
     run_compare(cfg, tmp_path / "cmp", progress=False, log=lines.append)
     assert any("not retrained" in line for line in lines)
     assert checkpoint.stat().st_mtime_ns == before
+    assert data["hd95_convention"] == "max_directed"
+    pooled = compare_config_from_dict(TINY, overrides=["evaluation.hd95_convention=pooled"])
+    report = run_compare(pooled, tmp_path / "cmp", progress=False, log=lines.append).report_dir
+    assert json.loads((report / "results.json").read_text())["hd95_convention"] == "pooled"
+    assert "HD95 convention: pooled" in (report / "report.md").read_text()
+    assert checkpoint.stat().st_mtime_ns == before  # re-scored, not retrained
     changed = compare_config_from_dict(
         {**TINY, "variants": [{"name": "ctx", "overrides": {"partition.margin": [0, 0, 0]}}]}
     )
@@ -256,3 +262,102 @@ def test_the_loss_ensemble_recipe_blends_with_margin_zero() -> None:
     assert cfg.evaluation.blend == "gaussian" and cfg.base["partition"]["margin"] == [0, 0, 0]
     core = cfg.base["partition"]["core"]
     assert all(o > 0 for o in overlap_per_side(cfg.evaluation.overlap, "gaussian", core))
+
+
+def test_hd95_convention_is_validated() -> None:
+    with pytest.raises(ConfigError, match=r"evaluation\.hd95_convention='hd'; choose one of"):
+        compare_config_from_dict(TINY, overrides=["evaluation.hd95_convention=hd"])
+
+
+def _two_variants(overrides: dict | None = None) -> dict:
+    base = TINY["base"]
+    variants = [
+        {"name": "a", "overrides": {"model.name": "dilated_unet"}},
+        {"name": "b", "overrides": overrides or {}},
+    ]
+    return {**TINY, "base": base, "variants": variants}
+
+
+def test_dotted_cli_override_of_a_variant_merges_into_its_section() -> None:
+    cfg = compare_config_from_dict(
+        _two_variants(), overrides=["variants.0.overrides.model.base_width=8"]
+    )
+    model = experiment_dict(cfg, cfg.variants[0])["model"]
+    # the variant's dotted model.name and the CLI's base_width both land; the base stays
+    assert model == {**TINY["base"]["model"], "name": "dilated_unet", "base_width": 8}
+    cfg = compare_config_from_dict(
+        _two_variants(), overrides=["variants.1.overrides.model.depth=3"]
+    )
+    assert experiment_dict(cfg, cfg.variants[1])["model"] == {**TINY["base"]["model"], "depth": 3}
+
+
+@pytest.mark.parametrize(
+    "overrides", [{"model.base_width": 8}, {"model": {"base_width": 8}}], ids=["dotted", "nested"]
+)
+def test_yaml_variant_overrides_merge_into_the_base_section(overrides: dict) -> None:
+    cfg = compare_config_from_dict(_two_variants(overrides))
+    model = experiment_dict(cfg, cfg.variants[1])["model"]
+    assert model == {**TINY["base"]["model"], "base_width": 8}
+
+
+def test_a_dotted_key_with_a_mapping_value_sets_that_value() -> None:
+    raw = _two_variants({"loss.name": "tversky", "loss.params": {"alpha": 0.7, "beta": 0.3}})
+    raw["base"] = {**TINY["base"], "loss": {"name": "focal", "params": {"gamma": 2.0}}}
+    cfg = compare_config_from_dict(raw)
+    loss = experiment_dict(cfg, cfg.variants[1])["loss"]
+    assert loss == {"name": "tversky", "params": {"alpha": 0.7, "beta": 0.3}}  # gamma replaced
+
+
+def _with_combinations() -> dict:
+    raw = _two_variants()
+    raw["variants"] = [*raw["variants"], {"name": "c"}]
+    raw["ensembles"] = [{"name": "ab", "members": ["a", "b"]}]
+    raw["cascades"] = [{"name": "ac", "coarse": "a", "fine": "c"}]
+    return raw
+
+
+def test_select_variants_keeps_complete_combinations_and_notes_the_rest() -> None:
+    from partseg.experiments.config import select_variants
+
+    cfg = compare_config_from_dict(_with_combinations())
+    kept, notes = select_variants(cfg, ["a", "b"])
+    assert kept.names == ["a", "b", "ab"]
+    assert notes == ["cascade 'ac' left out: it needs c, not selected"]
+    kept, notes = select_variants(cfg, ["ac"])  # a combination brings its members
+    assert kept.names == ["a", "c", "ac"] and notes == [
+        "ensemble 'ab' left out: it needs b, not selected"
+    ]
+    with pytest.raises(ConfigError, match=r"'d' is not in this recipe.*choose from: a, b, c, ab"):
+        select_variants(cfg, ["d"])
+
+
+def test_load_training_config_picks_a_recipe_variant(tmp_path: Path) -> None:
+    import yaml
+
+    from partseg.experiments.config import load_training_config
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(_with_combinations()))
+    config, name = load_training_config(recipe, ["train.epochs=3"], variant="a")
+    assert name == "a" and config.model.name == "dilated_unet" and config.train.epochs == 3
+    with pytest.raises(ConfigError, match="3 variants: pass --variant NAME, one of: a, b, c"):
+        load_training_config(recipe)
+    with pytest.raises(ConfigError, match="variant 'bb' is not in this recipe; did you mean 'b'"):
+        load_training_config(recipe, variant="bb")
+    with pytest.raises(ConfigError, match="'ab' combines trained variants"):
+        load_training_config(recipe, variant="ab")
+    single = tmp_path / "single.yaml"
+    single.write_text(yaml.safe_dump({**TINY, "store": "s.zarr"}))
+    config, name = load_training_config(single)
+    assert name == "ctx" and config.data.store == "s.zarr"
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump(TINY["base"]))
+    assert load_training_config(plain) == (load_config_of(plain), None)
+    with pytest.raises(ConfigError, match="not a recipe with variants: drop --variant"):
+        load_training_config(plain, variant="a")
+
+
+def load_config_of(path: Path):
+    from partseg.config import load_config
+
+    return load_config(path)

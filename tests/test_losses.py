@@ -22,7 +22,9 @@ from partseg.losses import (
     TverskyLoss,
     WeightedDiceLoss,
     build_loss,
+    loss_parameters,
 )
+from partseg.losses.registry import source_parameters
 
 # A 1 x 4 binary example written as 2-channel softmax logits log(1 - p), log(p), so the
 # foreground probabilities are exactly P.
@@ -378,3 +380,24 @@ def test_loss_config_is_frozen_and_builds() -> None:
         config.name = "dice"  # type: ignore[misc]
     with pytest.raises(ConfigError, match="did you mean 'tversky'"):
         LossConfig("tverski")
+
+
+def test_every_exported_loss_is_registered_topk_included() -> None:
+    import partseg.losses as losses
+
+    exported = {getattr(losses, name) for name in losses.__all__ if name.endswith("Loss")}
+    registered = {LOSSES.get(name) for name in LOSSES}
+    assert exported - registered == {DeepSupervisionLoss}  # a wrapper, not a loss of its own
+    assert LOSSES.get("topk") is TopKLoss
+    assert build_loss("topk", k=25).k == 25.0
+    assert LossConfig("topk", {"k": 5}).build().k == 5.0
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_parameters_read_from_source_match_the_signature(name: str) -> None:
+    import inspect
+
+    cls = LOSSES.get(name)
+    signature = tuple(p for p in inspect.signature(cls.__init__).parameters if p != "self")
+    target = next(e.target for e in LOSSES.entries() if e.name == name)
+    assert source_parameters(target) == signature == loss_parameters(name)

@@ -7,9 +7,13 @@ import math
 import numpy as np
 import pytest
 
+from partseg.errors import ConfigError
 from partseg.metrics import (
     BRATS_CLASSES,
     BRATS_REGIONS,
+    DEFAULT_HD95,
+    HD95_CONVENTIONS,
+    METRICS,
     binary_metrics,
     confusion_matrix,
     count_metrics,
@@ -79,7 +83,9 @@ def hd_example(ndim: int) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
 
     Row spacing 3 mm, column spacing 1 mm. Every voxel of a one-voxel-thick line is surface.
     Distances: 10 prediction line voxels -> 3 mm, the stray voxel -> 9 mm (to (0, 9)),
-    10 GT voxels -> 3 mm. Pooled (21 values): HD = 9, 95th percentile (index 19 of 0..20) = 3.
+    10 GT voxels -> 3 mm. HD = 9. Pooled (21 values): 95th percentile (index 19 of 0..20) = 3.
+    Directed: prediction -> GT (11 values) at index 0.95 * 10 = 9.5, halfway between 3 and 9
+    = 6; GT -> prediction = 3; max_directed = 6.
     """
     gt = np.zeros((4, 10), bool)
     gt[0] = True
@@ -97,7 +103,8 @@ def test_hausdorff_with_anisotropic_spacing(ndim: int) -> None:
     pred, gt, spacing = hd_example(ndim)
     m = surface_distance_metrics(pred, gt, spacing)
     assert m["hd"] == pytest.approx(9.0)
-    assert m["hd95"] == pytest.approx(3.0)
+    assert m["hd95"] == pytest.approx(6.0)  # max_directed, the default
+    assert surface_distance_metrics(pred, gt, spacing, hd95="pooled")["hd95"] == 3.0
     assert m["assd"] == pytest.approx((20 * 3 + 9) / 21)
     # the spacing is (Z, Y, X) like the array: swapped spacing gives other numbers
     swapped = surface_distance_metrics(pred, gt, spacing[::-1])
@@ -118,7 +125,7 @@ def test_hausdorff_uses_surfaces_not_volumes() -> None:
 
 
 def brute_force(pred: np.ndarray, gt: np.ndarray, spacing) -> tuple[float, float]:
-    """HD and HD95 from pairwise distances between surface coordinates."""
+    """HD, pooled HD95 and max-directed HD95 from pairwise distances of surface coordinates."""
     from scipy import ndimage
 
     def surface(mask):
@@ -127,7 +134,8 @@ def brute_force(pred: np.ndarray, gt: np.ndarray, spacing) -> tuple[float, float
     a, b = surface(pred), surface(gt)
     d = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
     pooled = np.concatenate([d.min(1), d.min(0)])
-    return float(pooled.max()), float(np.percentile(pooled, 95))
+    directed = max(np.percentile(d.min(1), 95), np.percentile(d.min(0), 95))
+    return float(pooled.max()), float(np.percentile(pooled, 95)), float(directed)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -138,10 +146,77 @@ def test_hausdorff_matches_brute_force(seed: int) -> None:
     pred = rng.random(gt.shape) > 0.8
     pred[0] = True  # touches the image border: border voxels count as surface
     spacing = (2.5, 1.0, 0.7)
-    m = surface_distance_metrics(pred, gt, spacing)
-    hd, hd95 = brute_force(pred, gt, spacing)
+    hd, pooled, directed = brute_force(pred, gt, spacing)
+    m = surface_distance_metrics(pred, gt, spacing, hd95="max_directed")
     assert m["hd"] == pytest.approx(hd)
-    assert m["hd95"] == pytest.approx(hd95)
+    assert m["hd95"] == pytest.approx(directed)
+    assert surface_distance_metrics(pred, gt, spacing, hd95="pooled")["hd95"] == pytest.approx(
+        pooled
+    )
+
+
+def far_speck() -> tuple[np.ndarray, np.ndarray]:
+    """GT: row 0, columns 0..9; prediction: row 1, columns 0..9, plus one speck at (1, 29).
+
+    Spacing 1 mm. Prediction -> GT: 10 line voxels at 1 mm and the speck at sqrt(1 + 20**2)
+    (to (0, 9)); GT -> prediction: 10 voxels at 1 mm.
+    max_directed: the 11 prediction distances at index 9.5: 1 + 0.5 * (sqrt(401) - 1) = 10.51.
+    pooled: 21 distances, index 19 is still 1 mm: the speck is invisible.
+    """
+    gt = np.zeros((3, 30), bool)
+    gt[0, :10] = True
+    pred = np.zeros_like(gt)
+    pred[1, :10] = True
+    pred[1, 29] = True
+    return pred, gt
+
+
+def test_hd95_conventions_on_a_far_false_positive_speck() -> None:
+    pred, gt = far_speck()
+    directed = binary_metrics(pred, gt, hd95="max_directed")["hd95"]
+    pooled = binary_metrics(pred, gt, hd95="pooled")["hd95"]
+    assert directed == pytest.approx(1 + 0.5 * (math.sqrt(401) - 1))
+    assert pooled == 1.0
+    assert DEFAULT_HD95 == "max_directed" and binary_metrics(pred, gt)["hd95"] == directed
+    by_case = evaluate_case(pred.astype(int), gt.astype(int), ("bg", "fg"), regions={},
+                            hd95="pooled")  # fmt: skip
+    assert by_case["classes"]["fg"]["hd95"] == 1.0
+    with pytest.raises(ConfigError, match="hd95_convention='mean'; choose one of"):
+        evaluate_case(pred.astype(int), gt.astype(int), ("bg", "fg"), regions={}, hd95="mean")
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # MONAI's own deprecation notes
+@pytest.mark.parametrize("seed", [0, 1])
+def test_max_directed_hd95_equals_monai(seed: int) -> None:
+    monai = pytest.importorskip("monai.metrics")
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(seed)
+    gt = np.zeros((6, 9, 11), bool)
+    gt[1:4, 2:7, 3:9] = True
+    pred = rng.random(gt.shape) > 0.8
+    spacing = (2.5, 1.0, 0.7)
+
+    def one_hot(mask: np.ndarray):
+        fg = torch.from_numpy(mask.astype(np.float32))[None, None]  # (B=1, 1, Z, Y, X)
+        return torch.cat([1 - fg, fg], dim=1)
+
+    expected = monai.compute_hausdorff_distance(
+        one_hot(pred), one_hot(gt), include_background=False, percentile=95, spacing=spacing
+    )
+    ours = surface_distance_metrics(pred, gt, spacing, hd95="max_directed")["hd95"]
+    assert ours == pytest.approx(float(expected), rel=1e-6)
+    speck_pred, speck_gt = far_speck()
+    expected = monai.compute_hausdorff_distance(
+        one_hot(speck_pred[None]), one_hot(speck_gt[None]), percentile=95
+    )
+    assert binary_metrics(speck_pred, speck_gt)["hd95"] == pytest.approx(float(expected))
+
+
+def test_metric_registry_lists_every_metric_evaluate_case_reports() -> None:
+    pred, gt = far_speck()
+    result = evaluate_case(pred.astype(int), gt.astype(int), ("bg", "fg"), regions={})
+    assert set(result["classes"]["fg"]) == set(METRICS.names())
+    assert set(HD95_CONVENTIONS.names()) == {"max_directed", "pooled"}
 
 
 def lesion_example() -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from partseg.errors import ConfigError
 from partseg.report import (
     RunResult,
     aggregate_costs,
@@ -113,6 +114,19 @@ def test_write_report_files_round_trip(tmp_path) -> None:
     assert restored[0].confusion == ((5, 1), (2, 7))
     assert restored[0].history[1]["val_loss"] == 0.6
     assert restored[2].scores == runs[2].scores
+    assert data["hd95_convention"] == "max_directed"  # the default, stated in both files
+    assert "HD95 convention: max_directed: max of the two directed 95th percentiles" in md
+
+
+def test_report_states_the_hd95_convention_it_is_given(tmp_path) -> None:
+    out = write_report(tmp_path / "rep", _runs(), hd95_convention="pooled")
+    assert json.loads((out / "results.json").read_text())["hd95_convention"] == "pooled"
+    assert (
+        "HD95 convention: pooled: 95th percentile of both directions"
+        in (out / "report.md").read_text()
+    )
+    with pytest.raises(ConfigError, match="hd95_convention='medpy'"):
+        write_report(tmp_path / "bad", _runs(), hd95_convention="medpy")
     assert not list(out.glob(".*tmp"))
 
 

@@ -1,15 +1,17 @@
 """``partseg compare CONFIG``: train variants side by side and write one report.
 
 The config is a compare config (see :mod:`partseg.experiments`): a base experiment, a list of
-variants (name + dotted overrides), optional ensembles and cascades. Every variant trains on the
-same store, split, seeds and budget; the held-out test cases are predicted by stitched minicubes
-and scored; ``OUT/report/`` receives ``report.md``, ``results.csv``, ``results.json`` and the
-plots. Rerunning the same command resumes: finished runs are neither retrained nor re-scored.
+variants (name + dotted overrides), optional ensembles and cascades; ``--variants a,b`` runs a
+subset. Every variant trains on the same store, split, seeds and budget; the held-out test
+cases are predicted by stitched minicubes and scored; ``OUT/report/`` receives ``report.md``,
+``results.csv``, ``results.json`` and the plots. Rerunning the same command resumes: finished
+runs are neither retrained nor re-scored.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -36,7 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--out",
         type=Path,
         default=None,
-        help="output folder (default: compare-<CONFIG name>, in the current folder)",
+        help="output folder (default: compare-<CONFIG name>, or compare-<CONFIG name>-quick "
+        "with --quick, in the current folder)",
     )
     parser.add_argument(
         "--quick",
@@ -50,9 +53,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="an ingested store (path or URL) to use instead of the config's store or phantom "
         "data (default: the config's)",
     )
+    parser.add_argument(
+        "--variants",
+        default=None,
+        metavar="A,B",
+        help="run only these variants (comma-separated); naming an ensemble or cascade runs "
+        "it with its members; ensembles and cascades that need an unselected variant are left "
+        "out with a note (default: every variant)",
+    )
     add_overrides(
         parser,
-        "compare-config overrides such as base.train.epochs=5 evaluation.blend=gaussian "
+        "compare-config overrides such as base.train.epochs=5 evaluation.blend=gaussian or "
+        "variants.1.overrides.model.base_width=8 (merged into that variant's model section) "
         "(default: none)",
     )
     parser.add_argument(
@@ -63,9 +75,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def default_out(config: Path, *, quick: bool) -> Path:
+    """``compare-<config stem>``, with ``-quick`` for a ``--quick`` run (never the real run's).
+
+    Example:
+        >>> default_out(Path("configs/brats_3d.yaml"), quick=True).name
+        'compare-brats_3d-quick'
+    """
+    return Path(f"compare-{config.stem}{'-quick' if quick else ''}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the comparison and print the Dice table and where the report is."""
     from partseg.experiments import load_compare_config, run_compare
+    from partseg.experiments.config import select_variants
     from partseg.recipes import resolve_config
 
     args.config = resolve_config(args.config, "compare config")
@@ -73,7 +96,12 @@ def run(args: argparse.Namespace) -> int:
     if args.store:
         overrides.append(f"store={args.store}")
     config = load_compare_config(args.config, quick=args.quick, overrides=overrides)
-    out = args.out or Path(f"compare-{args.config.stem}")
+    if args.variants:
+        names = [n.strip() for n in args.variants.split(",") if n.strip()]
+        config, notes = select_variants(config, names)
+        for note in notes:
+            print(f"partseg compare: note: {note}", file=sys.stderr)
+    out = args.out or default_out(args.config, quick=args.quick)
     start = time.perf_counter()
     outcome = run_compare(config, out, progress=not args.no_progress)
     print()

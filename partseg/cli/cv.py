@@ -1,5 +1,7 @@
 """``partseg cv CONFIG --folds 5``: k-fold cross-validation, one fold after another.
 
+CONFIG is a training config or a recipe with ``--variant NAME`` (see :mod:`partseg.cli.train`).
+
 Each fold trains into ``DIR/fold_K`` (a normal run directory); the folds are drawn once and
 stored as ``DIR/splits.json`` (and in every fold's directory). When all folds are done,
 ``DIR/cv_summary.json`` holds each fold's best validation metrics and their mean and standard
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from partseg.atomic import write_json
-from partseg.cli.train import add_common_arguments, fit_to_budget
+from partseg.cli.train import add_common_arguments, fit_to_budget, load_run_config
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +31,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_common_arguments(p)
     p.add_argument("--folds", type=int, default=5, help="number of folds k (default: 5)")
     p.add_argument(
-        "--out", type=Path, default=None, help="output folder (default: runs/<config name>_cv)"
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: runs/<config name>[/<variant>]_cv)",
     )
     p.add_argument(
         "--resume",
@@ -60,17 +65,14 @@ def summarize_folds(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from partseg.config import load_config
-    from partseg.recipes import resolve_config
     from partseg.store.zarrstore import open_store
     from partseg.train.distributed import init_distributed, shutdown
     from partseg.train.splits import kfold_splits, write_splits
     from partseg.train.trainer import train
 
-    args.config = resolve_config(args.config)
-    out = args.out or Path("runs") / f"{args.config.stem}_cv"
     base = [*args.overrides, f"data.folds={args.folds}"]
-    first = load_config(args.config, [*base, "data.fold=0"])
+    first, name = load_run_config(args, [*base, "data.fold=0"])
+    out = args.out or Path("runs") / f"{name}_cv"
     ctx = init_distributed(first.train.device)
     try:
         if ctx.is_main:
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             run_dir = out / f"fold_{fold}"
             summary_path = run_dir / "summary.json"
             if not summary_path.is_file():
-                config = load_config(args.config, [*base, f"data.fold={fold}"])
+                config, _ = load_run_config(args, [*base, f"data.fold={fold}"])
                 if args.gpu_mem:
                     log = print if ctx.is_main else (lambda _message: None)
                     config = fit_to_budget(config, args.gpu_mem, ctx.device.type, log)

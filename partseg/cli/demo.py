@@ -4,7 +4,8 @@ Phantom BraTS-like cases -> ingest into a zarr store -> train a 2D U-Net, a 3D m
 without context and one with context (CPU-sized settings of the built-in recipe ``demo``,
 ``configs/demo.yaml`` in a checkout, found by :func:`partseg.recipes.recipe_path`) -> stitched
 prediction of held-out cases -> evaluation -> report. Prints the Dice table and where the report
-is. ``--quick`` runs the same steps on tiny settings (under two minutes), for smoke tests.
+is. About 4 minutes on 2 CPU cores; ``--quick`` runs the same steps on tiny settings in under a
+minute, for smoke tests.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 A thin layer over :func:`partseg.evaluation.evaluate_folders`, which documents how cases are
 found and matched (NIfTI files, folders, stores), how labels become class ids, and the seam
-measures. This module parses the options, prints the table (Dice and HD95 per case and target
-with the means, then the seam measures) or the JSON, and writes ``--json`` (the full per-case
-metrics, summary and settings) and ``--csv`` (one row per case, section and target, then
-mean/std/median rows) atomically.
+measures. This module parses the options, prints the table (the HD95 convention used, then Dice
+and HD95 per case and target with the means, then the seam measures) or the JSON, and writes
+``--json`` (the full per-case metrics, summary and settings) and ``--csv`` (one row per case,
+section and target, then mean/std/median rows) atomically.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import sys
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``partseg evaluate``."""
+    from partseg.metrics import DEFAULT_HD95, HD95_CONVENTIONS
+
     p = subparsers.add_parser(
         "evaluate",
         help="compare predicted and ground-truth segmentations: Dice, HD95, lesion detection...",
@@ -68,6 +70,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="skip cases present on one side only, with a warning (default: error)",
     )
     p.add_argument(
+        "--hd95",
+        choices=HD95_CONVENTIONS.names(),
+        default=DEFAULT_HD95,
+        help="HD95 convention: max_directed = the larger of the two directed 95th percentiles "
+        "(MONAI, the ADAM challenge), pooled = the 95th percentile of both directions' "
+        f"distances pooled (MedPy) (default: {DEFAULT_HD95})",
+    )
+    p.add_argument(
         "--seams",
         metavar="PROB_DIR",
         default=None,
@@ -108,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         seams=args.seams,
         seam_reference=args.seam_reference,
         warn=print_warning,
+        hd95=args.hd95,
     )
     cases, summary = report["cases"], report["summary"]
     text = json.dumps(report, indent=2)
@@ -115,5 +126,9 @@ def run(args: argparse.Namespace) -> int:
         write_text(args.json, text + "\n")
     if args.csv:
         write_text(args.csv, to_csv(*csv_rows(cases, summary)))
-    print(text if args.json == "-" else format_table(cases, summary))
+    if args.json == "-":
+        print(text)
+    else:
+        print(f"HD95 in mm, {args.hd95} convention (--hd95)")
+        print(format_table(cases, summary))
     return 0

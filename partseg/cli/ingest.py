@@ -11,6 +11,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``partseg ingest``."""
     from partseg.store.encoding import DTYPES
     from partseg.store.ingest import IngestSettings
+    from partseg.store.sources import LAYOUTS
     from partseg.store.writer import CODECS
 
     defaults = IngestSettings()
@@ -25,9 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("store", metavar="STORE", help="store path or fsspec URL (e.g. memory://x)")
     p.add_argument(
         "--layout",
-        choices=("auto", "brats", "msd", "hdf5", "numpy"),
+        choices=("auto", *LAYOUTS.names()),
         default="auto",
-        help="source layout; auto tries msd, brats, hdf5, numpy in turn (default: auto)",
+        help=f"source layout; auto tries {', '.join(LAYOUTS.names())} in turn (default: auto)",
     )
     p.add_argument(
         "--crop",

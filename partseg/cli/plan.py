@@ -1,5 +1,7 @@
 """``partseg plan CONFIG --gpu-mem 4GiB``: estimate training memory and fit it to a budget.
 
+CONFIG is a training config or a recipe with ``--variant NAME`` (see :mod:`partseg.cli.train`).
+
 The planner (:mod:`partseg.train.planner`) measures the configured network's activation memory
 with a dry forward/backward at two small sizes, adds parameters, gradients, optimizer state, a
 15% workspace allowance and the CUDA context, and proposes the largest core / batch, with mixed
@@ -12,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from partseg.cli.train import add_config, add_overrides
+from partseg.cli.train import add_config, add_overrides, load_run_config
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -46,8 +48,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from partseg.config import load_config
-    from partseg.recipes import resolve_config
     from partseg.train.planner import (
         apply_estimate,
         format_size,
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         plan_memory,
     )
 
-    config = load_config(resolve_config(args.config), args.overrides)
+    config, _ = load_run_config(args, args.overrides)
     budget = parse_size(args.gpu_mem)
     plan = plan_memory(config, budget, device_type=args.device_type)
     result = plan.as_dict()

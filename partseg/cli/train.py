@@ -1,17 +1,23 @@
 """``partseg train CONFIG``: train one model into a run directory.
 
-The run directory receives the resolved ``config.yaml``, ``metrics.jsonl`` / ``metrics.csv``,
-``checkpoints/last.pt`` and ``checkpoints/best.pt`` (see :mod:`partseg.train.trainer`).
-``--gpu-mem 4GiB`` lets the memory planner pick the largest core / batch (and mixed precision,
-checkpointing) that fits; ``key=value`` arguments override config keys, e.g.
-``train.epochs=20 data.store=brats.zarr``. For several GPUs or CPU processes launch it with
-``torchrun --nproc_per_node N -m partseg train CONFIG``.
+CONFIG is a training config (``configs/default.yaml``) or a recipe (a compare config such as
+``configs/brats_3d_context.yaml``) with ``--variant NAME`` naming the variant to train (optional
+when the recipe has one). The run directory receives the resolved ``config.yaml``,
+``metrics.jsonl`` / ``metrics.csv``, ``checkpoints/last.pt`` and ``checkpoints/best.pt`` (see
+:mod:`partseg.train.trainer`). ``--gpu-mem 4GiB`` lets the memory planner pick the largest core
+/ batch (and mixed precision, checkpointing) that fits; ``key=value`` arguments override config
+keys, e.g. ``train.epochs=20 data.store=brats.zarr``. For several GPUs or CPU processes launch
+it with ``torchrun --nproc_per_node N -m partseg train CONFIG``.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from partseg.config import ExperimentConfig
 
 
 class IntermixedParser(argparse.ArgumentParser):
@@ -40,12 +46,34 @@ def add_overrides(p: argparse.ArgumentParser, help: str) -> None:
 
 
 def add_config(p: argparse.ArgumentParser) -> None:
-    """The CONFIG positional: a YAML file or the name of a built-in recipe."""
+    """The CONFIG positional (a YAML file or a built-in recipe's name) and ``--variant``."""
     p.add_argument(
         "config",
         type=Path,
-        help="YAML recipe, e.g. configs/default.yaml, or the name of a built-in one, e.g. tiny",
+        help="training config or recipe: a YAML file, e.g. configs/default.yaml or "
+        "configs/brats_3d_context.yaml, or the name of a built-in one, e.g. tiny",
     )
+    p.add_argument(
+        "--variant",
+        default=None,
+        metavar="NAME",
+        help="the variant of a recipe (a compare config with variants) to use (default: its "
+        "only variant; required when it has several)",
+    )
+
+
+def load_run_config(args: argparse.Namespace, overrides: list[str]) -> tuple[ExperimentConfig, str]:
+    """The experiment config CONFIG (and ``--variant``) name, and the default run name.
+
+    The run name is the config's file stem, plus ``/<variant>`` for a recipe.
+    """
+    from partseg.experiments.config import load_training_config
+    from partseg.recipes import resolve_config
+
+    args.config = resolve_config(args.config)
+    config, variant = load_training_config(args.config, overrides, variant=args.variant)
+    name = args.config.stem if variant is None else f"{args.config.stem}/{variant}"
+    return config, name
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -62,7 +90,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--out",
         type=Path,
         default=None,
-        help="run directory (default: runs/<config name>, plus /fold_K with --fold)",
+        help="run directory (default: runs/<config name>[/<variant>], plus /fold_K with --fold)",
     )
     p.add_argument(
         "--resume",
@@ -115,19 +143,16 @@ def fit_to_budget(config, size: str, device_type: str, log=print):  # type: igno
 
 
 def run(args: argparse.Namespace) -> int:
-    from partseg.config import load_config
     from partseg.errors import ConfigError
-    from partseg.recipes import resolve_config
     from partseg.train.distributed import init_distributed, shutdown
     from partseg.train.trainer import train
 
-    args.config = resolve_config(args.config)
-    config = load_config(args.config, fold_overrides(args.fold, args.overrides))
+    config, name = load_run_config(args, fold_overrides(args.fold, args.overrides))
     if args.fold is not None and config.data.folds and args.fold >= config.data.folds:
         raise ConfigError(f"--fold {args.fold} is outside 0..{config.data.folds - 1}")
     run_dir = args.out
     if run_dir is None:
-        run_dir = Path("runs") / args.config.stem
+        run_dir = Path("runs") / name
         if config.data.folds:
             run_dir = run_dir / f"fold_{config.data.fold}"
     ctx = init_distributed(config.train.device)

@@ -20,7 +20,7 @@ from partseg.evaluation.sides import (
     read_labels,
 )
 from partseg.evaluation.warn import Warn, default_warn
-from partseg.metrics import binary_metrics, evaluate_case, summarize
+from partseg.metrics import DEFAULT_HD95, HD95_CONVENTIONS, binary_metrics, evaluate_case, summarize
 
 __all__ = ["evaluate_all", "evaluate_folders", "evaluate_pair", "finalize_case"]
 
@@ -33,6 +33,7 @@ def evaluate_pair(
     *,
     seams: SeamSources | None = None,
     warn: Warn | None = None,
+    hd95: str = DEFAULT_HD95,
 ) -> tuple[dict[str, Any], int]:
     """Metrics of one case (classes named by id) and the number of classes it was run with."""
     pred_raw, pred_spacing = read_labels(pred, case_id)
@@ -69,7 +70,7 @@ def evaluate_pair(
     regions = policy.regions()
     n_classes = max(n_classes, 4) if regions else n_classes
     result = evaluate_case(
-        pred_ids, gt_ids, [str(i) for i in range(n_classes)], spacing, regions=regions
+        pred_ids, gt_ids, [str(i) for i in range(n_classes)], spacing, regions=regions, hd95=hd95
     )
     result = {"pred": pred.where(case_id), "gt": gt.where(case_id), **result}
     if seams is not None:
@@ -105,10 +106,11 @@ def evaluate_all(
     *,
     seams: SeamSources | None = None,
     warn: Warn | None = None,
+    hd95: str = DEFAULT_HD95,
 ) -> dict[str, dict[str, Any]]:
     """Evaluate every case (one case in memory at a time), then name classes and regions."""
     raw = {
-        case_id: evaluate_pair(case_id, pred, gt, policy, seams=seams, warn=warn)[0]
+        case_id: evaluate_pair(case_id, pred, gt, policy, seams=seams, warn=warn, hd95=hd95)[0]
         for case_id in case_ids
     }
     names, regions = policy.final_names(), policy.final_regions()
@@ -148,6 +150,7 @@ def evaluate_folders(
     seams: str | os.PathLike | None = None,
     seam_reference: str | os.PathLike | None = None,
     warn: Warn | None = None,
+    hd95: str = DEFAULT_HD95,
 ) -> dict[str, Any]:
     """Evaluate predictions against ground truth: per-case metrics and their summary.
 
@@ -166,10 +169,12 @@ def evaluate_folders(
         seam_reference: the same folder from ``--partition none``: adds ``max_abs``,
             ``mean_abs`` and ``changed_label_share`` to the seam section (needs ``seams``).
         warn: receives warning texts (default: :func:`warnings.warn`).
+        hd95: the HD95 convention (:data:`partseg.metrics.HD95_CONVENTIONS`): ``max_directed``
+            (default) or ``pooled``.
 
     Returns:
-        ``{"pred", "gt", "classes", "regions", "label_mapping", "seams", "seam_reference",
-        "skipped", "summary", "cases"}``: ``cases`` maps case id -> the
+        ``{"pred", "gt", "classes", "regions", "label_mapping", "hd95_convention", "seams",
+        "seam_reference", "skipped", "summary", "cases"}``: ``cases`` maps case id -> the
         :func:`partseg.metrics.evaluate_case` result (plus ``pred``/``gt`` file names and the
         optional ``seam`` section); ``summary`` is :func:`partseg.metrics.summarize` of them.
 
@@ -188,6 +193,7 @@ def evaluate_folders(
         >>> report["classes"], report["cases"]["a"]["classes"]["class_1"]["dice"]
         (['background', 'class_1'], 0.8)
     """
+    HD95_CONVENTIONS.check(hd95, key="--hd95")
     sources = _seam_sources(seams, seam_reference)
     pred_side, gt_side = open_side(pred, "PRED"), open_side(gt, "GT")
     pred_side = pair_single_files(pred_side, gt_side)
@@ -197,13 +203,14 @@ def evaluate_folders(
     policy = make_policy(
         pred_side, gt_side, classes=classes, labels_map=labels_map, regions=regions
     )
-    cases = evaluate_all(pred_side, gt_side, case_ids, policy, seams=sources, warn=warn)
+    cases = evaluate_all(pred_side, gt_side, case_ids, policy, seams=sources, warn=warn, hd95=hd95)
     return {
         "pred": os.fspath(pred),
         "gt": os.fspath(gt),
         "classes": policy.final_names(),
         "regions": {k: list(v) for k, v in policy.final_regions().items()},
         "label_mapping": policy.mapping_description(),
+        "hd95_convention": hd95,
         "seams": os.fspath(seams) if seams is not None else None,
         "seam_reference": os.fspath(seam_reference) if seam_reference is not None else None,
         "skipped": skipped,

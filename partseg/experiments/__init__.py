@@ -17,9 +17,11 @@ YAML keys of a compare config (all but ``variants`` optional)::
               channels: []}            # keep only these channels (default: all)
     folds: 0                           # k-fold cross-validation of every variant (0: one split)
     evaluation: {test_fraction: 0.25, test_cases: [], blend: crop, min_component_size: 0,
-                 overlay_slices: 3, seam: true, batch_size: 2}
+                 overlay_slices: 3, seam: true, batch_size: 2,
+                 hd95_convention: max_directed}   # or pooled (partseg.metrics)
     base: {data: ..., model: ..., partition: ..., train: ...}
-    variants:
+    variants:                          # overrides: a dotted key sets that value; a section
+                                       # as a mapping ({model: {depth: 3}}) merges into it
       - {name: 3d, description: "...", overrides: {partition.margin: [0, 0, 0]}}
     ensembles: [{name: ens, members: [a, b], best: 5}]
     cascades: [{name: cascade, coarse: a, fine: b, voi: 64, min_size: 1}]

@@ -1,21 +1,39 @@
 """The compare config: a base experiment, its variants, ensembles and cascades.
 
 See :mod:`partseg.experiments` for the YAML keys. Every variant's experiment config is built
-with :func:`experiment_dict` (base, then the variant's dotted overrides, then the shared split).
+with :func:`experiment_dict` (base, then the variant's overrides, then the shared split). A
+variant's override with a dotted key sets that value; a section in nested form
+(``model: {base_width: 8}``, also what ``variants.1.overrides.model.base_width=8`` on the
+command line makes) merges into the base's section (:func:`partseg.config.dotted_items`).
+
+A recipe is also a training config: :func:`load_training_config` gives ``partseg plan``,
+``train`` and ``cv`` one variant's experiment config; :func:`select_variants` keeps the
+variants ``partseg compare --variants`` names.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from partseg.config import parse_override, read_yaml_mapping, set_path
+from partseg.config import (
+    ExperimentConfig,
+    config_from_dict,
+    dotted_items,
+    load_config,
+    parse_override,
+    read_yaml_mapping,
+    set_dotted,
+    set_path,
+)
 from partseg.errors import ConfigError
+from partseg.metrics import DEFAULT_HD95, HD95_CONVENTIONS
 
 
 @dataclass(frozen=True)
@@ -79,6 +97,8 @@ class EvaluationSpec:
         overlay_slices: slices shown in the overlay figure.
         seam: compute the seam index of each stitched prediction.
         batch_size: minicubes per forward pass at prediction.
+        hd95_convention: ``max_directed`` (the larger of the two directed 95th percentiles:
+            MONAI, the ADAM challenge) or ``pooled`` (MedPy); see :mod:`partseg.metrics`.
     """
 
     test_fraction: float = 0.25
@@ -90,6 +110,7 @@ class EvaluationSpec:
     overlay_slices: int = 3
     seam: bool = True
     batch_size: int = 2
+    hd95_convention: str = DEFAULT_HD95
 
     def __post_init__(self) -> None:
         from partseg.infer.blends import check_overlap  # loads no torch
@@ -100,6 +121,7 @@ class EvaluationSpec:
         check_overlap(
             self.blend, self.overlap, key="evaluation.overlap", blend_key="evaluation.blend"
         )
+        HD95_CONVENTIONS.check(self.hd95_convention, key="evaluation.hd95_convention")
 
 
 @dataclass(frozen=True)
@@ -268,8 +290,6 @@ def _check(config: CompareConfig) -> None:
         for member in (cascade.coarse, cascade.fine):
             if member not in trained:
                 raise ConfigError(f"cascade {cascade.name}: unknown variant {member!r}")
-    from partseg.config import config_from_dict
-
     for variant in config.variants:
         try:
             config_from_dict(experiment_dict(config, variant, store="(checked later)"))
@@ -303,8 +323,9 @@ def experiment_dict(
 ) -> dict[str, Any]:
     """The raw experiment config of one variant: base, overrides, then the shared split."""
     raw = copy.deepcopy(dict(config.base))
-    for key, value in variant.overrides.items():
-        set_path(raw, key, value)
+    for entry, entry_value in variant.overrides.items():
+        for key, value in dotted_items(entry, entry_value):
+            set_path(raw, key, value)
     data = raw.setdefault("data", {})
     if store is not None:
         data["store"] = store
@@ -315,3 +336,126 @@ def experiment_dict(
         data["fold"] = None
         data["val_fraction"] = 0.0 if not val_cases else data.get("val_fraction", 0.2)
     return raw
+
+
+def _unknown(kind: str, name: str, names: Sequence[str]) -> ConfigError:
+    close = difflib.get_close_matches(name, list(names), n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return ConfigError(
+        f"{kind} {name!r} is not in this recipe; {hint}choose from: {', '.join(names)}"
+    )
+
+
+def pick_variant(config: CompareConfig, name: str | None) -> Variant:
+    """The variant called ``name``; the only variant when ``name`` is None.
+
+    Raises:
+        ConfigError: several variants and no name, or an unknown name (the message lists them).
+    """
+    names = [v.name for v in config.variants]
+    if name is None:
+        if len(names) == 1:
+            return config.variants[0]
+        raise ConfigError(
+            f"the recipe has {len(names)} variants: pass --variant NAME, one of: {', '.join(names)}"
+        )
+    if name not in names:
+        combined = {e.name for e in config.ensembles} | {c.name for c in config.cascades}
+        if name in combined:
+            raise ConfigError(
+                f"{name!r} combines trained variants (an ensemble or cascade); train one of its "
+                f"members with --variant, one of: {', '.join(names)}"
+            )
+        raise _unknown("variant", name, names)
+    return config.variants[names.index(name)]
+
+
+def load_training_config(
+    path: str | os.PathLike, overrides: Sequence[str] = (), *, variant: str | None = None
+) -> tuple[ExperimentConfig, str | None]:
+    """The experiment config of a training config, or of one variant of a recipe.
+
+    A YAML file with ``variants`` is a recipe (a compare config): the chosen variant's
+    experiment is the base with its overrides (:func:`experiment_dict`), the recipe's ``store``
+    as ``data.store``; ``overrides`` then apply to that experiment (``train.epochs=5``).
+
+    Args:
+        path: a training config or a recipe.
+        overrides: dotted ``section.key=value`` overrides of the experiment.
+        variant: the recipe's variant (may be omitted when it has one); None for a training
+            config.
+
+    Returns:
+        The validated config and the variant's name (None for a training config).
+
+    Raises:
+        ConfigError: a bad file, key or value; several variants and none chosen; ``variant``
+            given for a training config.
+
+    Example:
+        >>> config, name = load_training_config("configs/brats_3d_context.yaml",
+        ...                                     variant="3d_context_dice")
+        >>> name, config.partition.margin, config.loss.name
+        ('3d_context_dice', (10, 10, 10), 'dice')
+    """
+    path = Path(path)
+    raw = read_yaml_mapping(path)
+    if "variants" not in raw:
+        if variant is not None:
+            raise ConfigError(
+                f"{path} is a training config, not a recipe with variants: drop --variant"
+            )
+        return load_config(path, overrides), None
+    try:
+        recipe = compare_config_from_dict(raw)
+        chosen = pick_variant(recipe, variant)
+        experiment = experiment_dict(recipe, chosen, store=recipe.store or None)
+        for override in overrides:
+            set_dotted(experiment, override)
+        return config_from_dict(experiment), chosen.name
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
+def select_variants(config: CompareConfig, names: Sequence[str]) -> tuple[CompareConfig, list[str]]:
+    """Keep the named variants (an ensemble's or cascade's name brings its members).
+
+    Ensembles and cascades whose members are all kept stay; the others are left out, each with
+    a note saying why.
+
+    Returns:
+        The reduced config and the notes.
+
+    Raises:
+        ConfigError: an unknown name (the message lists the valid ones).
+
+    Example:
+        >>> cfg = compare_config_from_dict({"variants": [{"name": "a"}, {"name": "b"}],
+        ...                                 "ensembles": [{"name": "ab", "members": ["a", "b"]}]})
+        >>> kept, notes = select_variants(cfg, ["a"])
+        >>> [v.name for v in kept.variants], notes
+        (['a'], ["ensemble 'ab' left out: it needs b, not selected"])
+    """
+    combined = {e.name: e.members for e in config.ensembles}
+    combined |= {c.name: (c.coarse, c.fine) for c in config.cascades}
+    wanted: set[str] = set()
+    for name in names:
+        if name not in config.names:
+            raise _unknown("--variants name", name, config.names)
+        wanted |= set(combined.get(name, (name,))) | {name}
+    variants = tuple(v for v in config.variants if v.name in wanted)
+    kept = {v.name for v in variants}
+    notes = []
+
+    def keep(kind: str, name: str, members: Sequence[str]) -> bool:
+        missing = [m for m in members if m not in kept]
+        if missing:
+            notes.append(f"{kind} {name!r} left out: it needs {', '.join(missing)}, not selected")
+        return not missing
+
+    ensembles = tuple(e for e in config.ensembles if keep("ensemble", e.name, e.members))
+    cascades = tuple(c for c in config.cascades if keep("cascade", c.name, (c.coarse, c.fine)))
+    selected = dataclasses.replace(
+        config, variants=variants, ensembles=ensembles, cascades=cascades
+    )
+    return selected, notes

@@ -96,7 +96,9 @@ def evaluate_predictor(
         if spec.min_component_size > 1:
             labels = postprocess(labels, min_component_size=spec.min_component_size)
         gt = whole_label(case)
-        cases[case_id] = evaluate_case(labels, gt, classes, case.spacing, regions)
+        cases[case_id] = evaluate_case(
+            labels, gt, classes, case.spacing, regions, hd95=spec.hd95_convention
+        )
         if spec.seam and probs is not None and predictor.core is not None:
             seams.append(seam_index(probs, predictor.core))
         for i, s in enumerate(slices):

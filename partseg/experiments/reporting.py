@@ -143,7 +143,8 @@ def write_compare_report(
         "`runs/<variant>/fold<k>/evaluation/evaluation.json`."
     ]
     rep.write_report(report_dir, results, title=config.title, settings=settings,
-                     figures=figures, notes=notes)  # fmt: skip
+                     figures=figures, notes=notes,
+                     hd95_convention=config.evaluation.hd95_convention)  # fmt: skip
     return report_dir
 
 

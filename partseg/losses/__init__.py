@@ -19,8 +19,8 @@ logit of a binary task; the foreground is ``target > 0``. Internally both cases 
 reductions), ``overlap`` (Dice, Tversky, Focal-Tversky, weighted Dice: per-class soft counts,
 optionally over the whole batch), ``voxelwise`` (cross-entropy, TopK, focal), ``compound``
 (Dice + CE, Dice + TopK, adaptive TverskyCE), ``deep_supervision`` and ``registry``
-(:data:`LOSSES`, :func:`build_loss`, :class:`LossConfig`). Import the public names from
-``partseg.losses``.
+(:data:`LOSSES`, :func:`build_loss`, :class:`LossConfig`; torch-free). Import the public names
+from ``partseg.losses``; the loss classes are imported on first use.
 
 Example:
     >>> import torch
@@ -33,11 +33,30 @@ Example:
     torch.float32
 """
 
-from partseg.losses.compound import AdaptiveTverskyCELoss, DiceCELoss, DiceTopKLoss
-from partseg.losses.deep_supervision import DeepSupervisionLoss
-from partseg.losses.overlap import DiceLoss, FocalTverskyLoss, TverskyLoss, WeightedDiceLoss
-from partseg.losses.registry import LOSSES, LossConfig, build_loss
-from partseg.losses.voxelwise import CrossEntropyLoss, FocalLoss, TopKLoss
+from __future__ import annotations
+
+from partseg.lazy import lazy_getattr
+from partseg.losses.registry import LOSSES, LossConfig, build_loss, loss_parameters
+
+# The loss classes need torch; they are imported on first access, so that ``LossConfig`` and the
+# loss names can be validated (e.g. by ``partseg.config.load_config``) without torch.
+_LAZY = {
+    "AdaptiveTverskyCELoss": "compound",
+    "DiceCELoss": "compound",
+    "DiceTopKLoss": "compound",
+    "DeepSupervisionLoss": "deep_supervision",
+    "DiceLoss": "overlap",
+    "FocalTverskyLoss": "overlap",
+    "TverskyLoss": "overlap",
+    "WeightedDiceLoss": "overlap",
+    "CrossEntropyLoss": "voxelwise",
+    "FocalLoss": "voxelwise",
+    "TopKLoss": "voxelwise",
+}
+
+
+__getattr__ = lazy_getattr(__name__, _LAZY)
+
 
 __all__ = [
     "LOSSES",
@@ -54,4 +73,5 @@ __all__ = [
     "TverskyLoss",
     "WeightedDiceLoss",
     "build_loss",
+    "loss_parameters",
 ]

@@ -3,7 +3,10 @@
 Every network is a :class:`SegmentationModel` built from a frozen :class:`ModelConfig`; it
 knows its ``total_stride`` (input sizes must be multiples of it), its theoretical
 ``receptive_field`` (computed from its layers) and can recompute its stages in backward
-(``set_grad_checkpointing``) to trade compute for memory.
+(``set_grad_checkpointing``) to trade compute for memory. The names ``model.name`` accepts are
+the entries of :data:`MODELS` (:mod:`partseg.models.registry`); :func:`build_model` looks the
+class up there. ``ModelConfig`` and ``MODELS`` need no torch (a recipe is validated without it);
+the network classes are imported on first use.
 
 Example:
     >>> import torch
@@ -18,9 +21,17 @@ Example:
 
 from __future__ import annotations
 
-from partseg.models.base import SegmentationModel
+from typing import TYPE_CHECKING
+
+from partseg.lazy import lazy_getattr
 from partseg.models.config import ModelConfig
-from partseg.models.memory import saved_tensor_bytes
+from partseg.models.registry import MODELS, ModelFamily
+
+if TYPE_CHECKING:
+    from partseg.models.base import SegmentationModel
+
+# torch-dependent names, imported on first access
+_LAZY = {"SegmentationModel": "base", "saved_tensor_bytes": "memory"}
 
 
 def build_model(config: ModelConfig) -> SegmentationModel:
@@ -30,13 +41,17 @@ def build_model(config: ModelConfig) -> SegmentationModel:
         >>> build_model(ModelConfig(name="dilated_unet", spatial_dims=2)).total_stride
         8
     """
-    if config.name == "deepmedic":
-        from partseg.models.deepmedic import DeepMedic
-
-        return DeepMedic(config)
-    from partseg.models.unet import UNet
-
-    return UNet(config)
+    return MODELS.get(config.name, key="model.name").load()(config)
 
 
-__all__ = ["ModelConfig", "SegmentationModel", "build_model", "saved_tensor_bytes"]
+__getattr__ = lazy_getattr(__name__, _LAZY)
+
+
+__all__ = [
+    "MODELS",
+    "ModelConfig",
+    "ModelFamily",
+    "SegmentationModel",
+    "build_model",
+    "saved_tensor_bytes",
+]

@@ -19,8 +19,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from partseg.errors import ConfigError
+from partseg.models.registry import MODELS
 
-MODEL_NAMES = ("unet", "dilated_unet", "residual_se_unet", "deepmedic")
 NORMS = ("batch", "instance", "group", "none")
 ACTIVATIONS = ("relu", "leaky_relu", "gelu")
 UPSAMPLES = ("transpose", "interpolate")
@@ -32,10 +32,11 @@ class ModelConfig:
     """Architecture of one network (the ``model:`` section of a recipe).
 
     Args:
-        name: ``"unet"`` (3D U-Net of Cicek et al. / 2D U-Net of Buda et al.),
-            ``"dilated_unet"`` (dilated bottleneck, pancreas paper), ``"residual_se_unet"``
-            (residual encoder, squeeze-and-excitation, after Isensee 2017; aneurysm paper) or
-            ``"deepmedic"`` (two-pathway 3D CNN of Kamnitsas et al. 2017, "same"-padded).
+        name: one of :data:`partseg.models.registry.MODELS`: ``"unet"`` (3D U-Net of Cicek
+            et al. / 2D U-Net of Buda et al.), ``"dilated_unet"`` (dilated bottleneck, pancreas
+            paper), ``"residual_se_unet"`` (residual encoder, squeeze-and-excitation, after
+            Isensee 2017; aneurysm paper) or ``"deepmedic"`` (two-pathway 3D CNN of Kamnitsas
+            et al. 2017, "same"-padded).
         spatial_dims: 2 (inputs (B, C, Y, X)) or 3 (inputs (B, C, Z, Y, X)).
         in_channels: image channels, e.g. 4 for BraTS (t1, t1ce, t2, flair).
         out_channels: classes (logit channels), background included.
@@ -48,8 +49,8 @@ class ModelConfig:
         upsample: ``"transpose"`` (2-kernel stride-2 transposed conv) or ``"interpolate"``
             ((bi/tri)linear x2 followed by a 1-kernel conv).
         downsample: ``"maxpool"`` (2-kernel max pooling) or ``"strided"`` (3-kernel stride-2
-            conv-norm-act); None picks the variant's default: maxpool for ``unet`` and
-            ``dilated_unet``, strided for ``residual_se_unet`` (as in Isensee 2017).
+            conv-norm-act); None picks the family's default (registry): maxpool for ``unet``
+            and ``dilated_unet``, strided for ``residual_se_unet`` (as in Isensee 2017).
         deep_supervision: in training mode, also return logits of the lower decoder levels.
         dilations: dilation rates of the cascaded bottleneck convs of ``dilated_unet``.
         se_reduction: channel reduction of the squeeze-and-excitation blocks of
@@ -110,7 +111,7 @@ class ModelConfig:
         """The downsampling actually used (resolves ``downsample=None``)."""
         if self.downsample is not None:
             return self.downsample
-        return "strided" if self.name == "residual_se_unet" else "maxpool"
+        return MODELS.get(self.name).downsample
 
     @property
     def widths(self) -> tuple[int, ...]:
@@ -119,14 +120,13 @@ class ModelConfig:
 
     @property
     def total_stride(self) -> int:
-        """Product of all strides: input sizes must be multiples of it."""
-        if self.name == "deepmedic":
-            return self.deepmedic_factor
-        return 2 ** (self.depth - 1)
+        """Product of all strides: input sizes must be multiples of it (no torch needed)."""
+        key = MODELS.get(self.name).stride_key
+        return int(getattr(self, key)) if key else 2 ** (self.depth - 1)
 
     def _check_choices(self) -> None:
+        MODELS.check(self.name, key="model.name")
         choices = {
-            "name": MODEL_NAMES,
             "norm": NORMS,
             "activation": ACTIVATIONS,
             "upsample": UPSAMPLES,
@@ -185,13 +185,13 @@ class ModelConfig:
                 f"model config: dilations={self.dilations!r} must be a non-empty list of "
                 "integers >= 1, e.g. [1, 2, 4]"
             )
+        if self.deep_supervision and not MODELS.get(self.name).deep_supervision:
+            raise ConfigError(
+                f"model config: deep_supervision is not available for name={self.name!r} (it "
+                "has a single output resolution); set deep_supervision: false"
+            )
         if self.name != "deepmedic":
             return
-        if self.deep_supervision:
-            raise ConfigError(
-                "model config: deep_supervision is not available for name='deepmedic' (it has "
-                "a single output resolution); set deep_supervision: false"
-            )
         if not self.deepmedic_widths or any(
             not isinstance(w, int) or w < 1 for w in self.deepmedic_widths
         ):

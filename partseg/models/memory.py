@@ -1,9 +1,11 @@
 """Bytes that autograd keeps between the forward and the backward pass of one step.
 
-:func:`saved_tensor_bytes` is the measure the memory planner calibrates against: it counts every
-tensor saved for backward (through ``torch.autograd.graph.saved_tensors_hooks``) plus the inputs
-that checkpointed stages keep for their recomputation (non-reentrant checkpointing holds those by
-reference, outside the hooks), each storage once.
+:func:`saved_tensor_bytes` is the ``saved_activation_mb`` cost of the compare report on a CPU and
+the figure ``tools/bench_memory.py`` compares (the memory planner measures its own peak of live
+bytes, see :mod:`partseg.train.planner`). It counts every tensor saved for backward (through
+``torch.autograd.graph.saved_tensors_hooks``) plus the inputs that checkpointed stages keep for
+their recomputation (non-reentrant checkpointing holds those by reference, outside the hooks),
+each storage once.
 
 Example:
     >>> import torch

@@ -1,4 +1,4 @@
-"""One U-Net for 2D and 3D, in three variants chosen by ``ModelConfig.name``.
+"""One U-Net for 2D and 3D, in three variants: ``UNet``, ``DilatedUNet``, ``ResidualSEUNet``.
 
 Layout for ``depth`` = L levels (widths w_l = min(base * 2**l, max_width)); every box is one
 checkpointable :class:`~partseg.models.checkpointing.Stage`::
@@ -6,6 +6,9 @@ checkpointable :class:`~partseg.models.checkpointing.Stage`::
     x (B, in, S) -> enc_0 -------------------------------- skip_0 --> dec_0 -> head -> logits
                      `-> down, enc_1 ------------- skip_1 --> dec_1 --^   `-> aux head (1/2)
                                  `-> ... down, bottleneck (S / 2**(L-1)) --^
+
+Each variant is a subclass registered under its ``model.name`` in
+:data:`partseg.models.registry.MODELS`; a subclass replaces the level blocks, nothing else.
 
 * ``unet`` (3D U-Net of Cicek et al. 2016; the 2D baseline of Buda et al. with depth 4 and
   base 32): two 3-kernel conv-norm-act per level, 2-max-pool down, 2-transposed conv up, skip
@@ -105,7 +108,7 @@ class Localization(nn.Sequential):
 
 
 class UNet(SegmentationModel):
-    """U-Net (plain, dilated bottleneck or residual-SE) for 2D and 3D; see module docstring."""
+    """The plain U-Net (``unet``) for 2D and 3D; the variants below replace its level blocks."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
@@ -137,22 +140,15 @@ class UNet(SegmentationModel):
             down = Downsample(dims, c_in, widths[level], cfg.downsample_mode, **act)
             layers.append(down)
             c_in = down.out_channels
-        is_bottleneck = level == cfg.depth - 1
-        if cfg.name == "residual_se_unet":
-            if c_in != widths[level]:
-                layers.append(ConvNormAct(dims, c_in, widths[level], **act))
-            layers.append(
-                ResidualContext(
-                    dims, widths[level], dropout=cfg.dropout, se_reduction=cfg.se_reduction, **act
-                )
-            )
-        elif cfg.name == "dilated_unet" and is_bottleneck:
-            layers.append(
-                DilatedCascade(dims, c_in, widths[level], cfg.dilations, dropout=cfg.dropout, **act)
-            )
-        else:
-            layers.append(DoubleConv(dims, c_in, widths[level], dropout=cfg.dropout, **act))
+        layers.extend(self._level_block(level, c_in))
         return EncoderBody(*layers)
+
+    def _level_block(self, level: int, c_in: int) -> list[nn.Module]:
+        """The layers of encoder level ``level`` after its downsampling: (c_in) -> (w_l)."""
+        cfg = self.config
+        act = {"norm": cfg.norm, "activation": cfg.activation}
+        width = cfg.widths[level]
+        return [DoubleConv(cfg.spatial_dims, c_in, width, dropout=cfg.dropout, **act)]
 
     def _up(self, level: int) -> Upsample:
         widths = self.config.widths
@@ -162,8 +158,6 @@ class UNet(SegmentationModel):
     def _decoder_block(self, level: int) -> nn.Module:
         cfg = self.config
         dims, width = cfg.spatial_dims, cfg.widths[level]
-        if cfg.name == "residual_se_unet":
-            return Localization(dims, 2 * width, width, cfg)
         return DoubleConv(
             dims, 2 * width, width, norm=cfg.norm, activation=cfg.activation, dropout=cfg.dropout
         )
@@ -173,9 +167,6 @@ class UNet(SegmentationModel):
         specs = [spec for stage in self.encoder for spec in stage.layer_specs()]
         specs += [spec for stage in self.decoder for spec in stage.layer_specs()]
         return [*specs, LayerSpec(1)]  # + 1-kernel head
-
-    def _has_global_ops(self) -> bool:
-        return self.config.name == "residual_se_unet" and self.config.se_reduction > 0
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         skips = []
@@ -194,3 +185,39 @@ class UNet(SegmentationModel):
         # decoded[-1 - l] is level l; aux head i serves level i + 1
         aux = [head(decoded[-2 - i]) for i, head in enumerate(self.aux_heads)]
         return [logits, *aux]
+
+
+class DilatedUNet(UNet):
+    """``dilated_unet``: the U-Net whose bottleneck is a cascade of dilated conv-norm-act."""
+
+    def _level_block(self, level: int, c_in: int) -> list[nn.Module]:
+        cfg = self.config
+        if level != cfg.depth - 1:
+            return super()._level_block(level, c_in)
+        act = {"norm": cfg.norm, "activation": cfg.activation}
+        width = cfg.widths[level]
+        dims = cfg.spatial_dims
+        return [DilatedCascade(dims, c_in, width, cfg.dilations, dropout=cfg.dropout, **act)]
+
+
+class ResidualSEUNet(UNet):
+    """``residual_se_unet``: residual context modules down, SE localisation modules up."""
+
+    def _level_block(self, level: int, c_in: int) -> list[nn.Module]:
+        cfg = self.config
+        dims, width = cfg.spatial_dims, cfg.widths[level]
+        act = {"norm": cfg.norm, "activation": cfg.activation}
+        layers: list[nn.Module] = []
+        if c_in != width:
+            layers.append(ConvNormAct(dims, c_in, width, **act))
+        layers.append(
+            ResidualContext(dims, width, dropout=cfg.dropout, se_reduction=cfg.se_reduction, **act)
+        )
+        return layers
+
+    def _decoder_block(self, level: int) -> nn.Module:
+        width = self.config.widths[level]
+        return Localization(self.config.spatial_dims, 2 * width, width, self.config)
+
+    def _has_global_ops(self) -> bool:
+        return self.config.se_reduction > 0

@@ -6,8 +6,13 @@ Discovery only looks at file names (and at most one header); files are read, one
 by :func:`~partseg.store.reading.read_case`, which also checks them and raises
 :class:`~partseg.errors.InputError` naming the case, the file, the problem and what to do.
 
-Supported layouts:
+Supported layouts (the entries of :data:`LAYOUTS`, in the order ``auto`` tries them; a new
+layout is one ``find_*`` function plus one ``LAYOUTS.add`` line):
 
+* ``msd``: Medical Segmentation Decathlon and nnU-Net raw folders: ``dataset.json`` (channel names
+  under ``modality`` or ``channel_names``, labels under ``labels``), ``imagesTr/``, ``labelsTr/``,
+  ``imagesTs/``; one 4D NIfTI per case (MSD) or one file per channel with ``_0000`` suffixes
+  (nnU-Net).
 * ``brats``: BraTS 2017-2021 (``<id>_t1.nii.gz _t1ce _t2 _flair _seg``; labels {0, 1, 2, 4}) and
   BraTS 2023 (``<id>-t1n.nii.gz -t1c -t2w -t2f -seg``; labels {0, 1, 2, 3}), one folder per case
   or all files in one flat folder; a case without ``seg`` has no label (validation/test sets).
@@ -16,10 +21,6 @@ Supported layouts:
   aneurysm``), is read too, one folder per case only: the channels are the union of the names
   found, in **sorted order** (``adc, t2``), and the labels are declared from the data as for
   HDF5/NumPy. A case lacking a channel that other cases have is reported as bad (missing file).
-* ``msd``: Medical Segmentation Decathlon and nnU-Net raw folders: ``dataset.json`` (channel names
-  under ``modality`` or ``channel_names``, labels under ``labels``), ``imagesTr/``, ``labelsTr/``,
-  ``imagesTs/``; one 4D NIfTI per case (MSD) or one file per channel with ``_0000`` suffixes
-  (nnU-Net).
 * ``hdf5``: one ``.h5``/``.hdf5`` file per case with an image dataset (C, Z, Y, X) or (Z, Y, X)
   and an optional label dataset (Z, Y, X); optional dataset attributes ``spacing`` (Z, Y, X),
   ``affine`` (4 x 4, NIfTI convention) and ``channels``.
@@ -47,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from partseg.errors import InputError
+from partseg.registry import Registry
 
 #: BraTS 2017-2021 file suffixes, in channel order.
 BRATS_CHANNELS = ("t1", "t1ce", "t2", "flair")
@@ -54,7 +56,6 @@ BRATS_CHANNELS = ("t1", "t1ce", "t2", "flair")
 BRATS23_CHANNELS = ("t1n", "t1c", "t2w", "t2f")
 #: Tumour sub-region names shared by every BraTS edition.
 BRATS_CLASS_NAMES = ("background", "necrotic", "edema", "enhancing")
-LAYOUTS = ("brats", "msd", "hdf5", "numpy")
 
 _NIFTI = r"\.nii(?:\.gz)?"
 _BRATS_RE = re.compile(rf"^(?P<id>.+)_(?P<mod>t1|t1ce|t2|flair|seg){_NIFTI}$")
@@ -164,43 +165,34 @@ def discover(
     options = options or ReadOptions()
     if not root.exists():
         raise InputError("(dataset)", root, "source path does not exist", "check the SRC path")
-    finders: dict[str, Callable[[], Source | None]] = {
-        "msd": lambda: find_msd(root, split),
-        "brats": lambda: find_brats(root),
-        "hdf5": lambda: find_hdf5(root, options),
-        "numpy": lambda: find_numpy(root, options),
-    }
     if layout != "auto":
-        if layout not in finders:
+        if layout not in LAYOUTS:
             raise InputError(
-                "(dataset)", root, f"unknown layout {layout!r}", f"use one of auto, {LAYOUTS}"
+                "(dataset)",
+                root,
+                f"unknown layout {layout!r}",
+                f"use one of auto, {', '.join(LAYOUTS.names())}",
             )
-        found = finders[layout]()
+        found = LAYOUTS.get(layout).find(root, options, split)
         if found is None or not found.cases:
             raise InputError(
-                "(dataset)", root, f"no {layout} cases found", f"expected {_LOOKED_FOR[layout]}"
+                "(dataset)",
+                root,
+                f"no {layout} cases found",
+                f"expected {LAYOUTS.get(layout).looked_for}",
             )
         return found
-    for finder in finders.values():
-        found = finder()
+    for name in LAYOUTS:
+        found = LAYOUTS.get(name).find(root, options, split)
         if found is not None and found.cases:
             return found
-    looked = "; ".join(f"{name}: {what}" for name, what in _LOOKED_FOR.items())
+    looked = "; ".join(f"{name}: {LAYOUTS.get(name).looked_for}" for name in LAYOUTS)
     raise InputError(
         "(dataset)",
         root,
         f"no known dataset layout (looked for {looked})",
         "point SRC at the dataset folder or pass --layout",
     )
-
-
-_LOOKED_FOR = {
-    "msd": "dataset.json with imagesTr/ or imagesTs/ of NIfTI files",
-    "brats": "<id>_t1/_t1ce/_t2/_flair[/_seg].nii[.gz] or <id>-t1n/-t1c/-t2w/-t2f[-seg].nii[.gz], "
-    "flat or one folder per case, or <id>/<id>_<channel>[/<id>_seg].nii[.gz] folders",
-    "hdf5": "*.h5 / *.hdf5 files with an image dataset",
-    "numpy": "*.npy images (optional <id>_label.npy or <id>_seg.npy) or *.npz with image/label",
-}
 
 
 def _nifti_files(root: Path) -> list[Path]:
@@ -448,3 +440,57 @@ def _npz_keys(path: Path) -> list[str]:
             return list(archive.files)
     except (OSError, ValueError):
         return []
+
+
+# ----------------------------------------------------------------------------------- layouts
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One dataset layout: how to find its cases and what it looks for (for error messages).
+
+    Attributes:
+        find: ``find(root, options, split)`` -> the :class:`Source`, or ``None`` when the folder
+            does not hold this layout.
+        looked_for: the files the layout expects, named when none are found.
+    """
+
+    find: Callable[[Path, ReadOptions, str], Source | None]
+    looked_for: str
+
+
+#: The dataset layouts ``partseg ingest --layout`` accepts, in the order ``auto`` tries them.
+LAYOUTS: Registry[Layout] = Registry("layout")
+LAYOUTS.add(
+    "msd",
+    Layout(
+        lambda root, _options, split: find_msd(root, split),
+        "dataset.json with imagesTr/ or imagesTs/ of NIfTI files",
+    ),
+    help="Medical Segmentation Decathlon / nnU-Net raw folder (dataset.json, imagesTr/)",
+)
+LAYOUTS.add(
+    "brats",
+    Layout(
+        lambda root, _options, _split: find_brats(root),
+        "<id>_t1/_t1ce/_t2/_flair[/_seg].nii[.gz] or <id>-t1n/-t1c/-t2w/-t2f[-seg].nii[.gz], "
+        "flat or one folder per case, or <id>/<id>_<channel>[/<id>_seg].nii[.gz] folders",
+    ),
+    help="BraTS 2017-2023 NIfTI files, or <id>/<id>_<channel>.nii.gz folders",
+)
+LAYOUTS.add(
+    "hdf5",
+    Layout(
+        lambda root, options, _split: find_hdf5(root, options),
+        "*.h5 / *.hdf5 files with an image dataset",
+    ),
+    help="one .h5/.hdf5 file per case (image and optional label datasets)",
+)
+LAYOUTS.add(
+    "numpy",
+    Layout(
+        lambda root, options, _split: find_numpy(root, options),
+        "*.npy images (optional <id>_label.npy or <id>_seg.npy) or *.npz with image/label",
+    ),
+    help="<id>.npy (+ <id>_label.npy) or <id>.npz files",
+)

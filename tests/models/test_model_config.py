@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from partseg.errors import ConfigError, GeometryError
-from partseg.models import ModelConfig, build_model
+from partseg.models import MODELS, ModelConfig, build_model
 
 
 @pytest.mark.parametrize(
@@ -88,3 +88,37 @@ def test_wrong_channels_or_rank_raise():
         model(torch.zeros(1, 3, 8, 8))
     with pytest.raises(ConfigError, match="spatial_dims"):
         model(torch.zeros(1, 2, 8, 8, 8))
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_build_model_looks_the_name_up_in_the_registry(name):
+    cfg = ModelConfig(name=name, spatial_dims=3, in_channels=1, out_channels=2, depth=2,
+                      base_width=2, deepmedic_widths=(2, 2), deepmedic_fc_width=2)  # fmt: skip
+    model = build_model(cfg)
+    family = MODELS.get(name)
+    assert type(model) is family.load()
+    assert model.total_stride == cfg.total_stride  # the torch-free stride is the model's
+    assert cfg.downsample_mode == (cfg.downsample or family.downsample)
+
+
+def test_unknown_model_name_is_refused_not_built_as_unet():
+    with pytest.raises(ConfigError, match=r"model\.name='unett'; did you mean 'unet'\?"):
+        ModelConfig(name="unett")
+    cfg = ModelConfig()
+    object.__setattr__(cfg, "name", "vnet")  # bypass validation: the lookup still refuses
+    with pytest.raises(ConfigError, match="choose one of: unet, dilated_unet"):
+        build_model(cfg)
+
+
+def test_unet_variants_differ_only_in_their_level_blocks():
+    kwargs = {"spatial_dims": 2, "in_channels": 1, "out_channels": 2, "depth": 3, "base_width": 4}
+    plain = build_model(ModelConfig(name="unet", **kwargs))
+    dilated = build_model(ModelConfig(name="dilated_unet", **kwargs))
+    residual = build_model(ModelConfig(name="residual_se_unet", **kwargs))
+    assert [type(m).__name__ for m in (plain, dilated, residual)] == [
+        "UNet", "DilatedUNet", "ResidualSEUNet"
+    ]  # fmt: skip
+    assert type(dilated.encoder[-1].body[-1]).__name__ == "DilatedCascade"
+    assert type(plain.encoder[-1].body[-1]).__name__ == "DoubleConv"
+    assert type(residual.encoder[1].body[-1]).__name__ == "ResidualContext"
+    assert plain.is_local and not residual.is_local  # squeeze-and-excitation is global

@@ -235,3 +235,20 @@ def test_gzip_truncated_at_the_end_is_caught(tmp_path: Path) -> None:
     path.write_bytes(gzip.compress(raw)[:-12])  # lost the gzip trailer and some data
     with pytest.raises(InputError, match="truncated label file"):
         read_case(discover(root).cases[0])
+
+
+def test_layouts_come_from_one_registry(tmp_path: Path) -> None:
+    from partseg.cli import build_parser
+    from partseg.store.sources import LAYOUTS
+
+    assert LAYOUTS.names() == ("msd", "brats", "hdf5", "numpy")  # the order auto tries
+    ingest = build_parser()._subparsers._group_actions[0].choices["ingest"]
+    layout = next(a for a in ingest._actions if a.dest == "layout")
+    assert tuple(layout.choices) == ("auto", *LAYOUTS.names())
+    with pytest.raises(InputError, match="use one of auto, msd, brats, hdf5, numpy"):
+        discover(tmp_path, layout="nifti")
+    with pytest.raises(InputError, match=r"no numpy cases found.*expected \*\.npy images"):
+        discover(tmp_path, layout="numpy")
+    with pytest.raises(InputError) as err:
+        discover(tmp_path)
+    assert all(f"{name}: {LAYOUTS.get(name).looked_for}" in str(err.value) for name in LAYOUTS)

@@ -1,0 +1,346 @@
+"""Every ``partseg ...`` command the documentation shows runs, in-process, with exit status 0.
+
+Commands are taken from the fenced code blocks of README.md and docs/*.md (a line, or a part of
+a ``&&`` chain, that starts with ``partseg ``) and from the header comments of configs/*.yaml
+(comment lines indented like ``#   partseg ...``). Each source file gets its own working
+folder, in which its commands run in order (later commands use what earlier ones wrote, e.g.
+``predict runs/3d_context`` after ``train ... --out runs/3d_context``); the inputs the docs
+assume (a BraTS folder, ``brats.zarr``, ...) are made there from the tiny fixtures of
+:data:`INPUTS`, unless an earlier command of the file makes them (``partseg ingest SRC
+brats.zarr``). Commands are shrunk, never rewritten otherwise: :data:`PLACEHOLDERS` fills
+``<recipe>``, :data:`SHRINK` appends tiny-run arguments per subcommand (later overrides win),
+:data:`SMALLER` replaces the values of size options, and a ``compare`` on a store trains only the
+recipe's first variant (the recipe's ``--quick`` command, also documented, runs them all).
+``demo`` and ``compare`` commands, whose outputs no later command reads, each run in a fresh
+folder (the docs show them as alternatives writing the same default output folder) and once
+per session even when several files show them; those another test already runs end to end
+(:data:`COVERED`: every recipe's ``--quick`` run and ``demo --quick``) are parsed and their
+config loaded instead.
+:data:`OFFLINE` lists the commands that cannot run here, with the reason (none today).
+
+A failure names the file, the line, the command as documented and as run, and the output.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from test_recipes import RECIPES  # the recipes tests/test_recipes.py runs at --quick size
+
+from partseg.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = [
+    "README.md",
+    *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")),
+    *sorted(f"configs/{p.name}" for p in (ROOT / "configs").glob("*.yaml")),
+]
+
+#: Inputs the docs assume -> the session fixture made in the working folder under that name.
+INPUTS = {
+    "BraTS2020_TrainingData": "brats_raw",
+    "data/MICCAI_BraTS2020_TrainingData": "brats_raw",
+    "data/BraTS2020_ValidationData": "brats_raw",
+    "brats.zarr": "brats_store",
+    "my_data.zarr": "brats_store",
+    "adam.zarr": "aneurysm_store",
+    "pancreas.zarr": "pancreas_store",
+}
+
+#: Placeholders in documented commands -> what the test runs.
+PLACEHOLDERS = {"<recipe>": "brats_3d"}
+
+_TINY_MODEL = ("model.base_width=4", "model.depth=2", "partition.core=[8,16,16]")
+_TINY_TRAIN = (
+    *_TINY_MODEL,
+    "partition.margin=[2,2,2]",
+    "train.epochs=1",
+    "train.steps_per_epoch=1",
+    "train.batch_size=1",
+    "train.val_batch_size=4",
+    "train.workers=0",
+    "train.device=cpu",
+    "train.amp=off",
+    "train.progress=false",
+)
+#: Arguments appended per subcommand to make a documented command a tiny run.
+SHRINK: dict[str, tuple[str, ...]] = {
+    "plan": _TINY_MODEL,
+    "train": _TINY_TRAIN,
+    "cv": _TINY_TRAIN,
+    "compare": ("--quick", "--no-progress"),
+    "demo": ("--quick", "--no-progress"),
+}
+#: (subcommand, option) -> the values the test passes instead of the documented ones.
+SMALLER: dict[tuple[str, str], tuple[str, ...]] = {
+    ("phantom", "--cases"): ("2",),
+    ("phantom", "--shape"): ("16", "32", "32"),
+    ("ingest", "--workers"): ("1",),  # worker pools are tested in tests/store
+    ("compare", "base.train.epochs"): ("2",),  # a key=value override: the value after '='
+}
+#: Documented commands that cannot run offline, with the reason.
+OFFLINE: dict[str, str] = {}
+
+#: Shrunk commands (``--out`` aside) another test already runs end to end -> that test. They
+#: are parsed and their config is loaded here, not run a second time (it would double the
+#: suite's slowest part).
+COVERED: dict[tuple[str, ...], str] = {
+    ("demo", "--quick", "--no-progress"): "tests/test_cli_demo.py (demo --quick, and its rerun)",
+    **{
+        ("compare", f"configs/{name}.yaml", "--quick", "--no-progress"): (
+            "tests/test_recipes.py::test_recipe_runs_quick"
+        )
+        for name in RECIPES
+    },
+}
+
+#: Subcommands whose outputs no later command reads: run once per session.
+TERMINAL = ("demo", "compare")
+
+
+@dataclass(frozen=True)
+class DocCommand:
+    """One documented command: where it is shown and its text."""
+
+    source: str
+    line: int
+    text: str
+
+    def where(self) -> str:
+        return f"{self.source}:{self.line}: {self.text}"
+
+
+def _fenced_lines(text: str) -> Iterator[tuple[int, str]]:
+    inside = False
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.lstrip().startswith("```"):
+            inside = not inside
+        elif inside:
+            yield number, line.strip()
+
+
+def _header_lines(text: str) -> Iterator[tuple[int, str]]:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.startswith("#"):
+            return
+        if re.match(r"#\s{2,}partseg ", line):
+            yield number, line[1:].strip()
+
+
+def doc_commands(source: str) -> list[DocCommand]:
+    """The ``partseg`` commands ``source`` shows, in order."""
+    text = (ROOT / source).read_text()
+    lines = _header_lines(text) if source.endswith(".yaml") else _fenced_lines(text)
+    found = []
+    for number, line in lines:
+        for part in line.split("&&"):
+            part = part.strip()
+            if part.startswith("partseg "):
+                found.append(DocCommand(source, number, part))
+    return found
+
+
+def test_commands_are_found_in_every_kind_of_source() -> None:
+    readme = [c.text for c in doc_commands("README.md")]
+    assert "partseg demo" in readme  # the tail of the install line's && chain
+    assert any(c.startswith("partseg ingest BraTS2020_TrainingData") for c in readme)
+    header = [c.text for c in doc_commands("configs/brats_3d_context.yaml")]
+    assert header[0].startswith("partseg plan configs/brats_3d_context.yaml --variant")
+    assert not doc_commands("configs/tiny.yaml")
+
+
+def to_argv(command: DocCommand) -> list[str]:
+    """The argv the test runs for a documented command (placeholders filled, shrunk)."""
+    text = command.text
+    for placeholder, value in PLACEHOLDERS.items():
+        text = text.replace(placeholder, value)
+    argv = shlex.split(text, comments=True)[1:]  # drop "partseg"; "# ..." is a comment
+    sub = argv[0]
+    for (name, option), values in SMALLER.items():
+        if name != sub:
+            continue
+        for i, token in enumerate(argv):
+            if token == option:
+                argv[i + 1 : i + 1 + len(values)] = values
+            elif token.startswith(f"{option}="):
+                argv[i] = f"{option}={values[0]}"
+    if sub == "compare" and "--store" in argv and "--variants" not in argv:
+        argv += ["--variants", first_variant(argv[1])]
+    return [*argv, *(a for a in SHRINK.get(sub, ()) if a not in argv)]
+
+
+def first_variant(config: str) -> str:
+    """The first variant of a recipe: a compare command on a store trains just that one (its
+    ``--quick`` alternative on phantoms, also documented, runs every variant)."""
+    raw = yaml.safe_load((ROOT / config).read_text())
+    return raw["variants"][0]["name"]
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="session")
+def fixtures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny inputs, made once: a BraTS-layout folder and stores of three kinds."""
+    from partseg.experiments import CompareConfig, PhantomSpec, Variant, prepare_store
+    from partseg.phantom import write_phantoms
+    from partseg.store.ingest import IngestSettings, ingest
+
+    root = tmp_path_factory.mktemp("doc_inputs")
+    raw = root / "brats_raw"
+    write_phantoms(raw, 5, (16, 32, 32), prefix="BraTS20_Training", progress=False)
+    ingest(raw, root / "brats.zarr", IngestSettings(), progress=False)
+    made = {"brats_raw": raw, "brats_store": root / "brats.zarr"}
+    specs = {
+        "aneurysm_store": PhantomSpec(kind="aneurysm", cases=5, shape=(24, 32, 32)),
+        "pancreas_store": PhantomSpec(
+            cases=5, shape=(16, 32, 32), target="whole_tumor", channels=("flair",)
+        ),
+    }
+    for name, spec in specs.items():
+        config = CompareConfig(variants=(Variant("x"),), phantom=spec)
+        made[name] = Path(prepare_store(config, root / name, progress=False))
+    return made
+
+
+#: Subcommand -> the position of the positional argument naming what it writes.
+_WRITES = {"ingest": 2, "phantom": 1}
+
+
+def _made_by_a_command(name: str, argvs: list[list[str]]) -> bool:
+    return any(len(a) > _WRITES.get(a[0], 99) and a[_WRITES[a[0]]] == name for a in argvs)
+
+
+def prepare_folder(folder: Path, commands: list[list[str]], made: dict[str, Path]) -> None:
+    """``configs/`` and the inputs the commands name, under their documented names."""
+    folder.mkdir(parents=True)
+    (folder / "configs").symlink_to(ROOT / "configs")
+    used = {token for argv in commands for token in argv}
+    used |= {token.split("=", 1)[1] for token in used if token.startswith("data.store=")}
+    for name, fixture in INPUTS.items():
+        if name not in used or _made_by_a_command(name, commands):
+            continue
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if name.endswith(".zarr"):
+            shutil.copytree(made[fixture], target)  # commands may write into a store
+        else:
+            target.symlink_to(made[fixture])
+
+
+_TERMINAL_DONE: set[tuple[str, ...]] = set()
+
+
+def alternative_folder(folder: Path, index: int) -> Path:
+    """A fresh folder seeing ``folder``'s entries, for a demo or compare command.
+
+    The docs show such commands as alternatives (on your store, or a quick phantom run) that
+    write the same default output folder; each runs apart, as a reader runs one of them.
+    """
+    alternative = folder.parent / f"alternative_{index}"
+    alternative.mkdir()
+    for entry in folder.iterdir():
+        (alternative / entry.name).symlink_to(entry)
+    return alternative
+
+
+def covered_elsewhere(argv: list[str]) -> bool:
+    """Whether another test runs this command end to end (see :data:`COVERED`)."""
+    key, skip = [], False
+    for token in argv:
+        if skip or token == "--out":
+            skip = not skip
+            continue
+        key.append(token)
+    return tuple(key) in COVERED
+
+
+def check_covered(argv: list[str]) -> None:
+    """Parse a covered command and load its config (what would fail before it ran)."""
+    from partseg.cli import build_parser
+    from partseg.experiments import load_compare_config
+    from partseg.recipes import recipe_path, resolve_config
+
+    args = build_parser().parse_args(argv)
+    path = recipe_path("demo") if argv[0] == "demo" else resolve_config(args.config)
+    load_compare_config(path, quick=True)
+
+
+def run_command(command: DocCommand, argv: list[str], capsys) -> str | None:
+    """Run one command in the current folder; None when it exits 0, else the failure text."""
+    try:
+        if covered_elsewhere(argv):
+            check_covered(argv)
+            status = 0
+        else:
+            status = main(argv)
+    except SystemExit as stop:  # argparse rejected the command line
+        status = stop.code
+    except Exception as err:  # a covered command's config failed to load
+        status = f"{type(err).__name__}: {err}"
+    output = capsys.readouterr()
+    if status == 0:
+        return None
+    return (
+        f"{command.where()}\n  ran as: partseg {shlex.join(argv)}\n  exit status {status}; "
+        f"last output:\n{(output.out + output.err)[-3000:]}\n(if it names an input the docs "
+        "assume, map it in INPUTS of tests/test_doc_commands.py)"
+    )
+
+
+def test_a_failure_names_the_file_line_and_command(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    command = DocCommand("docs/user_guide.md", 42, "partseg train configs/nope.yaml")
+    message = run_command(command, to_argv(command), capsys)
+    assert message is not None
+    assert message.startswith("docs/user_guide.md:42: partseg train configs/nope.yaml\n")
+    assert "exit status 2" in message and "configs/nope.yaml not found" in message
+    argv = ["train", "--no-such-option"]
+    assert "exit status 2" in (run_command(command, argv, capsys) or "")
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_documented_commands_run(
+    source: str, fixtures, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    commands = [c for c in doc_commands(source) if c.text not in OFFLINE]
+    if not commands:
+        return
+    argvs = [to_argv(c) for c in commands]
+    folder = tmp_path / "work"
+    prepare_folder(folder, argvs, fixtures)
+    monkeypatch.chdir(folder)
+    for i, (command, argv) in enumerate(zip(commands, argvs, strict=True)):
+        terminal = argv[0] in TERMINAL
+        if terminal and tuple(argv) in _TERMINAL_DONE:
+            continue
+        if terminal:
+            monkeypatch.chdir(alternative_folder(folder, i))
+        failure = run_command(command, argv, capsys)
+        monkeypatch.chdir(folder)
+        if failure:
+            pytest.fail(failure, pytrace=False)
+        if terminal:
+            _TERMINAL_DONE.add(tuple(argv))
+
+
+def test_covered_commands_are_still_parsed_and_loaded(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+    argv = to_argv(DocCommand("x.md", 1, "partseg compare configs/demo.yaml --out demo-run"))
+    assert covered_elsewhere(argv)  # --out aside, tests/test_recipes.py runs it
+    check_covered(argv)
+    assert not covered_elsewhere([*argv, "--variants", "2d"])
+    with pytest.raises(SystemExit):
+        check_covered(["compare", "configs/demo.yaml", "--quick", "--bogus"])
+    from partseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"nope\.yaml not found"):
+        check_covered(["compare", "configs/nope.yaml", "--quick", "--no-progress"])
