@@ -30,14 +30,12 @@ from partseg.phantom.anatomy import Tissue
 from partseg.phantom.fields import smooth_noise
 from partseg.phantom.glioma import Glioma, grow_glioma, tumour_radius_mm
 from partseg.phantom.render import CONTRAST, render_mixture
-from partseg.phantom.template import load_template
+from partseg.phantom.template import Template, load_template
 from partseg.phantom.warp import draw_warp, grid_spacing, push_away
 from partseg.store.preprocess import foreground_box
 
 __all__ = ["RealisticCase", "make_realistic"]
 
-#: Grey plus white matter of the 1 mm template, in ml (the tumour is a share of it).
-_TEMPLATE_PARENCHYMA_ML = 1678.5
 #: Thickness ranges in mm of the shells around the brain: CSF, skull, scalp.
 _SHELLS = ((1.5, 3.0), (5.0, 7.5), (4.0, 6.5))
 #: Tissue order of the fraction stack: the first rows of :class:`Tissue` / :data:`CONTRAST`.
@@ -94,8 +92,31 @@ def make_realistic(
     """
     spacing = grid_spacing(shape)
     template = load_template(max(1, int(spacing)))
+    fractions, glioma, box = _tissues(rng, shape, template)
+    inside = fractions[1:].sum(axis=0) >= 0.5  # the head: at least half a voxel of tissue
+    cells = max(3, int(max(inside.shape) / 10))
+    fractions *= 1.0 + 0.04 * smooth_noise(rng, inside.shape, cells=cells)  # tissue texture
+    bias, noise = float(rng.uniform(0.08, 0.2)), float(rng.uniform(0.02, 0.045))
+    image = np.zeros((len(channels), *shape), dtype=np.float32)
+    for c, name in enumerate(channels):
+        image[(c, *box)] = render_mixture(fractions, CONTRAST[name], inside, rng, bias, noise)
+    label = np.zeros(shape, dtype=np.uint8)
+    local = label[box][glioma.box]  # a view
+    local[glioma.edema], local[glioma.enhancing], local[glioma.necrosis] = 2, 4, 1
+    tissue = np.zeros(shape, dtype=np.uint8)
+    if with_tissue:
+        codes = np.asarray(_STACK, dtype=np.uint8)[np.argmax(fractions, axis=0)]
+        tissue[box] = np.where(inside, codes, Tissue.BACKGROUND)
+    return RealisticCase(image, label, tissue, spacing)
+
+
+def _tissues(
+    rng: np.random.Generator, shape: tuple[int, int, int], template: Template
+) -> tuple[np.ndarray, Glioma, tuple[slice, ...]]:
+    """Tissue fractions (T, z, y, x) of the head's box, the glioma in it, and the box."""
+    spacing = grid_spacing(shape)
     seed = template.seeds[int(rng.integers(len(template.seeds)))]
-    share, radius_mm = tumour_radius_mm(rng, _TEMPLATE_PARENCHYMA_ML)
+    share, radius_mm = tumour_radius_mm(rng, template.parenchyma_ml)
     warp = draw_warp(rng, shape, template)
     distance = warp.sample(template, template.distance)  # mm, > 0 outside the brain
     hull = warp.sample(template, template.hull)  # mm, > 0 outside the brain's smooth hull
@@ -120,22 +141,7 @@ def make_realistic(
     fractions[Tissue.SKULL] = np.maximum(skull, 0.0)  # the skull's outer surface, then scalp
     fractions[Tissue.SCALP] = _layer(hull, shells[1], shells[2], spacing)
     _paint_glioma(fractions, glioma, rng)
-    head = fractions[1:].sum(axis=0)
-    inside = head >= 0.5
-    cells = max(3, int(max(distance.shape) / 10))
-    fractions *= 1.0 + 0.04 * smooth_noise(rng, distance.shape, cells=cells)  # tissue texture
-    bias, noise = float(rng.uniform(0.08, 0.2)), float(rng.uniform(0.02, 0.045))
-    image = np.zeros((len(channels), *shape), dtype=np.float32)
-    for c, name in enumerate(channels):
-        image[(c, *box)] = render_mixture(fractions, CONTRAST[name], inside, rng, bias, noise)
-    label = np.zeros(shape, dtype=np.uint8)
-    local = label[box][glioma.box]  # a view
-    local[glioma.edema], local[glioma.enhancing], local[glioma.necrosis] = 2, 4, 1
-    tissue = np.zeros(shape, dtype=np.uint8)
-    if with_tissue:
-        codes = np.asarray(_STACK, dtype=np.uint8)[np.argmax(fractions, axis=0)]
-        tissue[box] = np.where(inside, codes, Tissue.BACKGROUND)
-    return RealisticCase(image, label, tissue, spacing)
+    return fractions, glioma, box
 
 
 def _layer(distance: np.ndarray, low: float, high: float, spacing: float) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 from partseg.phantom.anatomy import Head
 from partseg.phantom.fields import smooth_noise
 
-__all__ = ["CONTRAST", "acquire", "render_channel", "render_mixture"]
+__all__ = ["CONTRAST", "render_channel", "render_mixture"]
 
 #: Relative intensity of each tissue (rows, in :class:`Tissue` order) per channel.
 #: T1: dark core and necrosis; T1ce: bright enhancing rim; T2: bright edema and CSF;
@@ -38,7 +38,7 @@ def render_channel(
     signal = levels[local]  # (box) float32
     signal *= 1.0 + 0.03 * head.folds  # mild texture that follows the cortical folds
     image = np.zeros(tissue.shape, dtype=np.float32)
-    image[head.box] = acquire(signal, head.rho <= 1.0, rng)
+    image[head.box] = _acquire(signal, head.rho <= 1.0, rng)
     return image
 
 
@@ -50,7 +50,7 @@ def render_mixture(
     bias: float = 0.12,
     noise: float = 0.035,
 ) -> np.ndarray:
-    """One channel of tissue fractions: the fraction-weighted contrast, then :func:`acquire`.
+    """One channel of tissue fractions: the fraction-weighted contrast, then :func:`_acquire`.
 
     Args:
         fractions: (T, Z, Y, X) float32 share of each tissue (rows in :class:`Tissue` order,
@@ -58,7 +58,7 @@ def render_mixture(
         contrast: a row of :data:`CONTRAST`.
         inside: (Z, Y, X) bool, the head; every other voxel is 0.
         rng: the case's generator.
-        bias, noise: as in :func:`acquire`.
+        bias, noise: as in :func:`_acquire`.
 
     Example:
         >>> fractions = np.zeros((6, 2, 2, 2), np.float32); fractions[5] = 1.0
@@ -70,10 +70,10 @@ def render_mixture(
     n = fractions.shape[0]
     levels = (contrast[:n] * rng.uniform(0.96, 1.04, n)).astype(np.float32)
     signal = np.tensordot(levels, fractions, axes=1)  # (Z, Y, X)
-    return acquire(signal, inside, rng, bias=bias, noise=noise)
+    return _acquire(signal, inside, rng, bias=bias, noise=noise)
 
 
-def acquire(
+def _acquire(
     signal: np.ndarray,
     inside: np.ndarray,
     rng: np.random.Generator,

@@ -65,6 +65,8 @@ class Template:
             skull and scalp shells start.
         brain_lo, brain_hi: (3,) template mm of the brain mask's first and last voxel per axis.
         seeds: (N, 3) template mm of deep white matter of the cerebrum, where tumours start.
+        parenchyma_ml: volume of grey plus white matter (about 1.68 l: the template brain is
+            larger than most).
     """
 
     level: int
@@ -75,12 +77,13 @@ class Template:
     brain_lo: np.ndarray
     brain_hi: np.ndarray
     seeds: np.ndarray
+    parenchyma_ml: float
 
     def index(self, mm: np.ndarray) -> np.ndarray:
         """Map template millimetres to (fractional) voxel indices of this level's arrays.
 
         Example:
-            >>> Template(2, *[np.zeros(1)] * 7).index(np.array([0.5, 2.5])).tolist()
+            >>> Template(2, *[np.zeros(1)] * 7, 0.0).index(np.array([0.5, 2.5])).tolist()
             [0.0, 1.0]
         """
         if self.level == 1:
@@ -133,7 +136,8 @@ def load_template(level: int = 1) -> Template:
     lo = np.array(extent.start, dtype=np.float64)
     hi = np.array(extent.stop, dtype=np.float64) - 1.0
     seeds = _seeds(maps["white"], brain)
-    return Template(level, grey, white, distance, hull, lo, hi, seeds)
+    parenchyma = float((maps["grey"] + maps["white"]).sum()) / 255.0 / 1000.0  # 1 mm3 voxels
+    return Template(level, grey, white, distance, hull, lo, hi, seeds, parenchyma)
 
 
 @lru_cache(maxsize=1)
