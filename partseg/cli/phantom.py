@@ -38,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         choices=KINDS,
         default="brats",
         help="brats: t1/t1ce/t2/flair of the MNI152 brain (shipped by nilearn) deformed per "
-        "case, with a glioma (tumor labels {0,1,2,4}), about 4 s per BraTS-size case; "
+        "case, with a glioma (tumor labels {0,1,2,4}), about 5 s per BraTS-size case; "
         "brats-simple: the same channels and labels on a fast synthetic ellipsoidal head; "
         "aneurysm: one TOF channel with labels {0,1} (default: brats)",
     )
