@@ -1,11 +1,12 @@
 """``partseg demo``: the whole pipeline on synthetic data, on a CPU, in minutes.
 
-Phantom BraTS-like cases -> ingest into a zarr store -> train a 2D U-Net, a 3D minicube U-Net
-without context and one with context (CPU-sized settings of the built-in recipe ``demo``,
-``configs/demo.yaml`` in a checkout, found by :func:`partseg.recipes.recipe_path`) -> stitched
-prediction of held-out cases -> evaluation -> report. Prints the Dice table and where the report
-is. About 4 minutes on 2 CPU cores; ``--quick`` runs the same steps on tiny settings in under a
-minute, for smoke tests.
+Realistic phantom BraTS-like cases (the MNI152 brain deformed per case with a glioma, at
+3.75 mm; :mod:`partseg.phantom`) -> ingest into a zarr store -> train a 2D U-Net, a 3D
+minicube U-Net without context and one with context (CPU-sized settings of the built-in recipe
+``demo``, ``configs/demo.yaml`` in a checkout, found by :func:`partseg.recipes.recipe_path`) ->
+stitched prediction of held-out cases -> evaluation -> report. Prints the Dice table and where
+the report is. About 4 minutes on 2 CPU cores; ``--quick`` runs the same steps on tiny settings
+in under a minute, for smoke tests.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="phantoms -> store -> train 2D / 3D / 3D+context -> stitched predictions -> report",
         description="Run the whole pipeline on synthetic BraTS-like cases on the CPU: generate "
-        "and ingest phantoms, train three variants (2D U-Net, 3D minicubes without and with "
+        "realistic phantoms (the MNI152 brain deformed per case, with a glioma) and ingest them, "
+        "train three variants (2D U-Net, 3D minicubes without and with "
         "context), predict held-out cases by stitched minicubes, evaluate and write a report. "
         "About 4 minutes on 2 CPU cores; --quick takes under a minute. Rerun to resume.",
     )

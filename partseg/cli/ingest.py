@@ -12,6 +12,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from partseg.store.encoding import DTYPES
     from partseg.store.ingest import IngestSettings
     from partseg.store.sources import LAYOUTS
+    from partseg.store.preprocess import NORMALIZATIONS
     from partseg.store.writer import CODECS
 
     defaults = IngestSettings()
@@ -39,9 +40,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--normalize",
-        choices=("zscore", "none"),
-        default="zscore",
-        help="zscore: per channel over the foreground, background 0 (default: zscore)",
+        choices=NORMALIZATIONS,
+        default=defaults.normalize,
+        help="zscore-nonzero: z-score each channel over the voxels nonzero in any channel "
+        "(the head), keep the outside at 0 (nnU-Net's BraTS setting); zscore-all: over every "
+        "voxel; none; auto: zscore-nonzero, or zscore-all when a channel is named CT (0 HU is "
+        "water, not background). The store records the method; a resume must match "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--spacing",

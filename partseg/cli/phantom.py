@@ -1,4 +1,4 @@
-"""``partseg phantom``: write synthetic BraTS-like or aneurysm-like cases as NIfTI."""
+"""``partseg phantom``: write BraTS-like (realistic or simple) or aneurysm-like cases as NIfTI."""
 
 from __future__ import annotations
 
@@ -8,13 +8,17 @@ from pathlib import Path
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``phantom`` subcommand."""
+    from partseg.phantom.cases import KINDS
+
     parser = subparsers.add_parser(
         "phantom",
         help="write synthetic BraTS-like (or aneurysm TOF-like) cases as NIfTI",
         description="Write synthetic cases in the BraTS 2020 layout, "
         "OUT/<id>/<id>_{t1,t1ce,t2,flair,seg}.nii.gz (aneurysm: <id>_{tof,seg}.nii.gz), "
-        "1 mm RAS affine. Same seed, same files; case i depends only on (seed, i), so adding "
-        "cases keeps the earlier ones. Complete cases already in OUT are skipped (resume).",
+        "RAS affine (1 mm; realistic brats grids smaller than BraTS hold the BraTS field of "
+        "view in larger voxels). Same seed, same files; case i depends only on (seed, i), so "
+        "adding cases keeps the earlier ones. Complete cases already in OUT are skipped "
+        "(resume).",
     )
     parser.add_argument("out", metavar="OUT", type=Path, help="output folder (created)")
     parser.add_argument(
@@ -31,10 +35,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="data-set seed >= 0 (default: 0)")
     parser.add_argument(
         "--kind",
-        choices=("brats", "aneurysm"),
+        choices=KINDS,
         default="brats",
-        help="brats: t1/t1ce/t2/flair with tumor labels {0,1,2,4}; aneurysm: one TOF channel "
-        "with labels {0,1} (default: brats)",
+        help="brats: t1/t1ce/t2/flair of the MNI152 brain (shipped by nilearn) deformed per "
+        "case, with a glioma (tumor labels {0,1,2,4}), about 5 s per BraTS-size case; "
+        "brats-simple: the same channels and labels on a fast synthetic ellipsoidal head; "
+        "aneurysm: one TOF channel with labels {0,1} (default: brats)",
     )
     parser.add_argument(
         "--prefix", default="Phantom", help="case id prefix, ids <prefix>_001... (default: Phantom)"

@@ -41,7 +41,8 @@ class PhantomSpec:
     """Synthetic data a compare run builds when no store is given.
 
     Attributes:
-        kind: ``"brats"`` or ``"aneurysm"`` (see :mod:`partseg.phantom`).
+        kind: ``"brats"`` (realistic), ``"brats-simple"`` or ``"aneurysm"`` (see
+            :mod:`partseg.phantom`).
         cases: number of cases.
         shape: volume size (Z, Y, X) before the foreground crop of ingest.
         seed: data-set seed.
@@ -61,11 +62,13 @@ class PhantomSpec:
     channels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.kind not in ("brats", "aneurysm"):
-            raise ConfigError(f"phantom.kind={self.kind!r}: use brats or aneurysm")
+        from partseg.phantom.cases import BRATS_KINDS, KINDS
+
+        if self.kind not in KINDS:
+            raise ConfigError(f"phantom.kind={self.kind!r}: use one of {', '.join(KINDS)}")
         if self.target not in ("labels", "whole_tumor"):
             raise ConfigError(f"phantom.target={self.target!r}: use labels or whole_tumor")
-        if self.target == "whole_tumor" and self.kind != "brats":
+        if self.target == "whole_tumor" and self.kind not in BRATS_KINDS:
             raise ConfigError("phantom.target=whole_tumor needs phantom.kind=brats")
         if self.cases < 2:
             raise ConfigError(f"phantom.cases={self.cases}: need at least 2 (train and test)")

@@ -25,7 +25,7 @@ def prepare_store(config: CompareConfig, out: Path, *, progress: bool = True) ->
             "compare config has neither store nor phantom: set store=PATH (an ingested "
             "store, see partseg ingest) or add a phantom section"
         )
-    from partseg.phantom import write_phantoms
+    from partseg.phantom import GENERATOR_VERSION, write_phantoms
     from partseg.store.ingest import IngestSettings, ingest
     from partseg.store.writer import store_state
 
@@ -33,7 +33,9 @@ def prepare_store(config: CompareConfig, out: Path, *, progress: bool = True) ->
     data = out / "data"
     store = data / "phantom.zarr"
     stamp = data / "phantom.json"
-    wanted = json.dumps(dataclasses.asdict(spec), sort_keys=True)
+    # the generator's version too: a phantom kind that changes makes other data for one spec
+    wanted = json.dumps({**dataclasses.asdict(spec), "generator": GENERATOR_VERSION},
+                        sort_keys=True)  # fmt: skip
     if stamp.is_file() and stamp.read_text() != wanted:
         raise ConfigError(
             f"{data} holds phantom data made with other settings ({stamp.read_text()}); "
@@ -67,7 +69,7 @@ def derive_phantoms(raw: Path, out: Path, spec: PhantomSpec) -> None:
     import nibabel as nib
 
     from partseg.infer.export import save_nifti
-    from partseg.phantom import CHANNELS, case_files
+    from partseg.phantom import BRATS_KINDS, CHANNELS, case_files
 
     channels = list(spec.channels or CHANNELS[spec.kind])
     unknown = [c for c in channels if c not in CHANNELS[spec.kind]]
@@ -77,7 +79,7 @@ def derive_phantoms(raw: Path, out: Path, spec: PhantomSpec) -> None:
     if labels is None:
         labels = (
             {"background": 0, "necrotic": 1, "edema": 2, "enhancing": 4}
-            if spec.kind == "brats"
+            if spec.kind in BRATS_KINDS
             else {"background": 0, "aneurysm": 1}
         )
     (out / "imagesTr").mkdir(parents=True, exist_ok=True)

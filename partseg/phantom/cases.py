@@ -1,8 +1,9 @@
 """One phantom case: its identifier, files, affine, random generator and arrays.
 
-:func:`make_case` draws the head, paints a tumor (``kind="brats"``) or vessels and sacs
-(``kind="aneurysm"``) into its tissue map, renders each channel and maps the tissues to the
-labels of the seg file.
+:func:`make_case` makes a realistic BraTS-like case from the deformed MNI152 brain
+(``kind="brats"``, :mod:`partseg.phantom.realistic`), or draws the synthetic ellipsoidal head,
+paints a tumor (``kind="brats-simple"``) or vessels and sacs (``kind="aneurysm"``) into its
+tissue map, renders each channel and maps the tissues to the labels of the seg file.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ import numpy as np
 
 from partseg.errors import ConfigError
 from partseg.phantom.anatomy import Head, Tissue
+from partseg.phantom.realistic import make_realistic
 from partseg.phantom.render import CONTRAST, render_channel
 from partseg.phantom.tumor import add_tumor
 from partseg.phantom.vessels import add_vessels
 
 __all__ = [
+    "BRATS_KINDS",
     "CHANNELS",
     "DEFAULT_SHAPE",
+    "GENERATOR_VERSION",
     "KINDS",
     "MIN_EDGE",
     "PhantomCase",
@@ -36,12 +40,19 @@ __all__ = [
 
 #: BraTS 240 x 240 x 155 volume in partseg (Z, Y, X) order.
 DEFAULT_SHAPE: tuple[int, int, int] = (155, 240, 240)
-#: Channels of each kind, in the order of :attr:`PhantomCase.image`.
+#: Channels of each kind, in the order of :attr:`PhantomCase.image`: ``brats`` (realistic
+#: anatomy), ``brats-simple`` (the fast synthetic head of the unit tests), ``aneurysm``.
 CHANNELS: dict[str, tuple[str, ...]] = {
     "brats": ("t1", "t1ce", "t2", "flair"),
+    "brats-simple": ("t1", "t1ce", "t2", "flair"),
     "aneurysm": ("tof",),
 }
+#: Kinds whose labels are BraTS tumour labels {0, 1, 2, 4}.
+BRATS_KINDS: tuple[str, ...] = ("brats", "brats-simple")
 KINDS: tuple[str, ...] = tuple(CHANNELS)
+#: Version of the generators: bumped whenever a kind makes other data for the same arguments
+#: (2: ``brats`` became the realistic kind, the former ``brats`` is ``brats-simple``).
+GENERATOR_VERSION = 2
 #: Smallest edge length that still holds a head with a visible tumor.
 MIN_EDGE = 16
 
@@ -60,7 +71,8 @@ class PhantomCase:
             ``channels`` order.
         label: uint8 (Z, Y, X) with BraTS values {0, 1, 2, 4}, or {0, 1} for aneurysm.
         channels: ``("t1", "t1ce", "t2", "flair")`` or ``("tof",)``.
-        affine: (4, 4) float64 voxel-to-world matrix of the NIfTI (X, Y, Z) array (1 mm, RAS).
+        affine: (4, 4) float64 voxel-to-world matrix of the NIfTI (X, Y, Z) array (RAS; 1 mm,
+            or the isotropic voxel of a realistic case smaller than BraTS).
     """
 
     case_id: str
@@ -81,8 +93,8 @@ def case_files(case_dir: Path, identifier: str, kind: str = "brats") -> list[Pat
     return [Path(case_dir) / f"{identifier}_{name}.nii.gz" for name in names]
 
 
-def nifti_affine(shape: Sequence[int]) -> np.ndarray:
-    """Return the 1 mm RAS affine of a (Z, Y, X) volume, centred on world (0, 0, 0).
+def nifti_affine(shape: Sequence[int], spacing: float = 1.0) -> np.ndarray:
+    """Return the RAS affine of a (Z, Y, X) volume of ``spacing`` mm voxels, centred on 0.
 
     The NIfTI array is (X, Y, Z): X runs left -> right, Y posterior -> anterior,
     Z inferior -> superior; voxel ((X-1)/2, (Y-1)/2, (Z-1)/2) sits at the origin.
@@ -90,9 +102,11 @@ def nifti_affine(shape: Sequence[int]) -> np.ndarray:
     Example:
         >>> nifti_affine((3, 5, 7))[:3, 3].tolist()
         [-3.0, -2.0, -1.0]
+        >>> nifti_affine((3, 5, 7), 2.0)[:3, 3].tolist()
+        [-6.0, -4.0, -2.0]
     """
-    affine = np.eye(4, dtype=np.float64)
-    affine[:3, 3] = [-(n - 1) / 2.0 for n in reversed(tuple(shape))]
+    affine = np.diag([spacing, spacing, spacing, 1.0]).astype(np.float64)
+    affine[:3, 3] = [-(n - 1) / 2.0 * spacing for n in reversed(tuple(shape))]
     return affine
 
 
@@ -112,10 +126,13 @@ def make_case(
 
     Args:
         index: 0-based case number; the identifier is ``f"{prefix}_{index + 1:03d}"``.
-        shape: (Z, Y, X) volume size in voxels (1 mm each); default the BraTS 155 x 240 x 240.
+        shape: (Z, Y, X) volume size in voxels; default the BraTS 155 x 240 x 240. Voxels
+            are 1 mm, except for ``brats`` grids smaller than BraTS: these hold the BraTS
+            field of view in larger isotropic voxels (e.g. 3.75 mm for 48 x 64 x 64).
         seed: data-set seed (>= 0); the case draws from a generator seeded by (seed, index).
-        kind: ``"brats"`` (4 MRI channels, tumor labels {0, 1, 2, 4}) or ``"aneurysm"``
-            (one TOF channel, labels {0, 1}).
+        kind: ``"brats"`` (4 MRI channels of a deformed real brain with a glioma, tumor
+            labels {0, 1, 2, 4}), ``"brats-simple"`` (the same channels and labels on a fast
+            synthetic ellipsoidal head) or ``"aneurysm"`` (one TOF channel, labels {0, 1}).
         prefix: identifier prefix.
 
     Returns:
@@ -130,8 +147,12 @@ def make_case(
         ('Tof_003', (1, 24, 32, 32), [0, 1])
     """
     shape = check_args(index, shape, seed, kind, prefix)
-    tissue, head, rng = _draw_anatomy(index, shape, seed, kind)
     channels = CHANNELS[kind]
+    if kind == "brats":
+        case = make_realistic(case_rng(seed, index), shape, channels)
+        affine = nifti_affine(shape, case.spacing)
+        return PhantomCase(case_id(index, prefix), case.image, case.label, channels, affine)
+    tissue, head, rng = _draw_anatomy(index, shape, seed, kind)
     image = np.stack([render_channel(tissue, head, CONTRAST[name], rng) for name in channels])
     label = _LABEL_OF_TISSUE[tissue]
     return PhantomCase(case_id(index, prefix), image, label, channels, nifti_affine(shape))
@@ -150,6 +171,8 @@ def make_tissue(
         (True, True)
     """
     shape = check_args(index, shape, seed, kind)
+    if kind == "brats":
+        return make_realistic(case_rng(seed, index), shape, CHANNELS[kind], True).tissue
     return _draw_anatomy(index, shape, seed, kind)[0]
 
 
@@ -160,7 +183,7 @@ def _draw_anatomy(
     rng = case_rng(seed, index)
     head = Head.draw(shape, rng)
     tissue = head.tissue_map()  # (Z, Y, X) uint8 Tissue codes
-    if kind == "brats":
+    if kind == "brats-simple":
         add_tumor(tissue, head, rng)
     else:
         add_vessels(tissue, head, rng)

@@ -11,7 +11,7 @@ import numpy as np
 from partseg.phantom.anatomy import Head
 from partseg.phantom.fields import smooth_noise
 
-__all__ = ["CONTRAST", "render_channel"]
+__all__ = ["CONTRAST", "render_channel", "render_mixture"]
 
 #: Relative intensity of each tissue (rows, in :class:`Tissue` order) per channel.
 #: T1: dark core and necrosis; T1ce: bright enhancing rim; T2: bright edema and CSF;
@@ -37,14 +37,60 @@ def render_channel(
     levels = (contrast * rng.uniform(0.96, 1.04, contrast.size)).astype(np.float32)
     signal = levels[local]  # (box) float32
     signal *= 1.0 + 0.03 * head.folds  # mild texture that follows the cortical folds
-    signal *= np.exp(0.12 * smooth_noise(rng, local.shape, cells=2))  # bias field
-    sigma = np.float32(0.035)
-    real = signal + sigma * rng.standard_normal(local.shape, dtype=np.float32)
-    imag = sigma * rng.standard_normal(local.shape, dtype=np.float32)
+    image = np.zeros(tissue.shape, dtype=np.float32)
+    image[head.box] = _acquire(signal, head.rho <= 1.0, rng)
+    return image
+
+
+def render_mixture(
+    fractions: np.ndarray,
+    contrast: np.ndarray,
+    inside: np.ndarray,
+    rng: np.random.Generator,
+    bias: float = 0.12,
+    noise: float = 0.035,
+) -> np.ndarray:
+    """One channel of tissue fractions: the fraction-weighted contrast, then :func:`_acquire`.
+
+    Args:
+        fractions: (T, Z, Y, X) float32 share of each tissue (rows in :class:`Tissue` order,
+            the first ``T``) in every voxel: partial volumes blend the tissues' intensities.
+        contrast: a row of :data:`CONTRAST`.
+        inside: (Z, Y, X) bool, the head; every other voxel is 0.
+        rng: the case's generator.
+        bias, noise: as in :func:`_acquire`.
+
+    Example:
+        >>> fractions = np.zeros((6, 2, 2, 2), np.float32); fractions[5] = 1.0
+        >>> image = render_mixture(fractions, CONTRAST["t1"], fractions[5] > 0,
+        ...                        np.random.default_rng(0))
+        >>> bool(image.min() >= 1), image.dtype
+        (True, dtype('float32'))
+    """
+    n = fractions.shape[0]
+    levels = (contrast[:n] * rng.uniform(0.96, 1.04, n)).astype(np.float32)
+    signal = np.tensordot(levels, fractions, axes=1)  # (Z, Y, X)
+    return _acquire(signal, inside, rng, bias=bias, noise=noise)
+
+
+def _acquire(
+    signal: np.ndarray,
+    inside: np.ndarray,
+    rng: np.random.Generator,
+    bias: float = 0.12,
+    noise: float = 0.035,
+) -> np.ndarray:
+    """What a scanner makes of ``signal``: bias field, Rician noise, gain, int16 values.
+
+    The signal is multiplied by a smooth log-normal bias field of ``bias`` standard
+    deviation, gets complex Gaussian noise of ``noise`` (on a white matter level of about 1)
+    and a per-scan gain of 400-1200; the magnitude is rounded to integers >= 1 inside and is
+    exactly 0 outside. Returns float32 of ``signal``'s shape.
+    """
+    signal = signal * np.exp(np.float32(bias) * smooth_noise(rng, signal.shape, cells=2))
+    sigma = np.float32(noise)
+    real = signal + sigma * rng.standard_normal(signal.shape, dtype=np.float32)
+    imag = sigma * rng.standard_normal(signal.shape, dtype=np.float32)
     magnitude = np.sqrt(real * real + imag * imag)  # Rician: |signal + complex noise|
     magnitude *= np.float32(rng.uniform(400.0, 1200.0))
-    inside = head.rho <= 1.0
-    magnitude = np.where(inside, np.clip(np.rint(magnitude), 1.0, 32767.0), 0.0)
-    image = np.zeros(tissue.shape, dtype=np.float32)
-    image[head.box] = magnitude
-    return image
+    return np.where(inside, np.clip(np.rint(magnitude), 1.0, 32767.0), 0.0).astype(np.float32)

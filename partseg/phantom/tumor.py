@@ -11,7 +11,7 @@ import numpy as np
 from partseg.phantom.anatomy import Head, Tissue
 from partseg.phantom.fields import smooth_noise
 
-__all__ = ["add_tumor"]
+__all__ = ["add_tumor", "top_k", "tumor_fields"]
 
 #: Whole tumor volume as a fraction of the parenchyma (mean 0.13 -> about 1.8 % of the box).
 _TUMOR_OF_BRAIN = (0.08, 0.175)
@@ -42,15 +42,15 @@ def add_tumor(tissue: np.ndarray, head: Head, rng: np.random.Generator) -> None:
         for c, n in zip(centre, tissue.shape, strict=True)
     )
     local = tissue[box]  # a view: painting it paints the volume
-    core_field, edema_field = _tumor_fields(box, centre, radius, rng)
+    core_field, edema_field = tumor_fields(box, centre, radius, rng)
     allowed = parenchyma[box]
     edema_field *= np.where(local == Tissue.WHITE, 1.0, 0.55).astype(np.float32)
 
-    core = _top_k(core_field, allowed, n_core)
+    core = top_k(core_field, allowed, n_core)
     necrosis_field = core_field * np.exp(0.4 * smooth_noise(rng, local.shape, cells=3))
-    necrosis = _top_k(necrosis_field, core, n_necrosis)
+    necrosis = top_k(necrosis_field, core, n_necrosis)
     edema_field[core] = np.inf  # the whole tumor contains the core
-    whole = _top_k(edema_field, allowed, n_whole)
+    whole = top_k(edema_field, allowed, n_whole)
     local[whole] = Tissue.EDEMA
     local[core] = Tissue.ENHANCING
     local[necrosis] = Tissue.NECROSIS
@@ -64,7 +64,7 @@ _AXIS_INDEX = (
 )
 
 
-def _tumor_fields(
+def tumor_fields(
     box: tuple[slice, ...], centre: np.ndarray, radius: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Core and edema fields over ``box``: merged blobs times log-normal smooth noise."""
@@ -88,7 +88,7 @@ def _tumor_fields(
     return core, edema
 
 
-def _top_k(field: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
+def top_k(field: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
     """Boolean mask of the ``k`` largest values of ``field`` inside ``mask`` (all if fewer)."""
     candidates = np.flatnonzero(mask)
     chosen = np.zeros(field.shape, dtype=bool)

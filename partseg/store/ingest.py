@@ -20,7 +20,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from partseg.errors import ConfigError, InputError, StoreError
 from partseg.geometry import Box
 from partseg.store import preprocess as pp
 from partseg.store.encoding import DTYPES
+from partseg.store.preprocess import NORMALIZATIONS
 from partseg.store.reading import read_case
 from partseg.store.sources import ReadOptions, Source, SourceCase, discover
 from partseg.store.writer import (
@@ -45,7 +46,6 @@ from partseg.store.writer import (
 from partseg.store.zarrstore import AXIS_ORDER_NOTE, DEFAULT_CHUNKS
 
 CROPS = ("foreground", "dataset", "none")
-NORMALIZATIONS = ("zscore", "none")
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,11 @@ class IngestSettings:
         layout: ``"auto"``, ``"brats"``, ``"msd"``, ``"hdf5"`` or ``"numpy"``.
         crop: ``"foreground"`` (per case, nonzero box of all channels), ``"dataset"`` (the union
             of every case's foreground box) or ``"none"``.
-        normalize: ``"zscore"`` (per channel over the foreground, background 0) or ``"none"``.
+        normalize: ``"auto"`` (default: ``"zscore-nonzero"``, or ``"zscore-all"`` for CT
+            channels; :func:`~partseg.store.preprocess.resolve_normalization` gives the
+            reason), ``"zscore-nonzero"`` (per channel over the voxels nonzero in any channel,
+            the outside kept at 0), ``"zscore-all"`` (over every voxel) or ``"none"``. A
+            store records the resolved method.
         spacing: target voxel size (Z, Y, X) in mm, or None to keep the original grid.
         dtype: stored image dtype: ``"int16"`` (default: whole counts of a per-channel step,
             exact for integer scans, see :mod:`~partseg.store.encoding`), ``"float16"`` or
@@ -82,7 +86,7 @@ class IngestSettings:
 
     layout: str = "auto"
     crop: str = "foreground"
-    normalize: str = "zscore"
+    normalize: str = "auto"
     spacing: tuple[float, float, float] | None = None
     dtype: str = "int16"
     chunks: tuple[int, int, int] = DEFAULT_CHUNKS
@@ -119,6 +123,10 @@ class IngestSettings:
     def compression(self) -> dict[str, Any]:
         """The writer's compression settings (``codec``, ``clevel``, ``shuffle``)."""
         return {"codec": self.codec, "clevel": self.clevel, "shuffle": self.shuffle}
+
+    def resolved(self, channels: Sequence[str]) -> IngestSettings:
+        """These settings with ``normalize="auto"`` resolved for a dataset's ``channels``."""
+        return replace(self, normalize=pp.resolve_normalization(self.normalize, channels))
 
     def recorded(self) -> dict[str, Any]:
         """The settings that shape the stored data, as JSON; they must match on resume."""
@@ -220,9 +228,7 @@ def prepare_case(
     if s.spacing is not None:
         image, label = pp.resample(image, label, raw.spacing, s.spacing)
         spacing = tuple(float(v) for v in s.spacing)  # type: ignore[assignment]
-    stats: list[dict] = []
-    if s.normalize == "zscore":
-        image, stats = pp.zscore(image)
+    image, normalization = pp.normalize(image, pp.resolve_normalization(s.normalize, plan.channels))
     n_classes = len(plan.classes)
     counts = pp.class_counts(label, n_classes) if label is not None else {}
     locations = (
@@ -242,7 +248,7 @@ def prepare_case(
         "classes": list(plan.classes),
         "label_mapping": [[k, v] for k, v in plan.mapping.items()],
         "has_label": label is not None,
-        "normalization": {"method": s.normalize, "stats": stats},
+        "normalization": normalization,
         "voxel_counts": {str(k): v for k, v in counts.items()},
         "location_counts": {str(c): int((locations[:, 0] == c).sum()) for c in counts},
         "source_files": [str(p) for p in case.image_files]
@@ -351,6 +357,7 @@ def ingest(
     settings = settings or IngestSettings()
     source = discover(src, settings.layout, ReadOptions(settings.image_key, settings.label_key),
                       settings.split)  # fmt: skip
+    settings = settings.resolved(source.channels)  # the store records what "auto" meant
     for case in source.cases:
         _check_case_id(case)
     report = IngestReport(str(store), source.layout)

@@ -7,7 +7,9 @@ back into the original geometry:
 1. crop to a :class:`~partseg.geometry.Box` (the foreground of the case, the union of all cases'
    foregrounds, or the whole volume);
 2. optionally resample to a target spacing (image trilinear, label nearest);
-3. z-score each channel over the foreground (voxels nonzero in any channel), background -> 0;
+3. normalise (:func:`normalize`): z-score each channel over the foreground (voxels nonzero in
+   any channel), background kept at exactly 0 (``zscore-nonzero``, nnU-Net's
+   ``use_mask_for_norm`` of BraTS), or over every voxel (``zscore-all``), or not at all;
 4. remap the label's declared values to contiguous class ids (BraTS {0, 1, 2, 4} -> {0..3}).
 
 Undoing it for a prediction of shape ``shape``: resample back to ``crop_box.size`` (nearest),
@@ -155,6 +157,60 @@ def zscore(image: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarra
         out[c][mask] = ((values - mean) / std).astype(np.float32)
         stats.append({"mean": mean, "std": std})
     return out, stats
+
+
+#: Ingest normalisations (``partseg ingest --normalize``); ``auto`` resolves per dataset.
+NORMALIZATIONS = ("auto", "zscore-nonzero", "zscore-all", "none")
+
+
+def resolve_normalization(method: str, channels: Sequence[str]) -> str:
+    """The normalisation ``auto`` stands for with these channels; other methods unchanged.
+
+    ``auto`` is ``zscore-nonzero`` (z-scores over the head, outside kept at 0), the choice of
+    nnU-Net for BraTS-like MRI: their outside is exactly 0 (skull-stripped, or air set to 0),
+    statistics of the head are not swamped by air, and the outside reads the same 0 as the
+    zero padding boxes get beyond the volume. A CT channel (named ``CT``, as in nnU-Net /
+    MSD ``dataset.json`` files) makes it ``zscore-all``: 0 HU is water inside the body, not
+    outside, so CT has no zero background to mask.
+
+    Example:
+        >>> resolve_normalization("auto", ["t1", "flair"]), resolve_normalization("auto", ["CT"])
+        ('zscore-nonzero', 'zscore-all')
+    """
+    if method not in NORMALIZATIONS:
+        raise ValueError(f"normalisation must be one of {NORMALIZATIONS}, got {method!r}")
+    if method != "auto":
+        return method
+    return "zscore-all" if any(c.strip().lower() == "ct" for c in channels) else "zscore-nonzero"
+
+
+def normalize(image: np.ndarray, method: str) -> tuple[np.ndarray, dict]:
+    """Normalise a (C, Z, Y, X) image by a resolved ``method`` (see :data:`NORMALIZATIONS`).
+
+    Returns:
+        The image (float32 for the z-scores, unchanged for ``none``) and the case's
+        ``normalization`` attrs: ``{"method": "zscore", "region": "nonzero" | "all",
+        "stats": [...]}`` or ``{"method": "none", "stats": []}``. The z-scores of an integer
+        scan lie on the lattice ``k / std`` in both regions (the outside is 0, or the whole
+        number ``-mean`` over ``std``), so an int16 store keeps them exactly.
+
+    Example:
+        >>> image = np.array([[[[0.0, 2.0, 4.0]]]], np.float32)
+        >>> normalize(image, "zscore-nonzero")[0].ravel().tolist()
+        [0.0, -1.0, 1.0]
+        >>> out, attrs = normalize(image, "zscore-all")
+        >>> [round(v, 3) for v in out.ravel().tolist()], attrs["region"], attrs["stats"][0]["mean"]
+        ([-1.225, 0.0, 1.225], 'all', 2.0)
+    """
+    if method == "none":
+        return image, {"method": "none", "stats": []}
+    if method == "zscore-nonzero":
+        out, stats = zscore(image)
+        return out, {"method": "zscore", "region": "nonzero", "stats": stats}
+    if method == "zscore-all":
+        out, stats = zscore(image, np.ones(image.shape[1:], dtype=bool))
+        return out, {"method": "zscore", "region": "all", "stats": stats}
+    raise ValueError(f"cannot normalise by {method!r}: resolve it first (resolve_normalization)")
 
 
 def label_mapping(values: Iterable[int]) -> dict[int, int]:

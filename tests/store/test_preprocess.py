@@ -74,3 +74,77 @@ def test_counts_and_locations_are_seeded_samples_of_each_class() -> None:
         assert label[z, y, x] == cls
     np.testing.assert_array_equal(rows, pp.sample_locations(label, 4, 10, "case-a"))
     assert not np.array_equal(rows, pp.sample_locations(label, 4, 10, "case-b"))
+
+
+# ---------------------------------------------------------------------------- normalisation
+
+
+def _head(rng: np.random.Generator) -> np.ndarray:
+    """Two integer channels, 0 outside a (3, 4, 4) head, 1..900 inside (like a scan)."""
+    image = np.zeros((2, 5, 6, 7), np.float32)
+    image[:, 1:4, 1:5, 2:6] = rng.integers(1, 900, size=(2, 3, 4, 4))
+    return image
+
+
+def test_zscore_nonzero_keeps_the_outside_exactly_zero() -> None:
+    image = _head(np.random.default_rng(1))
+    out, attrs = pp.normalize(image, "zscore-nonzero")
+    head = pp.foreground_mask(image)
+    assert attrs["method"] == "zscore" and attrs["region"] == "nonzero"
+    assert np.all(out[:, ~head] == 0.0)  # exactly: the padding beyond the volume is 0 too
+    for c in range(2):
+        stats = attrs["stats"][c]
+        assert stats["mean"] == np.rint(image[c][head].mean())  # a whole number
+        expected = (image[c][head] - stats["mean"]) / stats["std"]
+        np.testing.assert_allclose(out[c][head], expected, rtol=1e-5, atol=1e-6)
+        assert abs(out[c][head].mean()) < 0.01 and out[c][head].std() == pytest.approx(1, 1e-3)
+
+
+def test_zscore_all_includes_the_outside() -> None:
+    image = _head(np.random.default_rng(2))
+    out, attrs = pp.normalize(image, "zscore-all")
+    head = pp.foreground_mask(image)
+    assert attrs["region"] == "all"
+    for c in range(2):
+        stats = attrs["stats"][c]
+        assert stats["mean"] == np.rint(image[c].mean())
+        np.testing.assert_allclose(out[c][~head], -stats["mean"] / stats["std"], rtol=1e-6)
+        assert abs(out[c].mean()) < 0.01 and out[c].std() == pytest.approx(1, 1e-3)
+    assert np.all(out[:, ~head] < out[:, head].min(axis=1)[:, None])  # air below every tissue
+
+
+def test_normalize_none_returns_the_image() -> None:
+    image = _head(np.random.default_rng(3))
+    out, attrs = pp.normalize(image, "none")
+    assert out is image and attrs == {"method": "none", "stats": []}
+    with pytest.raises(ValueError, match="resolve"):
+        pp.normalize(image, "auto")
+
+
+@pytest.mark.parametrize(
+    ("channels", "method"),
+    [(("t1", "t1ce", "t2", "flair"), "zscore-nonzero"), (("CT",), "zscore-all"),
+     (("ct", "pet"), "zscore-all"), (("tof",), "zscore-nonzero")],
+)  # fmt: skip
+def test_auto_normalisation_per_dataset(channels: tuple[str, ...], method: str) -> None:
+    assert pp.resolve_normalization("auto", channels) == method
+    assert pp.resolve_normalization("zscore-all", ("t1",)) == "zscore-all"  # explicit wins
+    with pytest.raises(ValueError, match="zscore"):
+        pp.resolve_normalization("zscore", channels)
+
+
+@pytest.mark.parametrize("method", ["zscore-nonzero", "zscore-all"])
+def test_int16_counts_keep_both_zscores_exactly(method: str) -> None:
+    from partseg.store.encoding import candidate_steps, decode, encode
+
+    image = _head(np.random.default_rng(4))
+    out, attrs = pp.normalize(image, method)
+    counts, scale = encode(out, "int16", candidate_steps(attrs, 2))
+    for c in range(2):  # counts are the scan's own integers minus the whole-number mean
+        assert scale[c] == pytest.approx(1 / attrs["stats"][c]["std"])
+        np.testing.assert_array_equal(counts[c], image[c] - attrs["stats"][c]["mean"] * (
+            1 if method == "zscore-all" else pp.foreground_mask(image)))  # fmt: skip
+    np.testing.assert_allclose(decode(counts, scale), out, atol=1e-5)
+    head = pp.foreground_mask(image)
+    if method == "zscore-nonzero":
+        assert np.all(decode(counts, scale)[:, ~head] == 0.0)
