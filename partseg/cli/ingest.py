@@ -11,8 +11,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``partseg ingest``."""
     from partseg.store.encoding import DTYPES
     from partseg.store.ingest import IngestSettings
-    from partseg.store.sources import LAYOUTS
     from partseg.store.preprocess import NORMALIZATIONS
+    from partseg.store.sources import LAYOUTS
     from partseg.store.writer import CODECS
 
     defaults = IngestSettings()
