@@ -86,6 +86,8 @@ def add_sobel_channel(image: np.ndarray, channel: int = 0, *, dilate: int = 0) -
 
 #: Derived channel name -> function of one channel (*box) -> (*box).
 DERIVED: dict[str, Callable[[np.ndarray], np.ndarray]] = {"sobel": sobel_contour}
+#: Voxels beyond a box each derived channel reads (the Sobel kernel reaches one voxel).
+DERIVED_HALO: dict[str, int] = {"sobel": 1}
 
 
 def parse_derived(spec: Sequence[str]) -> tuple[tuple[str, int], ...]:
@@ -158,6 +160,11 @@ class DerivedChannels:
 
     def __len__(self) -> int:
         return len(self.specs)
+
+    @property
+    def halo(self) -> int:
+        """Voxels around a box the derived channels read: a box grown by it derives exactly."""
+        return max((DERIVED_HALO[name] for name, _ in self.specs), default=0)
 
 
 def build_derive(spec: Sequence[str]) -> DerivedChannels | None:

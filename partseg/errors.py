@@ -38,6 +38,10 @@ class GeometryError(PartsegError):
     """Minicube sizes, margins or strides that cannot tile a volume."""
 
 
+class NotTileableError(GeometryError):
+    """A model the layer-wise engine cannot run exactly (e.g. instance or group norm)."""
+
+
 class ConfigError(PartsegError):
     """A configuration key or value is invalid."""
 

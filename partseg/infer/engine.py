@@ -1,0 +1,392 @@
+"""Seam-free prediction at whole-volume cost: the network run layer by layer, slab by slab.
+
+``model(volume)`` on a BraTS volume needs every feature map of the volume at once; tiling the
+volume into overlapping minicubes bounds memory but recomputes, per tile, a halo of half the
+receptive field (52 voxels per side for the default model: ~10x the compute). This engine does
+neither. It lowers the network into one node per layer (:mod:`partseg.infer.lowering`) and
+streams the volume through them in **slabs** of rows along Z (whole Y-X planes):
+
+* a node computes its next slab from exactly the input rows it reads (a 3-kernel conv: one row
+  more on each side), fetched from its inputs' row buffers (:mod:`partseg.infer.rows`); rows
+  outside the volume are zeros, as the whole-volume forward pads them; nothing is recomputed;
+* demand drives the order: the logits ask the last decoder conv for rows, which asks its
+  inputs, down to the image rows read from the store; each buffer drops rows no consumer will
+  read again, so a skip feature holds the rows between where its encoder level is and where
+  its decoder level is (about the receptive field), not the whole volume;
+* squeeze-and-excitation needs the mean of its whole input: that input is computed over the
+  whole volume first and kept (the "first pass"), then streamed on.
+
+The result equals ``model(volume)`` of the volume zero-padded at the end of each axis to a
+multiple of the network stride (:func:`padded_shape`), up to float rounding, everywhere,
+border included: that padded whole-volume forward is the reference (``--partition none``).
+
+2D models run whole slices (their "volume" is one slice; a slice's feature maps are small), in
+batches, which is their whole-volume forward. Instance and group norm cannot be run exactly
+slab by slab (:class:`~partseg.errors.NotTileableError`; the caller falls back to the grid).
+
+Example:
+    >>> import torch
+    >>> from partseg.dataset import InputLayout
+    >>> from partseg.infer.predictor import ArrayCase
+    >>> from partseg.models import ModelConfig, build_model
+    >>> model = build_model(ModelConfig(depth=3, base_width=4, in_channels=1, out_channels=2))
+    >>> case = ArrayCase("a", np.random.default_rng(0).normal(size=(1, 13, 10, 9)).astype("f4"))
+    >>> probs = predict_layerwise(model.eval(), case, InputLayout(), slab=4)
+    >>> x = torch.zeros(1, 1, 16, 12, 12); x[0, :, :13, :10, :9] = torch.from_numpy(case.image)
+    >>> with torch.no_grad():
+    ...     ref = torch.softmax(model(x), 1)[0, :, :13, :10, :9].numpy()
+    >>> probs.shape, bool(np.abs(probs - ref).max() < 1e-5)
+    ((2, 13, 10, 9), True)
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from partseg.errors import GeometryError
+from partseg.geometry import Box
+from partseg.infer import nodes as N
+from partseg.infer.lowering import Graph, lower_model
+from partseg.infer.rows import MemoryRows, Rows, ZarrRows
+from partseg.infer.stitch import (
+    Backend,
+    MemoryBackend,
+    activate,
+    default_activation,
+    labels_from_probabilities,
+)
+from partseg.precision import Precision, resolve_precision
+
+BUFFERS = ("memory", "zarr")
+
+
+def padded_shape(shape: Sequence[int], stride: int) -> tuple[int, ...]:
+    """The reference's input size: each axis rounded up to a multiple of ``stride``.
+
+    Example:
+        >>> padded_shape((13, 10, 9), 4)
+        (16, 12, 12)
+    """
+    return tuple(-(-int(s) // stride) * stride for s in shape)
+
+
+@dataclass
+class EngineStats:
+    """What one run of the engine held and did (for benchmarks and logs).
+
+    Attributes:
+        peak_buffer_bytes: largest total of the row buffers in RAM at any time.
+        slabs: node slabs computed.
+        nodes: nodes in the lowered graph.
+        passes: graph runs (2**d with test-time flips).
+    """
+
+    peak_buffer_bytes: int = 0
+    slabs: int = 0
+    nodes: int = 0
+    passes: int = 0
+
+
+@dataclass(eq=False)
+class _Stream:
+    """The run-time state of one node: its buffer and what its consumers still read."""
+
+    node: N.Node
+    buffer: Rows
+    slab: int
+    inputs: list[_Stream] = field(default_factory=list)
+    marks: dict[tuple[int, int], int] = field(default_factory=dict)  # (consumer, i) -> row
+    prepared: bool = False
+
+    def release_to(self, key: tuple[int, int], row: int) -> None:
+        self.marks[key] = max(self.marks.get(key, row), row)
+        self.buffer.release(min(self.marks.values()))
+
+
+class _Runner:
+    """Pulls slabs of the graph's output; see the module docstring."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        *,
+        device: torch.device,
+        slab: int,
+        buffers: str,
+        scratch: Path | None,
+        stats: EngineStats,
+    ) -> None:
+        self.device = device
+        self.stats = stats
+        self.streams: dict[int, _Stream] = {}
+        pin = device.type == "cuda"
+        for i, node in enumerate(graph.nodes):
+            rows = _buffer(node, buffers, scratch, i, pin)
+            stream = _Stream(node, rows, max(1, slab // node.scale))
+            stream.inputs = [self.streams[id(x)] for x in node.inputs]
+            for k, x in enumerate(stream.inputs):
+                x.marks[(id(stream), k)] = 0  # nothing released before every reader started
+            self.streams[id(node)] = stream
+        self.output = self.streams[id(graph.output)]
+        self.output.marks[(0, 0)] = 0  # the caller reads the output
+
+    def slabs(self) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """Yield ``(lo, hi, logits rows)`` of the output, in order."""
+        out = self.output
+        rows = out.node.rows
+        for lo in range(0, rows, out.slab):
+            hi = min(rows, lo + out.slab)
+            self._ensure(out, hi)
+            yield lo, hi, out.buffer.fetch(lo, hi)
+            out.release_to((0, 0), hi)
+
+    def _ensure(self, stream: _Stream, hi: int) -> None:
+        node = stream.node
+        hi = min(hi, node.rows)
+        if node.needs_all and not stream.prepared:
+            for x in stream.inputs:
+                self._ensure(x, x.node.rows)
+            node.prepare(lambda i: stream.inputs[i].buffer.slabs())
+            stream.prepared = True
+        while stream.buffer.end < hi:
+            lo = stream.buffer.end
+            top = min(hi, lo + stream.slab)  # what is asked, a slab at a time: no lag builds up
+            xs = []
+            for x, (a, b) in zip(stream.inputs, node.needs(lo, top), strict=True):
+                self._ensure(x, b)
+                xs.append(x.buffer.fetch(a, b, self.device))
+            stream.buffer.append(node.compute(lo, top, xs))
+            del xs
+            self.stats.slabs += 1
+            for k, (x, (a, _)) in enumerate(
+                zip(stream.inputs, node.needs(top, top + 1), strict=True)
+            ):
+                x.release_to((id(stream), k), a)  # the next slab starts reading at row a
+            self._account()
+
+    def _account(self) -> None:
+        held = sum(s.buffer.nbytes for s in self.streams.values())
+        self.stats.peak_buffer_bytes = max(self.stats.peak_buffer_bytes, held)
+
+
+def _buffer(node: N.Node, kind: str, scratch: Path | None, index: int, pin: bool) -> Rows:
+    if kind == "zarr" and not isinstance(node, N.Source):
+        assert scratch is not None
+        return ZarrRows(node.rows, scratch / f"{index:03d}.zarr")
+    return MemoryRows(node.rows, pin=pin)
+
+
+def predict_layerwise(
+    model: torch.nn.Module,
+    case: Any,
+    layout: Any,
+    *,
+    derive: Any = None,
+    device: str | torch.device = "cpu",
+    precision: Precision | str = "off",
+    tta: bool = False,
+    activation: str | None = None,
+    output: str = "values",
+    dtype: np.dtype | type = np.float32,
+    backend: Backend | None = None,
+    slab: int = 8,
+    buffers: str = "memory",
+    batch_size: int = 4,
+    stats: EngineStats | None = None,
+):
+    """Predict a whole case with the layer-wise engine; equals the padded whole-volume forward.
+
+    Args:
+        model: a partseg network (put in eval mode here).
+        case: a store ``Case`` or :class:`~partseg.infer.predictor.ArrayCase` (``shape``,
+            ``read(box, label=False)`` with zeros outside the volume).
+        layout: the training ``InputLayout`` (2D models run whole slices).
+        derive: the run's derived-channel function (e.g. the Sobel contour), or None.
+        device: where the layers run; buffers stay in (pinned) host memory.
+        precision: a :class:`~partseg.precision.Precision` or a mode (``off`` = fp32).
+        tta: average the logits of every flip combination of the spatial axes.
+        activation: ``softmax`` / ``sigmoid`` / ``none``; default by the output channels.
+        output: ``values`` (K, Z, Y, X) in ``dtype`` or ``labels`` (Z, Y, X) uint8.
+        dtype: dtype of stored values.
+        backend: where rows of the output go (default an in-memory array).
+        slab: rows per slab at full resolution (coarser levels take proportionally fewer).
+        buffers: ``memory`` or ``zarr`` (feature rows in a scratch folder on disk).
+        batch_size: slices per forward pass of a 2D model.
+        stats: filled with what the run held and did.
+
+    Returns:
+        ``backend.result()``: activated values (K, Z, Y, X) or labels (Z, Y, X).
+    """
+    if buffers not in BUFFERS:
+        raise GeometryError(f"unknown buffers {buffers!r}; use one of {', '.join(BUFFERS)}")
+    device = torch.device(device)
+    if isinstance(precision, str):
+        precision = resolve_precision(precision, device)
+    model.eval()
+    k = int(model.out_channels)
+    activation = activation or default_activation(k)
+    shape = tuple(int(s) for s in case.shape)
+    out_shape = shape if output == "labels" else (k, *shape)
+    out_dtype = np.uint8 if output == "labels" else dtype
+    backend = backend or MemoryBackend(out_shape, out_dtype)
+    stats = stats if stats is not None else EngineStats()
+    writer = _Writer(backend, activation, output, dtype, shape)
+    with torch.inference_mode(), precision.autocast():
+        if int(layout.spatial_dims) == 2:
+            _run_slices(model, case, layout, derive, device, tta, batch_size, writer)
+        else:
+            _run_volume(model, case, derive, device, tta, slab, buffers, stats, writer)
+    return backend.result()
+
+
+class _Writer:
+    """Crops output rows to the volume, activates them and writes them (or sums TTA logits)."""
+
+    def __init__(self, backend: Backend, activation: str, output: str, dtype, shape) -> None:
+        self.backend, self.activation, self.output = backend, activation, output
+        self.dtype, self.shape = np.dtype(dtype), shape
+
+    def write(self, axis: int, lo: int, logits: np.ndarray) -> None:
+        """``logits`` (K, *shape with rows [lo, lo + n) along ``axis``) -> the output."""
+        values = activate(logits, self.activation)
+        rows = [slice(None)] * len(self.shape)
+        rows[axis] = slice(lo, lo + logits.shape[1 + axis])
+        if self.output == "labels":
+            self.backend.write(tuple(rows), labels_from_probabilities(values))
+        else:
+            self.backend.write((slice(None), *rows), values.astype(self.dtype, copy=False))
+
+
+def _flips(ndim: int, tta: bool) -> list[tuple[int, ...]]:
+    """Spatial axes (0-based) to flip in each pass: every combination with ``tta``."""
+    sets: list[tuple[int, ...]] = [()]
+    if tta:
+        for axis in range(ndim):
+            sets += [(*s, axis) for s in sets]
+    return sets
+
+
+def _run_volume(model, case, derive, device, tta, slab, buffers, stats, writer) -> None:
+    """3D: stream the padded volume through the lowered graph, once per flip set."""
+    shape = writer.shape
+    padded = padded_shape(shape, int(model.total_stride))
+    flips = _flips(3, tta)
+    total = None  # summed logits of the flip passes (K, *shape), only with tta
+    with tempfile.TemporaryDirectory(prefix="partseg-rows-") as scratch:
+        for flip in flips:
+            source = N.Source("input", (), read=_reader(case, derive, padded, flip, device))
+            graph = lower_model(model, rows=padded[0], source=source)
+            stats.nodes, stats.passes = len(graph.nodes), stats.passes + 1
+            folder = Path(scratch) / f"pass{stats.passes}"
+            runner = _Runner(graph, device=device, slab=slab, buffers=buffers,
+                             scratch=folder, stats=stats)  # fmt: skip
+            for lo, hi, rows in runner.slabs():
+                logits = rows[0].float().cpu().numpy()  # (K, hi - lo, *padded plane)
+                lo, hi, logits = _unflip(lo, hi, logits, flip, padded, shape)
+                if hi <= lo:
+                    continue
+                if not tta:
+                    writer.write(0, lo, logits)
+                    continue
+                if total is None:
+                    total = np.zeros((logits.shape[0], *shape), np.float32)
+                total[:, lo:hi] += logits
+    if total is not None:
+        total /= len(flips)
+        for lo in range(0, shape[0], max(1, slab)):
+            writer.write(0, lo, total[:, lo : lo + slab])
+
+
+def _unflip(lo: int, hi: int, logits: np.ndarray, flip, padded, shape):
+    """Rows of a (flipped) pass -> rows of the volume, flipped back and cropped to it."""
+    for axis in (1, 2):
+        if axis in flip:
+            logits = np.flip(logits, axis + 1)  # back in the padded volume's own orientation
+    if 0 in flip:
+        logits = np.flip(logits, 1)
+        lo, hi = padded[0] - hi, padded[0] - lo
+    first, last = max(lo, 0), min(hi, shape[0])
+    logits = logits[:, first - lo : last - lo, : shape[1], : shape[2]]
+    return first, last, np.ascontiguousarray(logits)
+
+
+def _reader(case, derive, padded, flip, device):
+    """``read(lo, hi)``: image rows of the padded (flipped) volume as (1, C, n, Y, X)."""
+    halo = int(getattr(derive, "halo", 0)) if derive is not None else 0
+    rows = padded[0]
+
+    def read(lo: int, hi: int) -> torch.Tensor:
+        a, b = (rows - hi, rows - lo) if 0 in flip else (lo, hi)
+        box = Box((a - halo, 0, 0), (b - a + 2 * halo, padded[1], padded[2]))
+        image, _ = case.read(box, label=False)  # (C, n + 2 halo, Y, X), zeros outside
+        if derive is not None:
+            image = derive(image)[:, halo : halo + b - a]
+        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+        dims = [d + 2 for d in flip]
+        return (x.flip(dims) if dims else x).to(device)
+
+    return read
+
+
+def _run_slices(model, case, layout, derive, device, tta, batch_size, writer) -> None:
+    """2D: whole slices (padded to the stride in-plane), ``batch_size`` at a time."""
+    axis = int(layout.slice_axis)
+    shape = writer.shape
+    stride = int(model.total_stride)
+    plane = [a for a in range(3) if a != axis]
+    context = (int(model.in_channels) // _store_channels(case, derive)) // 2
+    size = list(padded_shape(shape, stride))
+    size[axis] = 1 + 2 * context
+    for first in range(0, shape[axis], batch_size):
+        count = min(batch_size, shape[axis] - first)
+        inputs = []
+        for s in range(first, first + count):
+            start = [0, 0, 0]
+            start[axis] = s - context
+            image, _ = case.read(Box(tuple(start), tuple(size)), label=False)
+            if derive is not None:
+                image = derive(image)
+            inputs.append(layout.image_to_network(image))
+        x = torch.from_numpy(np.ascontiguousarray(np.stack(inputs), dtype=np.float32))
+        logits = _flip_average(model, x.to(device), tta).cpu().numpy()  # (B, K, Yp, Xp)
+        crop = (slice(None), slice(None), *(slice(0, shape[a]) for a in plane))
+        logits = np.moveaxis(logits[crop], 0, 1 + axis)  # (K, ...) with B on the slice axis
+        writer.write(axis, first, np.ascontiguousarray(logits))
+
+
+def _flip_average(model: torch.nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
+    """Logits float32 of a batch of slices, averaged over in-plane flips with ``tta``."""
+    flips = _flips(x.ndim - 2, tta)
+    total = None
+    for flip in flips:
+        dims = [d + 2 for d in flip]
+        out = model(x.flip(dims) if dims else x).float()
+        out = out.flip(dims) if dims else out
+        total = out if total is None else total + out
+    assert total is not None
+    return total / len(flips)
+
+
+def _store_channels(case: Any, derive: Any) -> int:
+    return int(case.n_channels) + (len(derive) if derive is not None else 0)
+
+
+def layerwise_rows(shape: Sequence[int], slab: int = 8) -> int:
+    """Rows per output write of the engine (chunk the output along Z with it)."""
+    return max(1, min(int(slab), int(shape[0])))
+
+
+__all__ = [
+    "BUFFERS",
+    "EngineStats",
+    "layerwise_rows",
+    "padded_shape",
+    "predict_layerwise",
+]
