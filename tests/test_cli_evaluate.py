@@ -154,14 +154,15 @@ def test_seams_of_exact_and_margin_zero_predictions(tmp_path: Path, capsys) -> N
     predict = ["predict", ckpt, "--store", store, "--save-probabilities"]
     predict += ["--probabilities-format", "zarr", "--device", "cpu"]
     runs = {
-        "exact": ["--margin", "exact"],
-        "zero": ["--margin", "0"],
-        "reference": ["--margin", "exact", "--partition", "none"],
+        "exact": ["--partition", "grid", "--margin", "exact"],
+        "zero": ["--partition", "grid", "--margin", "0"],
+        "layerwise": [],  # the default mode: the layer-wise engine
+        "reference": ["--partition", "none"],
     }
     for name, options in runs.items():
         assert main([*predict, *options, "--out", str(tmp_path / name)]) == 0
     seams = {}
-    for name in ("exact", "zero"):
+    for name in ("exact", "zero", "layerwise"):
         out = tmp_path / f"{name}.json"
         argv = ["evaluate", str(tmp_path / name), store, "--json", str(out)]
         argv += ["--seams", str(tmp_path / name), "--seam-reference", str(tmp_path / "reference")]
@@ -172,6 +173,8 @@ def test_seams_of_exact_and_margin_zero_predictions(tmp_path: Path, capsys) -> N
         summary = report["summary"]["seam"]["probabilities"]
         assert summary["seam_index"]["mean"] == pytest.approx(seams[name]["seam_index"])
     exact, zero = seams["exact"], seams["zero"]
+    assert seams["layerwise"]["max_abs"] <= 1e-3  # equal to model(volume) up to float16 storage
+    assert seams["layerwise"]["changed_label_share"] == 0
     # the reference is model(volume): on this 16^3 case every voxel is within half the
     # receptive field (19) of the border, where the grid's zero input differs slightly from
     # the reference's zero-padded features (docs/stitching.md), so only small errors remain

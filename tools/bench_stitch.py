@@ -91,10 +91,10 @@ def _softmax(logits):
 def _whole(model, volume):
     import torch
 
-    from partseg.infer.engine import padded_shape
+    from partseg.infer.engine import stride_padded
 
     shape = volume.shape[1:]
-    x = torch.zeros(1, volume.shape[0], *padded_shape(shape, int(model.total_stride)))
+    x = torch.zeros(1, volume.shape[0], *stride_padded(shape, int(model.total_stride)))
     x[0, :, : shape[0], : shape[1], : shape[2]] = torch.from_numpy(volume)
     with torch.inference_mode():
         logits = model(x)[0, :, : shape[0], : shape[1], : shape[2]]
@@ -266,8 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     volumes = args.volumes or (QUICK_VOLUMES if args.quick else VOLUMES)
     start = time.perf_counter()
     results = {
-        "model": "depth 3, base 8 (--quick)" if args.quick else "configs/default.yaml: unet, "
-        "depth 4, base 32, batch norm (eval), receptive field 103",
+        "model": "depth 3, base 8 (--quick)"
+        if args.quick
+        else "configs/default.yaml: unet, depth 4, base 32, batch norm (eval), receptive field 103",
         "init": "torch.manual_seed(0), kaiming_normal (relu)",
         "threads": 1,
         "reference": "softmax of model(volume zero-padded at the end to a multiple of 8)",

@@ -16,6 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``partseg predict``."""
     from partseg.infer.blends import BLENDS
     from partseg.infer.modes import MODES
+    from partseg.infer.settings import PredictSettings
     from partseg.precision import PRECISION_MODES
 
     p = subparsers.add_parser(
@@ -46,8 +47,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--partition",
         choices=MODES.names(),
-        default="grid",
-        help="; ".join(f"{e.name}: {e.help}" for e in MODES.entries()) + " (default: grid)",
+        default=PredictSettings.mode,
+        help="; ".join(f"{e.name}: {e.help}" for e in MODES.entries()) + " (default: exact)",
     )
     p.add_argument(
         "--margin",

@@ -92,7 +92,10 @@ class EvaluationSpec:
         test_fraction: share of the cases held out for testing (when ``test_cases`` is empty).
         test_cases: explicit test case ids.
         split_seed: seed of the test draw and of the folds.
-        blend: stitching mode (``crop`` | ``average`` | ``gaussian`` | ``hann``).
+        partition: prediction mode (``exact``: the layer-wise engine, equal to whole-volume
+            inference; ``grid``: minicubes, for blends; ``none``): see
+            :mod:`partseg.infer.modes`.
+        blend: stitching mode of ``grid`` (``crop`` | ``average`` | ``gaussian`` | ``hann``).
         overlap: for blends, how much neighbouring predicted regions overlap: a fraction of
             the core (float) or even voxels (int); None: 0.5 for blends (see
             :mod:`partseg.infer.blends`).
@@ -107,6 +110,7 @@ class EvaluationSpec:
     test_fraction: float = 0.25
     test_cases: tuple[str, ...] = ()
     split_seed: int = 0
+    partition: str = "exact"
     blend: str = "crop"
     overlap: float | int | None = None
     min_component_size: int = 0
@@ -117,6 +121,7 @@ class EvaluationSpec:
 
     def __post_init__(self) -> None:
         from partseg.infer.blends import check_overlap  # loads no torch
+        from partseg.infer.settings import PredictSettings
 
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError(f"evaluation.test_fraction={self.test_fraction}: must lie in (0, 1)")
@@ -124,6 +129,7 @@ class EvaluationSpec:
         check_overlap(
             self.blend, self.overlap, key="evaluation.overlap", blend_key="evaluation.blend"
         )
+        PredictSettings(mode=self.partition, blend=self.blend, overlap=self.overlap)
         HD95_CONVENTIONS.check(self.hd95_convention, key="evaluation.hd95_convention")
 
 

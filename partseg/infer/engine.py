@@ -17,12 +17,13 @@ streams the volume through them in **slabs** of rows along Z (whole Y-X planes):
   whole volume first and kept (the "first pass"), then streamed on.
 
 The result equals ``model(volume)`` of the volume zero-padded at the end of each axis to a
-multiple of the network stride (:func:`padded_shape`), up to float rounding, everywhere,
+multiple of the network stride (:func:`stride_padded`), up to float rounding, everywhere,
 border included: that padded whole-volume forward is the reference (``--partition none``).
 
-2D models run whole slices (their "volume" is one slice; a slice's feature maps are small), in
-batches, which is their whole-volume forward. Instance and group norm cannot be run exactly
-slab by slab (:class:`~partseg.errors.NotTileableError`; the caller falls back to the grid).
+As the ``exact`` prediction mode (:data:`EXACT`, ``partseg predict --partition exact``, the
+default), 2D models run whole slices in batches (a slice's feature maps are small): that is
+their whole-volume forward, the ``none`` mode. Instance and group norm cannot be run exactly
+slab by slab (:class:`~partseg.errors.NotTileableError`); the mode then falls back to the grid.
 
 Example:
     >>> import torch
@@ -53,7 +54,8 @@ import torch
 from partseg.errors import GeometryError
 from partseg.geometry import Box
 from partseg.infer import nodes as N
-from partseg.infer.lowering import Graph, lower_model
+from partseg.infer.lowering import Graph, lower_model, not_tileable_reason
+from partseg.infer.modes import CaseJob, Mode, predict_reference
 from partseg.infer.rows import MemoryRows, Rows, ZarrRows
 from partseg.infer.stitch import (
     Backend,
@@ -67,11 +69,11 @@ from partseg.precision import Precision, resolve_precision
 BUFFERS = ("memory", "zarr")
 
 
-def padded_shape(shape: Sequence[int], stride: int) -> tuple[int, ...]:
+def stride_padded(shape: Sequence[int], stride: int) -> tuple[int, ...]:
     """The reference's input size: each axis rounded up to a multiple of ``stride``.
 
     Example:
-        >>> padded_shape((13, 10, 9), 4)
+        >>> stride_padded((13, 10, 9), 4)
         (16, 12, 12)
     """
     return tuple(-(-int(s) // stride) * stride for s in shape)
@@ -198,7 +200,6 @@ def predict_layerwise(
     backend: Backend | None = None,
     slab: int = 8,
     buffers: str = "memory",
-    batch_size: int = 4,
     stats: EngineStats | None = None,
 ):
     """Predict a whole case with the layer-wise engine; equals the padded whole-volume forward.
@@ -207,7 +208,8 @@ def predict_layerwise(
         model: a partseg network (put in eval mode here).
         case: a store ``Case`` or :class:`~partseg.infer.predictor.ArrayCase` (``shape``,
             ``read(box, label=False)`` with zeros outside the volume).
-        layout: the training ``InputLayout`` (2D models run whole slices).
+        layout: the training ``InputLayout`` (3D; the ``exact`` mode runs 2D models as whole
+            slices, their whole-volume forward).
         derive: the run's derived-channel function (e.g. the Sobel contour), or None.
         device: where the layers run; buffers stay in (pinned) host memory.
         precision: a :class:`~partseg.precision.Precision` or a mode (``off`` = fp32).
@@ -218,12 +220,13 @@ def predict_layerwise(
         backend: where rows of the output go (default an in-memory array).
         slab: rows per slab at full resolution (coarser levels take proportionally fewer).
         buffers: ``memory`` or ``zarr`` (feature rows in a scratch folder on disk).
-        batch_size: slices per forward pass of a 2D model.
         stats: filled with what the run held and did.
 
     Returns:
         ``backend.result()``: activated values (K, Z, Y, X) or labels (Z, Y, X).
     """
+    if int(layout.spatial_dims) != 3:
+        raise GeometryError("predict_layerwise runs 3D models; 2D models run whole slices")
     if buffers not in BUFFERS:
         raise GeometryError(f"unknown buffers {buffers!r}; use one of {', '.join(BUFFERS)}")
     device = torch.device(device)
@@ -239,10 +242,7 @@ def predict_layerwise(
     stats = stats if stats is not None else EngineStats()
     writer = _Writer(backend, activation, output, dtype, shape)
     with torch.inference_mode(), precision.autocast():
-        if int(layout.spatial_dims) == 2:
-            _run_slices(model, case, layout, derive, device, tta, batch_size, writer)
-        else:
-            _run_volume(model, case, derive, device, tta, slab, buffers, stats, writer)
+        _run_volume(model, case, derive, device, tta, slab, buffers, stats, writer)
     return backend.result()
 
 
@@ -276,7 +276,7 @@ def _flips(ndim: int, tta: bool) -> list[tuple[int, ...]]:
 def _run_volume(model, case, derive, device, tta, slab, buffers, stats, writer) -> None:
     """3D: stream the padded volume through the lowered graph, once per flip set."""
     shape = writer.shape
-    padded = padded_shape(shape, int(model.total_stride))
+    padded = stride_padded(shape, int(model.total_stride))
     flips = _flips(3, tta)
     total = None  # summed logits of the flip passes (K, *shape), only with tta
     with tempfile.TemporaryDirectory(prefix="partseg-rows-") as scratch:
@@ -335,58 +335,38 @@ def _reader(case, derive, padded, flip, device):
     return read
 
 
-def _run_slices(model, case, layout, derive, device, tta, batch_size, writer) -> None:
-    """2D: whole slices (padded to the stride in-plane), ``batch_size`` at a time."""
-    axis = int(layout.slice_axis)
-    shape = writer.shape
-    stride = int(model.total_stride)
-    plane = [a for a in range(3) if a != axis]
-    context = (int(model.in_channels) // _store_channels(case, derive)) // 2
-    size = list(padded_shape(shape, stride))
-    size[axis] = 1 + 2 * context
-    for first in range(0, shape[axis], batch_size):
-        count = min(batch_size, shape[axis] - first)
-        inputs = []
-        for s in range(first, first + count):
-            start = [0, 0, 0]
-            start[axis] = s - context
-            image, _ = case.read(Box(tuple(start), tuple(size)), label=False)
-            if derive is not None:
-                image = derive(image)
-            inputs.append(layout.image_to_network(image))
-        x = torch.from_numpy(np.ascontiguousarray(np.stack(inputs), dtype=np.float32))
-        logits = _flip_average(model, x.to(device), tta).cpu().numpy()  # (B, K, Yp, Xp)
-        crop = (slice(None), slice(None), *(slice(0, shape[a]) for a in plane))
-        logits = np.moveaxis(logits[crop], 0, 1 + axis)  # (K, ...) with B on the slice axis
-        writer.write(axis, first, np.ascontiguousarray(logits))
+#: Rows per slab at full resolution: 8 kept the default model's buffers and transients at
+#: 0.38x the whole-volume forward's peak RSS on 4 x 144 x 176 x 144 (docs/stitching.md).
+SLAB = 8
 
 
-def _flip_average(model: torch.nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
-    """Logits float32 of a batch of slices, averaged over in-plane flips with ``tta``."""
-    flips = _flips(x.ndim - 2, tta)
-    total = None
-    for flip in flips:
-        dims = [d + 2 for d in flip]
-        out = model(x.flip(dims) if dims else x).float()
-        out = out.flip(dims) if dims else out
-        total = out if total is None else total + out
-    assert total is not None
-    return total / len(flips)
+def _predict_exact(job: CaseJob) -> Any:
+    """The ``exact`` mode: the engine for 3D models, whole slices (the reference) for 2D."""
+    if int(job.layout.spatial_dims) == 2:
+        return predict_reference(job)
+    backend = job.backend((SLAB, *job.shape[1:]))  # output chunks = the engine's slabs
+    return predict_layerwise(
+        job.model, job.case, job.layout, derive=job.derive, device=job.device,
+        precision=job.precision, tta=job.tta, activation=job.activation, output=job.output,
+        dtype=job.dtype, backend=backend, slab=SLAB,
+    )  # fmt: skip
 
 
-def _store_channels(case: Any, derive: Any) -> int:
-    return int(case.n_channels) + (len(derive) if derive is not None else 0)
+def _unsupported(model: torch.nn.Module, layout: Any) -> str | None:
+    if int(layout.spatial_dims) == 2:
+        return None
+    return not_tileable_reason(model)
 
 
-def layerwise_rows(shape: Sequence[int], slab: int = 8) -> int:
-    """Rows per output write of the engine (chunk the output along Z with it)."""
-    return max(1, min(int(slab), int(shape[0])))
+#: The ``exact`` prediction mode (registered in :data:`partseg.infer.modes.MODES`).
+EXACT = Mode(_predict_exact, unsupported=_unsupported)
 
 
 __all__ = [
     "BUFFERS",
+    "EXACT",
+    "SLAB",
     "EngineStats",
-    "layerwise_rows",
-    "padded_shape",
     "predict_layerwise",
+    "stride_padded",
 ]

@@ -114,7 +114,8 @@ def lower_model(model: nn.Module, rows: int, source: N.Source | None = None) -> 
     Raises:
         NotTileableError: a layer or family the engine cannot run exactly.
     """
-    wire = _FAMILIES.get(type(model).__name__)
+    wire = next((_FAMILIES[c.__name__] for c in type(model).__mro__ if c.__name__ in _FAMILIES),
+                None)  # fmt: skip  # a subclass (DilatedUNet) wires like its family
     if wire is None:
         raise NotTileableError(
             f"model {type(model).__name__} has no layer-wise wiring; use --partition grid"

@@ -13,14 +13,17 @@ the mode; what the mode returns is what :meth:`Stitcher.finalize
 * ``none``: the reference ``model(volume)``: the volume padded with zeros only at the end of
   each axis, up to a multiple of the stride, run once (2D models: whole slices).
 
-A new mode is one module defining a :class:`Mode` plus one line here, e.g.
-``MODES.add("exact", "partseg.infer.engine:EXACT", help=...)``. When a mode cannot run a model
+* ``exact`` (the default): the layer-wise engine of :mod:`partseg.infer.engine`, which equals
+  ``none`` at about its cost with bounded memory.
+
+A new mode is one module defining a :class:`Mode` plus one line here (``exact`` is registered
+lazily as ``"partseg.infer.engine:EXACT"``). When a mode cannot run a model
 (``unsupported`` returns a reason, e.g. instance norm for a tiled engine),
 :func:`select_mode` falls back to :data:`FALLBACK` and says why.
 
 Example:
     >>> MODES.names()
-    ('grid', 'none')
+    ('exact', 'grid', 'none')
     >>> MODES.get("none").unsupported(object(), None) is None
     True
 """
@@ -176,6 +179,12 @@ GRID = Mode(predict_grid)
 REFERENCE = Mode(predict_reference)
 
 MODES: Registry[Mode] = Registry("prediction mode")
+MODES.add(
+    "exact",
+    "partseg.infer.engine:EXACT",
+    help="the layer-wise engine: equals model(volume) at about its cost, memory bounded "
+    "(2D models: whole slices; instance/group norm falls back to grid)",
+)
 MODES.add(
     "grid",
     GRID,

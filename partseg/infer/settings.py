@@ -7,9 +7,9 @@ devices) when the settings are made, before any model is loaded. Importing this 
 no torch.
 
 Example:
-    >>> PredictSettings(blend="gaussian").overlap is None        # 0.5 of the core by default
+    >>> PredictSettings(mode="grid", blend="gaussian").overlap is None  # 0.5 of a core by default
     True
-    >>> PredictSettings(blend="crop", overlap=0.5)  # doctest: +ELLIPSIS
+    >>> PredictSettings(mode="grid", blend="crop", overlap=0.5)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     partseg.errors.ConfigError: overlap=0.5 with blend='crop': crop keeps each core once ...
@@ -33,8 +33,9 @@ class PredictSettings:
     """Prediction settings (see ``partseg predict --help`` for each option).
 
     Attributes:
-        mode: a :data:`~partseg.infer.modes.MODES` name (``--partition``): ``grid`` or
-            ``none`` (the whole-volume reference).
+        mode: a :data:`~partseg.infer.modes.MODES` name (``--partition``): ``exact`` (the
+            layer-wise engine, equal to ``none``), ``grid`` (minicubes: margin, blend and
+            overlap apply to it only) or ``none`` (the whole-volume reference).
         margin: context per side for ``grid``: None (the trained margin), whole voxels, or
             ``"exact"`` (half the receptive field, a multiple of the stride).
         blend: a :data:`~partseg.infer.blends.BLENDS` name (``crop`` keeps each core once).
@@ -49,7 +50,7 @@ class PredictSettings:
         keep_largest: keep only the largest connected foreground component.
     """
 
-    mode: str = "grid"
+    mode: str = "exact"
     margin: Margin = None
     blend: str = "crop"
     overlap: Overlap = None
@@ -71,6 +72,15 @@ class PredictSettings:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
         if int(self.min_component_size) < 0:
             raise ConfigError(f"min component size must be >= 0, got {self.min_component_size}")
+        grid_only = {"margin": self.margin, "overlap": self.overlap}
+        grid_only["blend"] = None if self.blend == "crop" else self.blend
+        given = [f"{k}={v!r}" for k, v in grid_only.items() if v is not None]
+        if given and self.mode != "grid":
+            raise ConfigError(
+                f"{', '.join(given)} shape the minicube grid, but the prediction mode is "
+                f"{self.mode!r}; add --partition grid (evaluation.partition: grid) to tile, or "
+                "drop them: the exact mode equals model(volume) without a margin"
+            )
 
     def recorded(self) -> dict[str, Any]:
         """The settings that shape the output (not device or batch size), as JSON values."""

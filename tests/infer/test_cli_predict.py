@@ -14,7 +14,7 @@ from partseg.checkpoint import load_model, partition_to_dict, save_checkpoint
 from partseg.cli import main
 from partseg.dataset import InputLayout
 from partseg.geometry import make_partition
-from partseg.infer.predictor import predict_case
+from partseg.infer.engine import predict_layerwise
 from partseg.models import ModelConfig, build_model
 from partseg.phantom import write_phantoms
 from partseg.store import open_store
@@ -91,7 +91,7 @@ def test_predict_writes_labels_in_original_geometry(store_path, tmp_path):
         labels, affine = _nifti(out / f"{case.id}.nii.gz")
         assert labels.shape == tuple(case.attrs["original_shape"])
         np.testing.assert_allclose(affine, case.affine)
-        expected = predict_case(loaded.model, case, loaded.partition, loaded.layout).argmax(0)
+        expected = predict_layerwise(loaded.model, case, loaded.layout).argmax(0)  # default
         crop = case.crop_box
         np.testing.assert_array_equal(labels[crop.slices()], np.vectorize(inverse.get)(expected))
         outside = np.ones(labels.shape, bool)
@@ -176,12 +176,17 @@ def test_partition_none_is_the_model_of_the_volume_and_zarr_probabilities(store_
     store = open_store(store_path)
     ckpt = _checkpoint(tmp_path / "a.pt", store)
     case = store[store.case_ids[0]]
-    base = ["predict", str(ckpt), "--store", store_path, "--cases", case.id, "--margin", "exact"]
+    base = ["predict", str(ckpt), "--store", store_path, "--cases", case.id]
     base += ["--save-probabilities", "--probabilities-format", "zarr"]
-    assert main([*base, "--out", str(tmp_path / "grid")]) == 0
+    grid_args = ["--partition", "grid", "--margin", "exact"]
+    assert main([*base, "--out", str(tmp_path / "grid"), *grid_args]) == 0
     assert main([*base, "--out", str(tmp_path / "none"), "--partition", "none"]) == 0
+    assert main([*base, "--out", str(tmp_path / "exact")]) == 0  # the default mode
     grid = zarr.open_array(str(tmp_path / "grid" / f"{case.id}_probabilities.zarr"), mode="r")
     whole = zarr.open_array(str(tmp_path / "none" / f"{case.id}_probabilities.zarr"), mode="r")
+    exact = zarr.open_array(str(tmp_path / "exact" / f"{case.id}_probabilities.zarr"), mode="r")
+    assert exact.chunks[1] == min(8, case.shape[0])  # chunked on the engine's slabs of rows
+    np.testing.assert_array_equal(exact[...], whole[...])  # equal after float16 rounding
     assert grid.chunks == (len(store.classes), 8, 8, 8) and grid.dtype == np.float16
     np.testing.assert_allclose(grid[...].astype(np.float32).sum(0), 1, atol=5e-3)
     loaded = load_model(ckpt)
@@ -213,7 +218,8 @@ def test_input_folder_ensemble_tta_and_postprocessing(store_path, raw_dir, tmp_p
         path.mkdir()
     leftovers[2].write_bytes(b"half")
     args = ["predict", *ckpts, "--input", str(raw_dir), "--out", str(out), "--tta"]
-    args += ["--blend", "gaussian", "--min-component-size", "11", "--keep-largest"]
+    args += ["--partition", "grid", "--blend", "gaussian"]
+    args += ["--min-component-size", "11", "--keep-largest"]
     args += ["--save-probabilities", "--cases", store.case_ids[0]]
     assert main(args) == 0
     labels, _ = _nifti(out / f"{store.case_ids[0]}.nii.gz")

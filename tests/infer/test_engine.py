@@ -9,8 +9,11 @@ import torch
 from partseg.channels import build_derive
 from partseg.dataset import InputLayout
 from partseg.errors import NotTileableError
-from partseg.infer.engine import EngineStats, padded_shape, predict_layerwise
+from partseg.geometry import make_partition
+from partseg.infer.engine import EngineStats, predict_layerwise, stride_padded
+from partseg.infer.pipeline import CasePredictor
 from partseg.infer.predictor import ArrayCase
+from partseg.infer.settings import PredictSettings
 from partseg.infer.stitch import ZarrBackend, labels_from_probabilities
 from partseg.models import ModelConfig, build_model
 
@@ -48,7 +51,7 @@ def volume(shape: tuple[int, ...], channels: int = 2) -> np.ndarray:
 def reference(model, image: np.ndarray, *, flips=((),)) -> np.ndarray:
     """Softmax of ``model(image zero-padded at the end to the stride)``, cropped back."""
     shape = image.shape[1:]
-    padded = padded_shape(shape, int(model.total_stride))
+    padded = stride_padded(shape, int(model.total_stride))
     x = torch.zeros(1, image.shape[0], *padded)
     x[(0, slice(None), *(slice(0, s) for s in shape))] = torch.from_numpy(image)
     total = 0
@@ -114,7 +117,7 @@ def test_derived_sobel_channel_is_computed_over_the_whole_volume() -> None:
     image = volume((14, 9, 10))
     derive = build_derive(["sobel:0"])
     probs = predict_layerwise(model, ArrayCase("c", image), InputLayout(), derive=derive, slab=4)
-    padded = padded_shape(image.shape[1:], 4)
+    padded = stride_padded(image.shape[1:], 4)
     whole = np.zeros((2, *padded), np.float32)
     whole[:, :14, :9, :10] = image
     expected = reference(model, derive(whole))[:, :14, :9, :10]
@@ -127,12 +130,38 @@ def test_2d_models_run_whole_slices_with_their_context(family: str) -> None:
     model = make_model(2, in_channels=2 * 3, **config)  # 1 context slice on each side
     image = volume((6, 9, 7))
     layout = InputLayout(spatial_dims=2, slice_axis=0)
-    probs = predict_layerwise(model, ArrayCase("c", image), layout, batch_size=4)
+    stride = int(model.total_stride)
+    partition = make_partition((1, stride, stride), [(1, 1), (0, 0), (0, 0)], (1, stride, stride))
+    settings = PredictSettings(mode="exact", device="cpu", batch_size=4)
+    predictor = CasePredictor.from_model(model, partition, layout, settings)
+    assert predictor.mode_name == "exact"
+    probs = predictor.predict(ArrayCase("c", image)).probabilities
     stacked = np.zeros((2, 8, 9, 7), np.float32)  # zero slices beyond both ends
     stacked[:, 1:7] = image
     for z in range(6):
         x = stacked[:, z : z + 3].reshape(6, 9, 7)
         assert np.abs(probs[:, z] - reference(model, x)).max() <= 1e-5
+
+
+def test_the_exact_mode_falls_back_to_the_grid_for_instance_norm() -> None:
+    model = make_model(norm="instance")
+    partition = make_partition((8, 8, 8), 4, stride=4)
+    notes: list[str] = []
+    settings = PredictSettings(device="cpu")
+    predictor = CasePredictor.from_model(
+        model, partition, InputLayout(), settings, log=notes.append
+    )
+    assert predictor.mode_name == "grid"
+    assert any("InstanceNorm3d" in n and "using 'grid'" in n for n in notes)
+
+
+def test_the_exact_mode_of_the_pipeline_is_the_engine() -> None:
+    model = make_model()
+    image = volume((21, 14, 11))
+    partition = make_partition((8, 8, 8), 4, stride=4)
+    predictor = CasePredictor.from_model(model, partition, InputLayout(), PredictSettings())
+    prediction = predictor.predict(ArrayCase("c", image))
+    assert np.abs(prediction.probabilities - reference(model, image)).max() <= 1e-5
 
 
 @pytest.mark.parametrize("norm", ["instance", "group"])

@@ -295,6 +295,7 @@ def test_cli_predict_of_a_one_channel_checkpoint_writes_thresholded_labels(tmp_p
     ckpt = _binary_checkpoint(tmp_path / "b.pt", url)
     out = tmp_path / "out"
     args = ["predict", str(ckpt), "--store", url, "--out", str(out), "--device", "cpu"]
+    args += ["--partition", "grid"]  # compared with predict_case on the trained grid below
     assert main([*args, "--save-probabilities", "--probabilities-format", "nifti"]) == 0
     case = open_store(url)["b0"]
     loaded = load_model(ckpt)

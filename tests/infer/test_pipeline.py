@@ -43,10 +43,10 @@ def _case(channels: int = 1) -> ArrayCase:
 
 def _predictor(model, partition, **settings) -> CasePredictor:
     messages: list[str] = []
+    settings = {"device": "cpu", "mode": "grid", **settings}  # grid unless a test says otherwise
     predictor = CasePredictor.from_model(
-        model, partition, InputLayout(3), PredictSettings(device="cpu", **settings),
-        log=messages.append,
-    )  # fmt: skip
+        model, partition, InputLayout(3), PredictSettings(**settings), log=messages.append
+    )
     predictor.messages = messages  # type: ignore[attr-defined]
     return predictor
 
@@ -179,12 +179,14 @@ def test_ensemble_members_must_agree_on_everything_they_share():
         ({"mode": "tiles"}, "partition='tiles'"),
         ({"precision": "fp8"}, "amp='fp8'"),
         ({"device": "tpu"}, "unknown device 'tpu'"),
-        ({"blend": "crop", "overlap": 4}, "crop keeps each core once"),
-        ({"blend": "hann", "overlap": 0.0}, "equals crop"),
-        ({"blend": "hann", "overlap": 3}, "even"),
-        ({"blend": "hann", "overlap": 1.5}, r"\[0, 1\]"),
-        ({"margin": -1}, "negative"),
+        ({"mode": "grid", "blend": "crop", "overlap": 4}, "crop keeps each core once"),
+        ({"mode": "grid", "blend": "hann", "overlap": 0.0}, "equals crop"),
+        ({"mode": "grid", "blend": "hann", "overlap": 3}, "even"),
+        ({"mode": "grid", "blend": "hann", "overlap": 1.5}, r"\[0, 1\]"),
+        ({"mode": "grid", "margin": -1}, "negative"),
         ({"batch_size": 0}, "at least 1"),
+        ({"margin": 8}, "margin=8 shape the minicube grid.*--partition grid"),
+        ({"blend": "gaussian", "mode": "none"}, "blend='gaussian' shape the minicube grid"),
     ],
 )
 def test_settings_are_checked_when_made(settings, match):

@@ -15,7 +15,7 @@ import torch
 from partseg.checkpoint import load_model
 from partseg.config import load_config
 from partseg.geometry import Box
-from partseg.infer.predictor import predict_case
+from partseg.infer.engine import predict_layerwise
 from partseg.losses import AdaptiveTverskyCELoss, DeepSupervisionLoss, build_loss
 from partseg.store.zarrstore import open_store
 from partseg.train.trainer import Trainer
@@ -37,13 +37,13 @@ def val_case_ids(run: Path) -> list[str]:
 
 
 def loss_by_hand(loss_fn: torch.nn.Module, run: Path, store: str) -> float:
-    """Mean over the run's validation cases of the loss on log(predict_case) of last.pt."""
+    """Mean over the validation cases of the loss on log(exact-mode probabilities) of last.pt."""
     loaded = load_model(run / "checkpoints" / "last.pt")  # a run dir would give best.pt
     opened = open_store(store)
     values = []
     for case_id in val_case_ids(run):
         case = opened[case_id]
-        probs = predict_case(loaded.model, case, loaded.partition, loaded.layout)  # (K, Z, Y, X)
+        probs = predict_layerwise(loaded.model, case, loaded.layout)  # (K, Z, Y, X), exact mode
         _, label = case.read(Box.whole(case.shape))
         logits = torch.log(torch.from_numpy(probs).clamp_min(1e-7))[None]  # (1, K, Z, Y, X)
         target = torch.from_numpy(label.astype(np.int64))[None]  # (1, Z, Y, X)
