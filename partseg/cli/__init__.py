@@ -3,11 +3,17 @@
 Each subcommand module defines ``add_parser(subparsers)``, which registers its parser and sets
 ``func`` to a callable taking the parsed namespace and returning an exit status. Modules import
 heavy dependencies (torch, zarr) inside that callable so ``partseg --help`` stays fast.
+
+Errors: a :class:`~partseg.errors.PartsegError` becomes one line on stderr and exit status 2;
+so does any ``OSError`` that reaches :func:`main` (a full disk, a read-only folder, a path under
+a file), with its file name and what to do. Numeric options are range-checked at parse time
+(:mod:`partseg.cli.options`).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -15,6 +21,9 @@ from collections.abc import Sequence
 
 from partseg import __version__
 from partseg.errors import PartsegError
+
+#: errno values of failed writes (the others are reported as failed access).
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EEXIST, errno.EISDIR}
 
 #: Subcommands in the order ``--help`` lists them.
 COMMANDS = (
@@ -61,6 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = args.func(args)
     except PartsegError as err:
         print(f"partseg {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # last resort: the write helpers and the store writer name more
+        from partseg.atomic import os_error_message
+
+        verb = "write" if err.errno in _WRITE_ERRNOS else "access"
+        print(f"partseg {args.command}: error: {os_error_message(err, verb=verb)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

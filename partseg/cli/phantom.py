@@ -8,6 +8,8 @@ from pathlib import Path
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``phantom`` subcommand."""
+    from partseg.cli.options import nonnegative_int, positive_int, safe_name
+
     parser = subparsers.add_parser(
         "phantom",
         help="write synthetic BraTS-like (or aneurysm TOF-like) cases as NIfTI",
@@ -18,17 +20,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("out", metavar="OUT", type=Path, help="output folder (created)")
     parser.add_argument(
-        "--cases", type=int, required=True, metavar="N", help="number of cases (required)"
+        "--cases", type=positive_int, required=True, metavar="N", help="number of cases (required)"
     )
     parser.add_argument(
         "--shape",
-        type=int,
+        type=positive_int,
         nargs=3,
         metavar=("Z", "Y", "X"),
         default=(155, 240, 240),
         help="volume size in voxels, partseg (Z, Y, X) order (default: 155 240 240, BraTS)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="data-set seed >= 0 (default: 0)")
+    parser.add_argument(
+        "--seed", type=nonnegative_int, default=0, help="data-set seed >= 0 (default: 0)"
+    )
     parser.add_argument(
         "--kind",
         choices=("brats", "aneurysm"),
@@ -37,7 +41,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "with labels {0,1} (default: brats)",
     )
     parser.add_argument(
-        "--prefix", default="Phantom", help="case id prefix, ids <prefix>_001... (default: Phantom)"
+        "--prefix",
+        type=safe_name,
+        default="Phantom",
+        help="case id prefix, ids <prefix>_001... (default: Phantom)",
     )
     parser.add_argument(
         "--overwrite",
