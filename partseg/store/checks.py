@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -45,7 +46,7 @@ def check_index(url: str, attrs: Mapping[str, Any]) -> dict[str, Any]:
         raise StoreError(f"{where} case_ids is not a list; {_DAMAGED}")
     for case_id in ids:
         check_name(case_id, f"{where} case id", StoreError, _DAMAGED)
-    duplicates = sorted({c for c in ids if ids.count(c) > 1})
+    duplicates = sorted(c for c, n in Counter(ids).items() if n > 1)
     if duplicates:
         raise StoreError(f"{where} case id {duplicates[0]!r} is listed twice; {_DAMAGED}")
     for key in ("channels", "classes"):

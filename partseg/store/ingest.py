@@ -406,9 +406,12 @@ def _ingest_into(
     if settings.crop == "dataset":
         plan, todo = _with_dataset_box(plan, todo, source, writer, index, workers, skip_bad, report)
 
+    rank = {c.case_id: i for i, c in enumerate(source.cases)}
+
     def on_done(outcome: _Outcome) -> None:
         if outcome.error is None:
             done.append(outcome.case_id)
+            done.sort(key=lambda c: rank.get(c, -1))  # source order, whichever worker ends first
             report.written.append(outcome.case_id)
             writer.write_index({**index, "case_ids": list(done)})
 
@@ -468,6 +471,7 @@ def _open_writer(
     if state != "store" or overwrite:
         return create_store(store, index, overwrite=overwrite, **settings.compression())
     writer = StoreWriter(store, **settings.compression())
+    writer.ensure_cases_group()
     existing = writer.index()
     for key in ("channels", "classes", "label_mapping", "ingest"):
         if existing.get(key) != index[key]:

@@ -122,6 +122,14 @@ class StoreWriter:
         except OSError as err:  # zarr writes zarr.json atomically: the old index is kept
             raise WriteError(os_error_message(err, self.url, kept=RESUME), err) from err
 
+    def ensure_cases_group(self) -> None:
+        """Create ``cases/`` when a store was created but killed before it had one."""
+        import zarr
+
+        root = zarr.open_group(self._zstore, mode="r+")
+        if "cases" not in root:
+            root.create_group("cases")
+
     def case_dirs(self) -> list[str]:
         """Names of the entries under ``cases/`` (complete cases and leftover tmp folders)."""
         path = f"{self._root}/cases"
@@ -292,9 +300,10 @@ def create_store(
         if local_path(url) is not None:
             Path(local_path(url)).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
         zstore = zarr_store(url, read_only=False)
-        root_group = zarr.open_group(zstore, mode="w")
-        root_group.create_group("cases")
-        root_group.attrs.put({**dict(index), "format": FORMAT, "format_version": FORMAT_VERSION})
+        # one write makes it a store (a kill leaves a store, not "not a partseg store"); no
+        # mode="w", which would clear the folder and with it the writer's lock file
+        attrs = {**dict(index), "format": FORMAT, "format_version": FORMAT_VERSION}
+        zarr.create_group(zstore, attributes=attrs).create_group("cases")
     except OSError as err:
         raise WriteError(
             os_error_message(err, err.filename or os.fspath(url), kept=""), err

@@ -17,7 +17,9 @@ stores, float only, read the same), ``case_ids`` (complete cases only), ``channe
 ``created_by`` and the ``ingest`` settings. Case attrs:
 ``shape``, ``spacing``, ``original_spacing``, ``original_shape``, ``crop_box``, ``affine`` (NIfTI
 convention, of the original file), ``channels``, ``classes``, ``label_mapping``,
-``normalization``, ``voxel_counts``, ``location_counts``, ``source_files``, ``axis_order``.
+``normalization``, ``voxel_counts``, ``location_counts``, ``source_files``, ``axis_order``,
+``chunk_files`` (chunk files written per array; see :mod:`partseg.store.checks`). Everything
+read from a store is checked where it is read (:mod:`partseg.store.checks`).
 
 Reading follows the zero pad rule of :mod:`partseg.geometry`: a box may reach past the volume and
 the outside voxels read as 0 in the image and the label. Only the chunks the box touches are
