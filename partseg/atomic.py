@@ -42,7 +42,7 @@ _HINTS = {
     errno.EPERM: "permission denied: choose another location or fix the permissions",
     errno.ENOENT: "check that the path exists",
     errno.ENOTDIR: "a parent of that path is a file, not a folder: choose another path",
-    errno.EEXIST: "a parent of that path is a file, not a folder: choose another path",
+    errno.EEXIST: "a file is in the way where a folder is needed: choose another path",
     errno.EISDIR: "that path is a folder: choose a file name",
     errno.ENAMETOOLONG: "the name is too long: choose a shorter path",
 }

@@ -201,4 +201,4 @@ def test_json_under_a_file_is_one_line_and_exit_2(folders, tmp_path: Path, capsy
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("partseg evaluate: error: cannot write ") and "\n" not in err
-    assert "a parent of that path is a file" in err
+    assert "a file is in the way where a folder is needed" in err

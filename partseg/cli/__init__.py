@@ -16,6 +16,7 @@ import argparse
 import errno
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -69,13 +70,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status = args.func(args)
     except PartsegError as err:
-        print(f"partseg {args.command}: error: {err}", file=sys.stderr)
+        print(f"partseg {args.command}: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     except OSError as err:  # last resort: the write helpers and the store writer name more
         from partseg.atomic import os_error_message
 
         verb = "write" if err.errno in _WRITE_ERRNOS else "access"
-        print(f"partseg {args.command}: error: {os_error_message(err, verb=verb)}", file=sys.stderr)
+        where = err.filename if err.filename is not None else _destination(args)
+        message = os_error_message(err, where, verb=verb)
+        print(f"partseg {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except MemoryError as err:  # numpy names the size it could not allocate
+        print(
+            f"partseg {args.command}: error: out of memory ({err or 'no details'}); use smaller "
+            "sizes (shape, core, batch) or a machine with more memory",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(
@@ -84,6 +94,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     return int(status or 0)
+
+
+def _destination(args: argparse.Namespace) -> str | None:
+    """Where the command writes (``--out``, STORE, ``--json``), named when an OSError has no
+    file name (a failed ``write()`` has none)."""
+    for name in ("out", "store", "json", "csv"):
+        value = getattr(args, name, None)
+        if isinstance(value, str | os.PathLike) and os.fspath(value) not in ("", "-"):
+            return f"under {os.fspath(value)}"
+    return None
+
+
+def one_line(text: str) -> str:
+    r"""``text`` on one line: messages quoting a YAML or torch error keep their words only.
+
+    Example:
+        >>> one_line("bad YAML: while parsing\n  in line 1\n    ^")
+        'bad YAML: while parsing | in line 1 | ^'
+    """
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _log_to_stderr(command: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``phantom`` subcommand."""
-    from partseg.cli.options import nonnegative_int, positive_int, safe_name
+    from partseg.cli.options import int_range, nonnegative_int, positive_int, safe_name
 
     parser = subparsers.add_parser(
         "phantom",
@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--shape",
-        type=positive_int,
+        type=int_range(1, 1024),
         nargs=3,
         metavar=("Z", "Y", "X"),
         default=(155, 240, 240),

@@ -13,7 +13,7 @@ from partseg.errors import WriteError
 
 def test_path_under_a_file_is_a_write_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
-    with pytest.raises(WriteError, match="a parent of that path is a file"):
+    with pytest.raises(WriteError, match="a file is in the way where a folder is needed"):
         write_json(tmp_path / "file" / "out.json", {"a": 1})
 
 
