@@ -193,36 +193,26 @@ def write_compare(path: Path, store: Path, variants: Sequence[str] = ("a",)) -> 
 # ---------------------------------------------------------------------------- one entry
 
 
+#: An entry's private copies: placeholder -> (shared fixture, folder name in the entry).
+COPIES = {"s": ("store", "s.zarr"), "r": ("run", "r"), "src": ("raw", "src"),
+          "b": ("brats", "b"), "m": ("msd", "m"), "p": ("pred", "p")}  # fmt: skip
+
+
 @dataclass
 class Ctx:
-    """An entry's folder and its private copies (made on first use)."""
+    """An entry's folder and its private copies (``ctx.s``, ``ctx.r``... made on first use)."""
 
     d: Path
     fx: Fixtures
 
-    @property
-    def s(self) -> Path:
-        return self._copy("store", self.d / "s.zarr")
-
-    @property
-    def r(self) -> Path:
-        return self._copy("run", self.d / "r")
-
-    @property
-    def src(self) -> Path:
-        return self._copy("raw", self.d / "src")
-
-    @property
-    def b(self) -> Path:
-        return self._copy("brats", self.d / "b")
-
-    @property
-    def m(self) -> Path:
-        return self._copy("msd", self.d / "m")
-
-    @property
-    def p(self) -> Path:
-        return self._copy("pred", self.d / "p")
+    def __getattr__(self, key: str) -> Path:
+        if key not in COPIES:
+            raise AttributeError(key)
+        name, folder = COPIES[key]
+        dest = self.d / folder
+        if not dest.exists():
+            shutil.copytree(self.fx[name], dest, symlinks=True)
+        return dest
 
     @property
     def file(self) -> Path:
@@ -231,20 +221,14 @@ class Ctx:
             path.write_text("I am a file, not a folder\n")
         return path
 
-    def _copy(self, name: str, dest: Path) -> Path:
-        if not dest.exists():
-            shutil.copytree(self.fx[name], dest, symlinks=True)
-        return dest
-
     def copies(self) -> list[Path]:
-        names = ("s.zarr", "r", "src", "b", "m", "p")
-        return [self.d / n for n in names if (self.d / n).exists()]
+        return [self.d / f for _, f in COPIES.values() if (self.d / f).exists()]
 
     def format(self, text: str) -> str:
         keys: dict[str, Any] = {"d": self.d, "tiny": TINY}
-        for key in ("s", "r", "src", "b", "m", "p", "file", *SHARED):
+        for key in (*COPIES, "file", *SHARED):
             if "{" + key + "}" in text:
-                keys[key] = getattr(self, key) if key not in SHARED else self.fx[key]
+                keys[key] = self.fx[key] if key in SHARED else getattr(self, key)
         return text.format(**{k: str(v) for k, v in keys.items()})
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -188,48 +188,44 @@ class StoreWriter:
             dtype: ``"int16"``, ``"float16"`` or ``"float32"``.
             channels_per_chunk: channels stored together in a chunk (clamped to C).
         """
+        import zarr
+
+        with self._case_folder(case_id) as tmp:
+            group = zarr.open_group(self._zstore, path=f"cases/{tmp}", mode="w")
+            spatial = tuple(
+                max(1, min(int(c), int(s))) for c, s in zip(chunks, image.shape[1:], strict=True)
+            )
+            cpc = max(1, min(int(channels_per_chunk), image.shape[0]))
+            steps = candidate_steps(attrs.get("normalization") or {}, image.shape[0])
+            stored, scale = encode(image, dtype, steps)
+            files = {"image": self._array(group, "image", stored, (cpc, *spatial))}
+            if scale is not None:
+                group["image"].attrs.put({"scale": scale})
+            if label is not None:
+                files["label"] = self._array(
+                    group, "label", label.astype(np.uint8, copy=False), spatial
+                )
+            locations = np.asarray(locations, dtype=np.int32).reshape(-1, 4)
+            files["locations"] = self._array(
+                group, "locations", locations, (max(1, len(locations)), 4)
+            )
+            group.attrs.put({**dict(attrs), "chunk_files": files})
+
+    @contextmanager
+    def _case_folder(self, case_id: str) -> Iterator[str]:
+        """Yield the tmp folder name of ``case_id``, renamed into place when the block ends;
+        an OSError removes the unfinished folder and becomes a WriteError."""
         check_name(case_id, f"store {self.url}: case id", StoreError)
         tmp = f"{TMP_PREFIX}{case_id}-{os.getpid()}"
         self.remove_case_dir(tmp)
         try:
-            self._write_case(tmp, image, label, attrs, locations, chunks, dtype, channels_per_chunk)
+            yield tmp
             self._rename(f"cases/{tmp}", f"cases/{case_id}")
         except OSError as err:  # WriteError included: the unfinished case goes either way
             self.remove_case_dir(tmp)
             where = err.filename or f"{self.url}/cases/{case_id}"
             message = os_error_message(err, where, kept=RESUME)
             raise WriteError(f"case {case_id!r}: {message}", err) from err
-
-    def _write_case(
-        self,
-        tmp: str,
-        image: np.ndarray,
-        label: np.ndarray | None,
-        attrs: Mapping[str, Any],
-        locations: np.ndarray,
-        chunks: Sequence[int],
-        dtype: str,
-        channels_per_chunk: int,
-    ) -> None:
-        import zarr
-
-        group = zarr.open_group(self._zstore, path=f"cases/{tmp}", mode="w")
-        spatial = tuple(
-            max(1, min(int(c), int(s))) for c, s in zip(chunks, image.shape[1:], strict=True)
-        )
-        cpc = max(1, min(int(channels_per_chunk), image.shape[0]))
-        steps = candidate_steps(attrs.get("normalization") or {}, image.shape[0])
-        stored, scale = encode(image, dtype, steps)
-        files = {"image": self._array(group, "image", stored, (cpc, *spatial))}
-        if scale is not None:
-            group["image"].attrs.put({"scale": scale})
-        if label is not None:
-            files["label"] = self._array(
-                group, "label", label.astype(np.uint8, copy=False), spatial
-            )
-        locations = np.asarray(locations, dtype=np.int32).reshape(-1, 4)
-        files["locations"] = self._array(group, "locations", locations, (max(1, len(locations)), 4))
-        group.attrs.put({**dict(attrs), "chunk_files": files})
 
     def _array(self, group: Any, name: str, data: np.ndarray, chunks: Sequence[int]) -> int:
         """Write ``data`` as array ``name``, every chunk; returns the number of chunk files."""

@@ -288,15 +288,18 @@ class Trainer:
         Rank 0 holds the run directory's lock (:mod:`partseg.locking`) throughout.
         """
         with run_lock(self.run_dir, "train") if self.dist.is_main else nullcontext():
-            self.setup()
-            record: dict[str, Any] = {}
-            for epoch in range(self.epoch, self.config.train.epochs):
-                record = self.train_epoch(epoch)
-                record |= self.validate(epoch)
-                self.end_epoch(epoch, record)
-                if self.maybe_stop(epoch):
-                    break
-            return self.finish(record)
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
+        self.setup()
+        record: dict[str, Any] = {}
+        for epoch in range(self.epoch, self.config.train.epochs):
+            record = self.train_epoch(epoch)
+            record |= self.validate(epoch)
+            self.end_epoch(epoch, record)
+            if self.maybe_stop(epoch):
+                break
+        return self.finish(record)
 
     def epoch_samples(self, epoch: int) -> list[Any]:
         """This rank's samples of ``epoch``, cycled or cut to ``steps_per_epoch`` steps."""
