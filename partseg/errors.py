@@ -52,3 +52,24 @@ class CheckpointError(PartsegError):
 
 class TrainingError(PartsegError):
     """Training cannot go on: a non-finite loss or a run directory that cannot be written."""
+
+
+class LockError(PartsegError):
+    """A store or run folder is in use by another partseg process (see :mod:`partseg.locking`)."""
+
+
+class WriteError(PartsegError, OSError):
+    """A file or folder cannot be written (disk full, read-only, not a folder); the previous
+    content, if any, is kept (see :mod:`partseg.atomic`).
+
+    Also an ``OSError`` carrying the ``errno``, ``strerror`` and ``filename`` of its cause, so
+    callers that turn write failures into their own error keep working.
+    """
+
+    def __init__(self, message: str, cause: OSError | None = None) -> None:
+        super().__init__(message)
+        if cause is not None:
+            self.errno, self.strerror, self.filename = cause.errno, cause.strerror, cause.filename
+
+    def __str__(self) -> str:  # the message, not OSError's "[Errno 28] ..."
+        return str(self.args[0]) if self.args else ""

@@ -193,3 +193,31 @@ def test_seam_reference_without_seams_and_missing_files_exit_2(folders, tmp_path
     assert main([*argv, "--seams", str(tmp_path / "probs")]) == 2
     err = capsys.readouterr().err
     assert "'c1'" in err and str(tmp_path / "probs" / "c1_probabilities.zarr") in err
+
+
+@pytest.mark.parametrize("case", ["c1", "c2"])
+def test_unexpected_prediction_label_is_a_clear_error(folders, capsys, case: str) -> None:
+    """A 9 against BraTS ground truth {0, 1, 2, 4}, in the first case (identity so far) or a
+    later one: an error naming case, file and values, not a score over 10 classes."""
+    import nibabel as nib
+
+    pred_dir, gt_dir = folders
+    path = next(pred_dir.glob(f"{case}*.nii.gz"))
+    image = nib.load(str(path))
+    labels = np.asarray(image.dataobj).copy()
+    labels.flat[0] = 9
+    nib.save(nib.Nifti1Image(labels, image.affine), str(path))
+    assert main(["evaluate", str(pred_dir), str(gt_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"partseg evaluate: error: case '{case}': ") and "\n" not in err
+    assert "9]" in err and path.name in err and ("{0, 1, 2, 4}" in err or "[0, 1, 2, 3, 4]" in err)
+
+
+def test_json_under_a_file_is_one_line_and_exit_2(folders, tmp_path: Path, capsys) -> None:
+    pred_dir, gt_dir = folders
+    (tmp_path / "file").write_text("x")
+    argv = ["evaluate", str(pred_dir), str(gt_dir), "--json", str(tmp_path / "file" / "m.json")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("partseg evaluate: error: cannot write ") and "\n" not in err
+    assert "a file is in the way where a folder is needed" in err

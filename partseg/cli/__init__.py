@@ -3,18 +3,28 @@
 Each subcommand module defines ``add_parser(subparsers)``, which registers its parser and sets
 ``func`` to a callable taking the parsed namespace and returning an exit status. Modules import
 heavy dependencies (torch, zarr) inside that callable so ``partseg --help`` stays fast.
+
+Errors: a :class:`~partseg.errors.PartsegError` becomes one line on stderr and exit status 2;
+so does any ``OSError`` that reaches :func:`main` (a full disk, a read-only folder, a path under
+a file), with its file name and what to do. Numeric options are range-checked at parse time
+(:mod:`partseg.cli.options`).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from partseg import __version__
 from partseg.errors import PartsegError
+
+#: errno values of failed writes (the others are reported as failed access).
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EEXIST, errno.EISDIR}
 
 #: Subcommands in the order ``--help`` lists them.
 COMMANDS = (
@@ -60,7 +70,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status = args.func(args)
     except PartsegError as err:
-        print(f"partseg {args.command}: error: {err}", file=sys.stderr)
+        print(f"partseg {args.command}: error: {one_line(str(err))}", file=sys.stderr)
+        return 2
+    except OSError as err:  # last resort: the write helpers and the store writer name more
+        from partseg.atomic import os_error_message
+
+        verb = "write" if err.errno in _WRITE_ERRNOS else "access"
+        where = err.filename if err.filename is not None else _destination(args)
+        message = os_error_message(err, where, verb=verb)
+        print(f"partseg {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except MemoryError as err:  # numpy names the size it could not allocate
+        print(
+            f"partseg {args.command}: error: out of memory ({err or 'no details'}); use smaller "
+            "sizes (shape, core, batch) or a machine with more memory",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(
@@ -69,6 +94,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     return int(status or 0)
+
+
+def _destination(args: argparse.Namespace) -> str | None:
+    """Where the command writes (``--out``, STORE, ``--json``), named when an OSError has no
+    file name (a failed ``write()`` has none)."""
+    for name in ("out", "store", "json", "csv"):
+        value = getattr(args, name, None)
+        if isinstance(value, str | os.PathLike) and os.fspath(value) not in ("", "-"):
+            return f"under {os.fspath(value)}"
+    return None
+
+
+def one_line(text: str) -> str:
+    r"""``text`` on one line: messages quoting a YAML or torch error keep their words only.
+
+    Example:
+        >>> one_line("bad YAML: while parsing\n  in line 1\n    ^")
+        'bad YAML: while parsing | in line 1 | ^'
+    """
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _log_to_stderr(command: str) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from partseg.atomic import write_json
+from partseg.cli.options import int_range
 from partseg.cli.train import add_common_arguments, fit_to_budget, load_run_config
 
 
@@ -29,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "write the mean and std of their best validation metrics to DIR/cv_summary.json.",
     )
     add_common_arguments(p)
-    p.add_argument("--folds", type=int, default=5, help="number of folds k (default: 5)")
+    p.add_argument("--folds", type=int_range(2), default=5, help="number of folds k (default: 5)")
     p.add_argument(
         "--out",
         type=Path,
@@ -65,6 +66,7 @@ def summarize_folds(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from partseg.locking import acquire
     from partseg.store.zarrstore import open_store
     from partseg.train.distributed import init_distributed, shutdown
     from partseg.train.splits import kfold_splits, write_splits
@@ -74,9 +76,10 @@ def run(args: argparse.Namespace) -> int:
     first, name = load_run_config(args, [*base, "data.fold=0"])
     out = args.out or Path("runs") / f"{name}_cv"
     ctx = init_distributed(first.train.device)
+    lock = None
     try:
         if ctx.is_main:
-            out.mkdir(parents=True, exist_ok=True)
+            lock = acquire(out, "cv")  # one cross-validation per folder; folds lock their own
             store = open_store(first.data.store)
             splits = kfold_splits(store.case_ids, args.folds, first.data.split_seed)
             write_splits(out / "splits.json", splits)
@@ -95,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
                 summary = json.loads(summary_path.read_text())
                 records.append({"fold": fold, **summary["best"].get("record", {})})
     finally:
+        if lock is not None:
+            lock.release()
         shutdown(ctx)
     if ctx.is_main:
         result = {"folds": records, "summary": summarize_folds(records)}

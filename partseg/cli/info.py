@@ -21,8 +21,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def summarize(store: Any) -> dict[str, Any]:
-    """The dataset summary of an open :class:`~partseg.store.zarrstore.Store` as a dict."""
+    """The dataset summary of an open :class:`~partseg.store.zarrstore.Store` as a dict.
+
+    Raises:
+        StoreError: a case's metadata is unreadable, or its chunk files differ from the count
+            recorded at ingest (a lost chunk would otherwise read as zeros).
+    """
     shapes = [case.shape for case in store]
+    chunk_check = check_chunk_files(store)
     totals = dict.fromkeys(range(len(store.classes)), 0)
     labelled = 0
     for case in store:
@@ -51,7 +57,31 @@ def summarize(store: Any) -> dict[str, Any]:
         "dtype": store.attrs.get("dtype"),
         "ingest": store.attrs.get("ingest"),
         "size_bytes": store.size_on_disk(),
+        "chunk_check": chunk_check,
     }
+
+
+def check_chunk_files(store: Any) -> dict[str, int]:
+    """Compare every case's chunk files with the count recorded at ingest.
+
+    Returns ``{"checked": cases with a record, "unrecorded": cases written before partseg
+    recorded chunk files}`` (their missing chunks cannot be told from empty ones).
+    """
+    from partseg.errors import StoreError
+
+    checked = unrecorded = 0
+    for case in store:
+        if "chunk_files" not in case.attrs:
+            unrecorded += 1
+            continue
+        checked += 1
+        for name, (recorded, found) in case.missing_chunk_files().items():
+            raise StoreError(
+                f"store {store.url}, case {case.id!r}: array {name!r} has {found} chunk files, "
+                f"{recorded} were written; delete that case's folder (cases/{case.id}) and "
+                "rerun the same `partseg ingest` command, which rewrites missing cases"
+            )
+    return {"checked": checked, "unrecorded": unrecorded}
 
 
 def format_summary(info: dict[str, Any]) -> str:
@@ -63,6 +93,7 @@ def format_summary(info: dict[str, Any]) -> str:
         f"channels   {', '.join(info['channels'])}",
         f"chunks     {info['chunks']} (Z, Y, X), dtype {info['dtype']}",
         f"size       {info['size_bytes'] / 2**20:.1f} MiB on disk",
+        _chunk_line(info["chunk_check"]),
         "classes    id  name              voxels        share",
     ]
     for c in info["classes"]:
@@ -70,6 +101,16 @@ def format_summary(info: dict[str, Any]) -> str:
             f"           {c['id']:>2}  {c['name']:<16} {c['voxels']:>12}  {100 * c['share']:8.4f} %"
         )
     return "\n".join(lines)
+
+
+def _chunk_line(check: dict[str, int]) -> str:
+    line = f"chunk files complete in {check['checked']} case(s)"
+    if check["unrecorded"]:
+        line += (
+            f"; {check['unrecorded']} case(s) were ingested before partseg recorded chunk files, "
+            "so a lost chunk there reads as zeros: re-ingest with --overwrite to check them"
+        )
+    return f"files      {line}"
 
 
 def run(args: argparse.Namespace) -> int:

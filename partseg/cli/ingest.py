@@ -9,6 +9,7 @@ import sys
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``partseg ingest``."""
+    from partseg.cli.options import int_range, nonnegative_int, positive_float, positive_int
     from partseg.store.encoding import DTYPES
     from partseg.store.ingest import IngestSettings
     from partseg.store.preprocess import NORMALIZATIONS
@@ -51,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--spacing",
         nargs=3,
-        type=float,
+        type=positive_float,
         metavar=("Z", "Y", "X"),
         default=None,
         help="resample to this voxel size in mm, image trilinear, label nearest "
@@ -68,7 +69,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--chunks",
         nargs=3,
-        type=int,
+        type=positive_int,
         metavar=("Z", "Y", "X"),
         default=None,
         help="spatial chunk shape, clamped to each volume; rows span the whole width of volumes "
@@ -77,7 +78,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--channels-per-chunk",
-        type=int,
+        type=positive_int,
         default=defaults.channels_per_chunk,
         metavar="K",
         help="image channels stored together in one chunk; every read takes all channels, so "
@@ -92,14 +93,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--clevel",
-        type=int,
+        type=int_range(1, 9),
         default=defaults.clevel,
         help="compression level 1-9 (default: %(default)s)",
     )
     p.add_argument(
         "--labels",
         nargs="+",
-        type=int,
+        type=nonnegative_int,
         default=None,
         help="declared label values, e.g. 0 1 2 4 (default: BraTS {0,1,2,4} or {0,1,2,3}, "
         "dataset.json for MSD, else the values of the first labelled case)",
@@ -120,7 +121,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="MSD/nnU-Net: imagesTr (train), imagesTs (test) or both (default: train)",
     )
     p.add_argument(
-        "--workers", type=int, default=1, help="processes working on cases in parallel (default: 1)"
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="processes working on cases in parallel (default: 1)",
     )
     p.add_argument(
         "--skip-bad",

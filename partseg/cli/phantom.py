@@ -8,6 +8,7 @@ from pathlib import Path
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``phantom`` subcommand."""
+    from partseg.cli.options import int_range, nonnegative_int, positive_int, safe_name
     from partseg.phantom.cases import KINDS
 
     parser = subparsers.add_parser(
@@ -22,17 +23,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("out", metavar="OUT", type=Path, help="output folder (created)")
     parser.add_argument(
-        "--cases", type=int, required=True, metavar="N", help="number of cases (required)"
+        "--cases", type=positive_int, required=True, metavar="N", help="number of cases (required)"
     )
     parser.add_argument(
         "--shape",
-        type=int,
+        type=int_range(1, 1024),
         nargs=3,
         metavar=("Z", "Y", "X"),
         default=(155, 240, 240),
         help="volume size in voxels, partseg (Z, Y, X) order (default: 155 240 240, BraTS)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="data-set seed >= 0 (default: 0)")
+    parser.add_argument(
+        "--seed", type=nonnegative_int, default=0, help="data-set seed >= 0 (default: 0)"
+    )
     parser.add_argument(
         "--kind",
         choices=KINDS,
@@ -43,7 +46,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "aneurysm: one TOF channel with labels {0,1} (default: brats)",
     )
     parser.add_argument(
-        "--prefix", default="Phantom", help="case id prefix, ids <prefix>_001... (default: Phantom)"
+        "--prefix",
+        type=safe_name,
+        default="Phantom",
+        help="case id prefix, ids <prefix>_001... (default: Phantom)",
     )
     parser.add_argument(
         "--overwrite",

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from partseg.config import ExperimentConfig
 
+from partseg.cli.options import nonnegative_int
+
 
 class IntermixedParser(argparse.ArgumentParser):
     """A parser whose ``key=value`` positionals may follow options (``CONFIG --out DIR a=b``).
@@ -99,7 +101,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--fold",
-        type=int,
+        type=nonnegative_int,
         default=None,
         help="cross-validation fold to train, 0..data.folds-1 (default: data.fold of the "
         "config; sets data.folds=5 when the config has none)",

@@ -4,7 +4,7 @@ class names and regions for a whole evaluation."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -61,6 +61,21 @@ def apply_mapping(
     return lut[labels]
 
 
+def label_values(labels: np.ndarray) -> list[int]:
+    """The distinct values of an integer label array (a histogram when they are small).
+
+    Example:
+        >>> label_values(np.array([[0, 4], [4, 2]], np.uint8))
+        [0, 2, 4]
+    """
+    flat = labels.ravel()
+    if flat.size and np.issubdtype(flat.dtype, np.integer):
+        low, high = int(flat.min()), int(flat.max())
+        if low >= 0 and high < 2**16:  # a bincount is ~20x faster than np.unique's sort
+            return np.flatnonzero(np.bincount(flat, minlength=1)).tolist()
+    return [int(v) for v in np.unique(flat)]
+
+
 @dataclass
 class LabelPolicy:
     """Turns the labels of each case into class ids and decides classes and regions.
@@ -81,6 +96,8 @@ class LabelPolicy:
     brats_possible: bool = True
     seen_four: bool = False
     max_id: int = 1
+    gt_values: set[int] = field(default_factory=set)
+    pred_values: dict[int, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def is_brats(self) -> bool:
@@ -104,6 +121,37 @@ class LabelPolicy:
             out.append(ids)
             self.max_id = max(self.max_id, int(ids.max()) if ids.size else 0)
         return out
+
+    def observe(self, case_id: str, pred: np.ndarray, pred_where: str, gt: np.ndarray) -> None:
+        """Note the label values of one case for :meth:`check_values` (auto mode only)."""
+        if self.mapping is not None:
+            return
+        self.gt_values.update(label_values(gt))
+        for value in label_values(pred):
+            self.pred_values.setdefault(value, (case_id, pred_where))
+
+    def check_values(self) -> None:
+        """In auto mode, refuse prediction values the ground truth cannot explain.
+
+        The expected set is every value from 0 to the largest ground-truth value (and {0, 1}):
+        a prediction may hold a class that some ground truths lack, but a value above them all
+        (9 against BraTS {0, 1, 2, 4}) is another labelling or a damaged file, not 10 classes.
+        """
+        if self.mapping is not None or not self.gt_values:
+            return
+        expected = set(range(max(self.gt_values) + 1)) | {0, 1}
+        extra = sorted(v for v in self.pred_values if v not in expected)
+        if extra:
+            case_id, where = self.pred_values[extra[0]]
+            raise InputError(
+                case_id,
+                where,
+                f"the prediction has label value(s) {extra} outside the label set of the "
+                f"ground truth {sorted(expected)} (values in all ground truths: "
+                f"{sorted(self.gt_values)})",
+                "check that PRED holds label maps of the same task, or pass --labels-map with "
+                "every value",
+            )
 
     def _auto_mapping(
         self, case_id: str, arrays: Sequence[tuple[np.ndarray, bool, str]]

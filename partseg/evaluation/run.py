@@ -51,6 +51,7 @@ def evaluate_pair(
             f"case {case_id!r}: prediction spacing {pred_spacing} differs from ground truth "
             f"{spacing}; using the ground truth's"
         )
+    policy.observe(case_id, pred_raw, pred.where(case_id), gt_raw)
     pred_ids, gt_ids = policy.to_class_ids(
         case_id,
         [
@@ -113,6 +114,7 @@ def evaluate_all(
         case_id: evaluate_pair(case_id, pred, gt, policy, seams=seams, warn=warn, hd95=hd95)[0]
         for case_id in case_ids
     }
+    policy.check_values()
     names, regions = policy.final_names(), policy.final_regions()
     return {case_id: finalize_case(result, names, regions) for case_id, result in raw.items()}
 

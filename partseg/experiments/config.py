@@ -34,6 +34,7 @@ from partseg.config import (
 )
 from partseg.errors import ConfigError
 from partseg.metrics import DEFAULT_HD95, HD95_CONVENTIONS
+from partseg.names import check_name
 
 
 @dataclass(frozen=True)
@@ -285,6 +286,8 @@ def _variant(raw: Any, index: int) -> Variant:
 
 def _check(config: CompareConfig) -> None:
     names = config.names
+    for name in names:  # each becomes a folder, OUT/runs/<name>
+        check_name(name, "compare config: the variant/ensemble/cascade name", ConfigError)
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"compare config: the name {duplicates[0]!r} is used twice")

@@ -22,6 +22,7 @@ from partseg.experiments.training import (
     train_variant,
     training_costs,
 )
+from partseg.locking import run_lock
 
 
 @dataclass
@@ -46,10 +47,15 @@ def run_compare(
         >>> # outcome = run_compare(load_compare_config("configs/compare_brats.yaml"), "cmp")
         >>> # print(outcome.table)
     """
+    with run_lock(out, "compare"):  # one comparison per folder; each run locks its own
+        return _run_compare(config, Path(out), progress, log)
+
+
+def _run_compare(
+    config: CompareConfig, out: Path, progress: bool, log: Callable[[str], None]
+) -> CompareOutcome:
     from partseg.store.zarrstore import open_store
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     store_url = prepare_store(config, out, progress=progress)
     store = open_store(store_url)
     split = make_split(store.case_ids, config)

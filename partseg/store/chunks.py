@@ -3,6 +3,10 @@
 :class:`ChunkReader` is what :meth:`partseg.store.zarrstore.Case.read` runs for the image and the
 label: it fetches only the chunks a box touches and decodes them itself, since zarr's indexing
 costs more than the decoding for a minicube.
+
+A chunk file that is missing reads as the fill value only for arrays written before partseg
+recorded its chunk files; for the others (``complete=True``, see :mod:`partseg.store.checks`)
+it is a :class:`~partseg.errors.StoreError` naming the chunk, like a damaged one.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ class ChunkReader:
     keys, little-endian bytes + Blosc) directly: it lists the touched chunk keys, fetches them
     (one file read after another into one buffer for a local store, one gathered async ``get``
     otherwise), decodes them with Blosc and copies the overlaps. Missing chunks (zarr skips
-    chunks equal to the fill value) read as the fill value. Any other array goes through zarr's
+    chunks equal to the fill value) read as the fill value, unless ``complete`` says every chunk
+    was written: then a missing chunk raises StoreError. Any other array goes through zarr's
     indexing.
 
     An int16 image with a ``scale`` attribute (:mod:`partseg.store.encoding`) is decoded to
@@ -33,8 +38,9 @@ class ChunkReader:
     scaled in place.
     """
 
-    def __init__(self, array: Any) -> None:
+    def __init__(self, array: Any, *, complete: bool = False) -> None:
         self.array = array
+        self.complete = complete
         scale = array.attrs.get("scale")
         self.scale = None if scale is None else np.asarray(scale, np.float32)
         self.fast = self._supported(array)
@@ -103,6 +109,8 @@ class ChunkReader:
                 src.append(slice(x0 - a, x1 - a))
                 dst.append(slice(x0 - s.start, x1 - s.start))
             if raw is None:
+                if self.complete:
+                    raise self._damaged(key, None)
                 stage[tuple(dst)] = self.fill  # 0 for every array partseg writes
             else:
                 try:
@@ -116,11 +124,13 @@ class ChunkReader:
         elif stage is not out:
             convert_into(stage, out)
 
-    def _damaged(self, key: str, err: Exception) -> StoreError:
-        """The error for a chunk Blosc cannot decode: names it and the fix."""
+    def _damaged(self, key: str, err: Exception | None) -> StoreError:
+        """The error for a chunk that is missing (``err`` None) or that Blosc cannot decode:
+        names it and the fix."""
         where = self.local_root or type(self.array.store_path.store).__name__
+        what = "is missing (deleted or lost)" if err is None else f"is damaged ({err})"
         return StoreError(
-            f"chunk {key} in {where} is damaged ({err}); delete that case's folder "
+            f"chunk {key} in {where} {what}; delete that case's folder "
             "(cases/<id>) and rerun the same `partseg ingest` command, which rewrites "
             "missing cases"
         )

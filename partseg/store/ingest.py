@@ -16,7 +16,9 @@ first case with a readable label. A case with a value outside the declared set i
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -29,6 +31,7 @@ import numpy as np
 from partseg import __version__
 from partseg.errors import ConfigError, InputError, StoreError
 from partseg.geometry import Box
+from partseg.names import name_problem
 from partseg.store import preprocess as pp
 from partseg.store.encoding import DTYPES
 from partseg.store.preprocess import NORMALIZATIONS
@@ -41,7 +44,9 @@ from partseg.store.writer import (
     TMP_PREFIX,
     StoreWriter,
     create_store,
+    store_lock,
     store_state,
+    writable_state,
 )
 from partseg.store.zarrstore import AXIS_ORDER_NOTE, DEFAULT_CHUNKS
 
@@ -358,9 +363,26 @@ def ingest(
     source = discover(src, settings.layout, ReadOptions(settings.image_key, settings.label_key),
                       settings.split)  # fmt: skip
     settings = settings.resolved(source.channels)  # the store records what "auto" meant
-    for case in source.cases:
-        _check_case_id(case)
     report = IngestReport(str(store), source.layout)
+    source = _without_bad_ids(source, report, skip_bad)
+    writable_state(store)  # a folder that is not a store gets no lock file
+    with store_lock(store, "ingest"):
+        _ingest_into(source, store, settings, workers, skip_bad, overwrite, progress, report)
+    report.seconds = round(time.perf_counter() - start, 3)
+    return report
+
+
+def _ingest_into(
+    source: Source,
+    store: str | Path,
+    settings: IngestSettings,
+    workers: int,
+    skip_bad: bool,
+    overwrite: bool,
+    progress: bool,
+    report: IngestReport,
+) -> None:
+    """The body of :func:`ingest`, run while holding the store's lock."""
     labels = _declared_labels(source, settings, report, skip_bad)
     mapping = pp.label_mapping(labels)
     classes = tuple(labels.get(v, f"label_{v}") for v in mapping)
@@ -373,7 +395,7 @@ def ingest(
         "dtype": settings.dtype,
         "created_by": f"partseg {__version__}",
         "layout": source.layout,
-        "source": str(src),
+        "source": str(source.root),
         "ingest": settings.recorded(),
         "dataset_crop_box": None,
     }
@@ -391,26 +413,33 @@ def ingest(
     if settings.crop == "dataset":
         plan, todo = _with_dataset_box(plan, todo, source, writer, index, workers, skip_bad, report)
 
+    rank = {c.case_id: i for i, c in enumerate(source.cases)}
+
     def on_done(outcome: _Outcome) -> None:
         if outcome.error is None:
             done.append(outcome.case_id)
+            done.sort(key=lambda c: rank.get(c, -1))  # source order, whichever worker ends first
             report.written.append(outcome.case_id)
             writer.write_index({**index, "case_ids": list(done)})
 
     _run_cases(_ingest_one, todo, plan, writer, workers, skip_bad, report, on_done, progress)
     report.total = len(done)
-    report.seconds = round(time.perf_counter() - start, 3)
-    return report
 
 
-def _check_case_id(case: SourceCase) -> None:
-    if "/" in case.case_id or "\\" in case.case_id or case.case_id.startswith("."):
-        raise InputError(
-            case.case_id,
-            case.image_files[0],
-            "case id contains a path separator or starts with '.'",
-            "rename the files",
-        )
+def _without_bad_ids(source: Source, report: IngestReport, skip_bad: bool) -> Source:
+    """Report the cases whose id cannot be a folder name (:mod:`partseg.names`) as bad."""
+    keep = []
+    for case in source.cases:
+        problem = name_problem(case.case_id)
+        if problem is None:
+            keep.append(case)
+            continue
+        bad = InputError(case.case_id, case.image_files[0], f"the case id is not a safe name: "
+                         f"{problem}", "rename the files, or rerun with --skip-bad")  # fmt: skip
+        if not skip_bad:
+            raise bad
+        report.bad.append(_error(bad))
+    return dataclasses.replace(source, cases=tuple(keep))
 
 
 def _declared_labels(
@@ -449,6 +478,7 @@ def _open_writer(
     if state != "store" or overwrite:
         return create_store(store, index, overwrite=overwrite, **settings.compression())
     writer = StoreWriter(store, **settings.compression())
+    writer.ensure_cases_group()
     existing = writer.index()
     for key in ("channels", "classes", "label_mapping", "ingest"):
         if existing.get(key) != index[key]:
@@ -461,7 +491,7 @@ def _open_writer(
 
 def _clean_leftovers(writer: StoreWriter, done: Sequence[str]) -> list[str]:
     """Remove tmp folders of a crashed run and case folders the index does not list."""
-    removed = []
+    removed = [os.path.basename(p) for p in writer.remove_partial_files()]
     for name in writer.case_dirs():
         if name.startswith(TMP_PREFIX) or name not in done:
             writer.remove_case_dir(name)

@@ -181,11 +181,11 @@ def discover(
                 f"no {layout} cases found",
                 f"expected {LAYOUTS.get(layout).looked_for}",
             )
-        return found
+        return _unique_ids(found)
     for name in LAYOUTS:
         found = LAYOUTS.get(name).find(root, options, split)
         if found is not None and found.cases:
-            return found
+            return _unique_ids(found)
     looked = "; ".join(f"{name}: {LAYOUTS.get(name).looked_for}" for name in LAYOUTS)
     raise InputError(
         "(dataset)",
@@ -195,11 +195,35 @@ def discover(
     )
 
 
+def _unique_ids(source: Source) -> Source:
+    """``source`` when no two of its cases share an id; else an InputError naming both."""
+    seen: dict[str, SourceCase] = {}
+    for case in source.cases:
+        other = seen.setdefault(case.case_id, case)
+        if other is not case:
+            _duplicate(case.case_id, other.image_files[0], case.image_files[0])
+    return source
+
+
+def _duplicate(case_id: str, first: Path, second: Path, what: str = "case") -> None:
+    raise InputError(
+        case_id,
+        second,
+        f"another file gives the same {what}: {first}; partseg will not guess which one is meant",
+        "remove or rename one of them",
+    )
+
+
+def _is_metadata(path: Path) -> bool:
+    """macOS AppleDouble files (``._<name>``) hold Finder metadata, never images."""
+    return path.name.startswith("._")
+
+
 def _nifti_files(root: Path) -> list[Path]:
     """NIfTI files directly in ``root`` and one folder level below it."""
     files = [*root.glob("*.nii"), *root.glob("*.nii.gz")]
     files += [*root.glob("*/*.nii"), *root.glob("*/*.nii.gz")]
-    return sorted(f for f in files if f.is_file())
+    return sorted(f for f in files if f.is_file() and not _is_metadata(f))
 
 
 def find_brats(root: Path) -> Source | None:
@@ -237,7 +261,10 @@ def _group_by_case(
     for path in files:
         match = pattern.match(path.name)
         if match and (not nested_only or path.parent.name == match["id"]):
-            by_case.setdefault(match["id"], {})[match["mod"]] = path
+            mods = by_case.setdefault(match["id"], {})
+            if match["mod"] in mods:  # a case folder and flat files, or .nii and .nii.gz
+                _duplicate(match["id"], mods[match["mod"]], path, f"channel {match['mod']!r}")
+            mods[match["mod"]] = path
     return by_case
 
 
@@ -316,7 +343,7 @@ def _msd_cases(
     if not images_dir.is_dir():
         return []
     files = sorted(p for p in images_dir.iterdir() if p.name.endswith(ending) and p.is_file())
-    files = [p for p in files if not p.name.startswith(".")]
+    files = [p for p in files if not _is_metadata(p)]  # odd ids such as ..case2 are reported
     per_channel: dict[str, dict[int, Path]] = {}
     single: dict[str, Path] = {}
     for path in files:
@@ -328,6 +355,8 @@ def _msd_cases(
             single[stem] = path
     is_train = images_dir.name == "imagesTr"
     cases = []
+    for case_id in sorted(set(per_channel) & set(single)):
+        _duplicate(case_id, single[case_id], next(iter(per_channel[case_id].values())))
     for case_id in sorted(set(per_channel) | set(single)):
         if case_id in per_channel:
             found = per_channel[case_id]

@@ -17,7 +17,9 @@ stores, float only, read the same), ``case_ids`` (complete cases only), ``channe
 ``created_by`` and the ``ingest`` settings. Case attrs:
 ``shape``, ``spacing``, ``original_spacing``, ``original_shape``, ``crop_box``, ``affine`` (NIfTI
 convention, of the original file), ``channels``, ``classes``, ``label_mapping``,
-``normalization``, ``voxel_counts``, ``location_counts``, ``source_files``, ``axis_order``.
+``normalization``, ``voxel_counts``, ``location_counts``, ``source_files``, ``axis_order``,
+``chunk_files`` (chunk files written per array; see :mod:`partseg.store.checks`). Everything
+read from a store is checked where it is read (:mod:`partseg.store.checks`).
 
 Reading follows the zero pad rule of :mod:`partseg.geometry`: a box may reach past the volume and
 the outside voxels read as 0 in the image and the label. Only the chunks the box touches are
@@ -28,13 +30,20 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from partseg.errors import GeometryError, StoreError
 from partseg.geometry import Box
+from partseg.store.checks import (
+    check_array,
+    check_case_attrs,
+    check_index,
+    count_chunk_files,
+    label_mapping,
+)
 from partseg.store.chunks import ChunkReader
 from partseg.store.location import UrlLike, dir_size, filesystem, local_path, zarr_store
 
@@ -55,8 +64,13 @@ AXIS_ORDER_NOTE = (
 )
 
 
+class NewerStoreError(StoreError):
+    """The store was written by a newer partseg (a newer store format)."""
+
+
 def read_index(url: UrlLike, zstore: Any) -> dict:
-    """Root attrs of a partseg store; StoreError when ``url`` is not one."""
+    """Root attrs of a partseg store, checked (:func:`~partseg.store.checks.check_index`);
+    StoreError when ``url`` is not a partseg store, NewerStoreError for a newer format."""
     import zarr
 
     try:
@@ -79,19 +93,18 @@ def read_index(url: UrlLike, zstore: Any) -> dict:
             f"{os.fspath(url)} is a zarr group but not a partseg store (no format "
             f"{FORMAT!r} in its attributes); create one with `partseg ingest SRC STORE`"
         )
-    if int(attrs.get("format_version", 0)) > FORMAT_VERSION:
+    version = attrs.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise StoreError(
-            f"{os.fspath(url)} has store format version {attrs.get('format_version')}, newer "
-            f"than this partseg reads ({FORMAT_VERSION}); upgrade partseg"
+            f"{os.fspath(url)}: store format_version {version!r} is not a version number; "
+            "the store is damaged: re-ingest it"
         )
-    return attrs
-
-
-def _mapping(pairs: Any) -> dict[int, int]:
-    """Label mapping from its JSON form ``[[value, class], ...]`` (or ``{"value": class}``)."""
-    if isinstance(pairs, Mapping):
-        return {int(k): int(v) for k, v in pairs.items()}
-    return {int(k): int(v) for k, v in pairs}
+    if version > FORMAT_VERSION:
+        raise NewerStoreError(
+            f"{os.fspath(url)} was written by a newer partseg (store format {version}; this "
+            f"partseg reads formats up to {FORMAT_VERSION}); upgrade partseg"
+        )
+    return check_index(os.fspath(url), attrs)
 
 
 class Case:
@@ -115,10 +128,12 @@ class Case:
         # -> ((4, 100, 116, 116), dtype('uint8'))
     """
 
-    def __init__(self, group: Any, case_id: str) -> None:
+    def __init__(self, group: Any, case_id: str, store: str = "") -> None:
         self._group = group
         self.id = case_id
+        self.store = store or str(group.store_path)
         self.attrs: dict = group.attrs.asdict()
+        check_case_attrs(self.store, case_id, self.attrs)
         self.shape: tuple[int, int, int] = tuple(int(s) for s in self.attrs["shape"])  # type: ignore[assignment]
         self.n_channels = len(self.attrs["channels"])
         self.spacing: tuple[float, float, float] = tuple(float(s) for s in self.attrs["spacing"])  # type: ignore[assignment]
@@ -149,18 +164,44 @@ class Case:
     def _array(self, name: str) -> Any:
         if name not in self._arrays:
             try:
-                self._arrays[name] = self._group[name]
+                array = self._group[name]
             except KeyError as err:
                 raise StoreError(
-                    f"case {self.id!r} has no array {name!r} in the store; re-ingest the case"
+                    f"case {self.id!r} has no array {name!r} in the store {self.store}; delete "
+                    "that case's folder (cases/<id>) and rerun the same `partseg ingest` command"
                 ) from err
+            except Exception as err:  # unreadable metadata: JSON or zarr errors of any kind
+                raise StoreError(
+                    f"store {self.store}, case {self.id!r}: the metadata of array {name!r} is "
+                    f"unreadable ({type(err).__name__}: {err}); delete that case's folder "
+                    "(cases/<id>) and rerun the same `partseg ingest` command"
+                ) from err
+            expected = {"image": (self.n_channels, *self.shape), "label": self.shape}.get(name)
+            check_array(self.store, self.id, name, array, expected)
+            self._arrays[name] = array
         return self._arrays[name]
 
     def _reader(self, name: str) -> ChunkReader:
         key = f"reader:{name}"
         if key not in self._arrays:
-            self._arrays[key] = ChunkReader(self._array(name))
+            recorded = self.attrs.get("chunk_files")
+            complete = isinstance(recorded, dict) and name in recorded
+            self._arrays[key] = ChunkReader(self._array(name), complete=complete)
         return self._arrays[key]
+
+    def missing_chunk_files(self) -> dict[str, tuple[int, int]]:
+        """Arrays whose chunk files on disk differ from the count recorded at ingest:
+        ``{name: (recorded, found)}``; empty when all are there or nothing was recorded."""
+        recorded = self.attrs.get("chunk_files")
+        if not isinstance(recorded, dict):
+            return {}
+        problems = {}
+        for name, count in recorded.items():
+            if name in ("image", "label", "locations"):
+                found = count_chunk_files(self._array(name))
+                if found != count:
+                    problems[name] = (int(count), found)
+        return problems
 
     def read(self, box: Box, *, label: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """Read the image (and label) inside ``box``, zero outside the volume.
@@ -208,7 +249,12 @@ class Case:
             if not self.has_label:
                 self._locations = np.zeros((0, 4), dtype=np.int32)
             else:  # kept as stored (int32): 32 kB per class at the default 2000 locations
-                self._locations = np.asarray(self._array("locations")[...], dtype=np.int32)
+                array = self._array("locations")
+                rows = np.zeros(array.shape, dtype=np.int32)  # (N, 4)
+                if rows.size:
+                    whole = tuple(slice(0, n) for n in array.shape)
+                    self._reader("locations").read_into(rows, whole)
+                self._locations = rows.reshape(-1, 4)
         rows = self._locations[self._locations[:, 0] == int(cls)]
         return rows[:, 1:].astype(np.int64)
 
@@ -233,7 +279,7 @@ class Store:
         self.case_ids: tuple[str, ...] = tuple(attrs.get("case_ids", ()))
         self.channels: tuple[str, ...] = tuple(attrs.get("channels", ()))
         self.classes: tuple[str, ...] = tuple(attrs.get("classes", ()))
-        self.label_mapping = _mapping(attrs.get("label_mapping", []))
+        self.label_mapping = label_mapping(url, attrs.get("label_mapping", []))
         self.chunks: tuple[int, int, int] = tuple(attrs.get("chunks", DEFAULT_CHUNKS))  # type: ignore[assignment]
         self._cases: OrderedDict[str, Case] = OrderedDict()  # LRU of CASE_CACHE cases
         self._root: Any = None
@@ -282,7 +328,13 @@ class Store:
                     f"case {case_id!r} is listed in {self.url} but its group is missing; "
                     "rerun `partseg ingest` to rewrite it"
                 ) from err
-            self._cases[case_id] = Case(group, case_id)
+            except Exception as err:  # a damaged zarr.json: JSON or zarr errors of any kind
+                raise StoreError(
+                    f"store {self.url}, case {case_id!r}: its metadata (cases/{case_id}/"
+                    f"zarr.json) is unreadable ({type(err).__name__}: {err}); delete that "
+                    "case's folder and rerun the same `partseg ingest` command"
+                ) from err
+            self._cases[case_id] = Case(group, case_id, self.url)
             while len(self._cases) > CASE_CACHE:
                 self._cases.popitem(last=False)
         return self._cases[case_id]

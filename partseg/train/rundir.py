@@ -4,6 +4,12 @@
 ``RUN/tensorboard/`` gets the numeric fields when tensorboard is installed. ``summary.json`` and
 ``validation.json`` are written atomically with :func:`write_run_json`.
 
+Nothing is lost to a crash: the trainer appends an epoch's record before it writes that epoch's
+checkpoints, and :meth:`MetricsLog.resume` keeps the records up to the checkpoint it resumes
+from (the record of a later, interrupted epoch is written again when that epoch is redone; a
+record missing from the log is taken from the checkpoint). :func:`clean_run_temps` removes the
+temporary files a killed run left (``checkpoints/.last.pt.<random>.tmp``, ...).
+
 Example:
     >>> import tempfile, pathlib
     >>> run = pathlib.Path(tempfile.mkdtemp()) / "run"
@@ -50,12 +56,24 @@ class MetricsLog:
         self.records: list[dict[str, Any]] = []
         self.tensorboard = _tensorboard(run_dir / "tensorboard")
 
-    def resume(self, last_epoch: int) -> None:
-        """Keep the records up to ``last_epoch`` (an interrupted epoch's line is dropped)."""
+    def resume(self, last_epoch: int, last_record: dict[str, Any] | None = None) -> None:
+        """Keep the records up to ``last_epoch`` (an interrupted epoch's line is dropped).
+
+        Args:
+            last_epoch: the epoch of the checkpoint training resumes from (-1: none).
+            last_record: that checkpoint's own record, added when the log lacks it.
+        """
         if self.jsonl.is_file():
-            lines = self.jsonl.read_text().splitlines()
-            records = [json.loads(line) for line in lines if line.strip()]
-            self.records = [r for r in records if r.get("epoch", -1) <= last_epoch]
+            records = []
+            for line in self.jsonl.read_text().splitlines():
+                try:
+                    records.append(json.loads(line))
+                except ValueError:  # a line cut short by a kill while it was appended
+                    continue
+            by_epoch = {r.get("epoch", -1): r for r in records if isinstance(r, dict)}
+            self.records = [r for e, r in sorted(by_epoch.items()) if e <= last_epoch]
+        if last_record and last_epoch not in {r.get("epoch") for r in self.records}:
+            self.records = sorted([*self.records, last_record], key=lambda r: r.get("epoch", -1))
         self._rewrite()
 
     def append(self, record: dict[str, Any]) -> None:
@@ -97,6 +115,23 @@ def _tensorboard(path: Path) -> Any:
     return SummaryWriter(str(path))
 
 
+#: Files of a run directory written through :mod:`partseg.atomic`, whose temporary files a
+#: killed run may leave (checkpoints are in ``checkpoints/``).
+RUN_FILES = ("config.yaml", "splits.json", "metrics.csv", "metrics.jsonl", "summary.json",
+             "validation.json", "cost.json")  # fmt: skip
+CHECKPOINT_FILES = ("last.pt", "best.pt")
+
+
+def clean_run_temps(run_dir: Path) -> list[Path]:
+    """Remove the temporary files of an earlier, killed run (call it holding the run's lock)."""
+    from partseg.atomic import clean_temp_files
+
+    return [
+        *clean_temp_files(run_dir, RUN_FILES),
+        *clean_temp_files(run_dir / "checkpoints", CHECKPOINT_FILES),
+    ]
+
+
 def json_safe(record: dict[str, Any]) -> dict[str, Any]:
     """``record`` round-tripped through JSON (numpy / torch scalars become floats).
 
@@ -116,4 +151,10 @@ def write_run_json(path: Path, data: Any) -> None:
         raise TrainingError(f"cannot write {path}: {err.strerror or err}") from err
 
 
-__all__: Sequence[str] = ("MetricsLog", "check_writable", "json_safe", "write_run_json")
+__all__: Sequence[str] = (
+    "MetricsLog",
+    "check_writable",
+    "clean_run_temps",
+    "json_safe",
+    "write_run_json",
+)

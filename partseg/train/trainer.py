@@ -28,6 +28,11 @@ Run directory layout::
     RUN/checkpoints/best.pt    the best validation Dice so far (lowest train loss without val)
     RUN/summary.json           best and last records when training ends
     RUN/tensorboard/           event files, when tensorboard is installed
+    RUN/.partseg.lock          while a process trains into RUN (a second one is refused)
+
+Each epoch ends with its metrics record, then ``best.pt``, then ``last.pt``: a kill or a full
+disk at any point loses nothing, since a resume from ``last.pt`` redoes any later epoch exactly
+(see :mod:`partseg.train.rundir`).
 
 **Exact resume.** Sampling and augmentation are deterministic in ``(seed, epoch)``; the model,
 optimizer, scaler, schedule, loss state and the torch / numpy / python RNG states are saved at
@@ -63,10 +68,17 @@ from partseg.checkpoint import (
 from partseg.config import ExperimentConfig, OptimConfig, save_config
 from partseg.devices import resolve_device
 from partseg.errors import CheckpointError, ConfigError, TrainingError
+from partseg.locking import run_lock
 from partseg.precision import resolve_precision
 from partseg.train import distributed as ddp
 from partseg.train.rng import rng_state, seed_everything, set_rng_state
-from partseg.train.rundir import MetricsLog, check_writable, json_safe, write_run_json
+from partseg.train.rundir import (
+    MetricsLog,
+    check_writable,
+    clean_run_temps,
+    json_safe,
+    write_run_json,
+)
 from partseg.train.schedule import LrSchedule
 from partseg.train.splits import resolve_split
 from partseg.train.validation import stitched_logits, validate_cases, validation_loss
@@ -110,6 +122,19 @@ def compute_loss(
     full_target[(slice(None), *core)] = target
     full_mask[(slice(None), *core)] = mask
     return loss_fn(output, full_target, full_mask)
+
+
+def _check_margin(margin: Sequence[int], store: Any) -> None:
+    """Refuse a margin wider than every volume: past the volume it only reads zeros, and the
+    oversized boxes would make each step slow for nothing."""
+    shapes = [store[case_id].shape for case_id in store.case_ids]
+    largest = [max((s[a] for s in shapes), default=0) for a in range(3)]
+    if shapes and any(m > n for m, n in zip(margin, largest, strict=True)):
+        raise ConfigError(
+            f"partition.margin={list(margin)} is larger than the largest volume of store "
+            f"{store.url} ({largest}, Z Y X); the margin is context read around each core, so "
+            f"use at most {[min(m, n) for m, n in zip(margin, largest, strict=True)]}"
+        )
 
 
 class Trainer:
@@ -160,6 +185,7 @@ class Trainer:
         torch.backends.cudnn.benchmark = not cfg.train.deterministic
         if self.dist.is_main:
             check_writable(self.run_dir)
+            clean_run_temps(self.run_dir)
         self._setup_data()
         self._setup_model()
         self.metrics = MetricsLog(self.run_dir) if self.dist.is_main else None
@@ -223,6 +249,7 @@ class Trainer:
                 f"model.in_channels={cfg.model.in_channels} but store {store.url} gives "
                 f"{what}{context}: set model.in_channels={n_in}"
             )
+        _check_margin(cfg.partition.margin, store)
         n_classes = len(store.classes)
         if cfg.model.out_channels != n_classes and not (
             cfg.model.out_channels == 1 and n_classes == 2
@@ -274,7 +301,14 @@ class Trainer:
 
     # ---------------------------------------------------------------------------- the loop
     def run(self) -> dict[str, Any]:
-        """Train to the end (or early stop); returns ``{"best": ..., "last": record}``."""
+        """Train to the end (or early stop); returns ``{"best": ..., "last": record}``.
+
+        Rank 0 holds the run directory's lock (:mod:`partseg.locking`) throughout.
+        """
+        with run_lock(self.run_dir, "train") if self.dist.is_main else nullcontext():
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         self.setup()
         record: dict[str, Any] = {}
         for epoch in range(self.epoch, self.config.train.epochs):
@@ -427,12 +461,12 @@ class Trainer:
         elif metric == "val_dice" and "val_dice" in record:
             self.since_best += 1
         self.epoch = epoch + 1
-        if self.dist.is_main:
-            self.save("last", record)
-            if improved:
-                self.save("best", record)
+        if self.dist.is_main:  # record, best, last: a crash in between loses nothing
             assert self.metrics is not None
             self.metrics.append(record)
+            if improved:
+                self.save("best", record)
+            self.save("last", record)
             shown = ", ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                 for k, v in record.items()
@@ -538,7 +572,7 @@ class Trainer:
         self.best = best
         set_rng_state(payload["rng"])
         if self.metrics is not None:
-            self.metrics.resume(self.epoch - 1)
+            self.metrics.resume(self.epoch - 1, payload.get("metrics"))
         self.log(f"resumed from {path} after epoch {self.epoch} (step {self.step})")
 
 

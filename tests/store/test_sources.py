@@ -252,3 +252,51 @@ def test_layouts_come_from_one_registry(tmp_path: Path) -> None:
     with pytest.raises(InputError) as err:
         discover(tmp_path)
     assert all(f"{name}: {LAYOUTS.get(name).looked_for}" in str(err.value) for name in LAYOUTS)
+
+
+def test_case_folder_plus_flat_files_of_one_id_is_an_error(tmp_path: Path) -> None:
+    root = write_brats(tmp_path / "b")
+    write_brats(root, ids=("B_001",), flat=True)  # the same case again, flat
+    with pytest.raises(
+        InputError, match=r"another file gives the same channel '\w+': .*/B_001/B_001_\w+\.nii\.gz"
+    ):
+        discover(root)
+
+
+def test_nii_and_nii_gz_of_one_modality_is_an_error(tmp_path: Path) -> None:
+    root = write_brats(tmp_path / "b")
+    save_nifti(root / "B_002" / "B_002_seg.nii", make_label(seed=1))
+    with pytest.raises(InputError) as info:
+        discover(root)
+    assert "B_002_seg.nii;" in str(info.value) and "B_002_seg.nii.gz)" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "extra", ["n_0.npz", "n_0.h5"], ids=["npy+npz", "npy+h5-other-layout-ignored"]
+)
+def test_numpy_duplicate_ids_are_an_error(tmp_path: Path, extra: str) -> None:
+    root = write_numpy(tmp_path / "n")
+    np.savez(root / "n_0.npz", image=make_image(3), label=make_label((1, 2)))
+    with pytest.raises(InputError, match=r"another file gives the same case: .*n_0\.np"):
+        discover(root)
+
+
+def test_msd_single_and_per_channel_files_of_one_id_is_an_error(tmp_path: Path) -> None:
+    root = write_msd(tmp_path / "m")
+    save_nifti(root / "imagesTr" / "prostate_00_0000.nii.gz", make_image(1)[0])
+    with pytest.raises(InputError, match="another file gives the same case"):
+        discover(root)
+
+
+def test_msd_odd_case_name_is_reported_not_skipped(tmp_path: Path) -> None:
+    from partseg.store.ingest import ingest
+
+    root = write_msd(tmp_path / "m")
+    save_nifti(root / "imagesTr" / "..case2.nii.gz", make_image(2))
+    save_nifti(root / "imagesTr" / "._prostate_00.nii.gz", make_image(2))  # macOS metadata
+    assert [c.case_id for c in discover(root).cases] == ["..case2", "prostate_00", "prostate_01"]
+    with pytest.raises(InputError, match=r"case '\.\.case2': the case id is not a safe name"):
+        ingest(root, tmp_path / "s.zarr", progress=False)
+    report = ingest(root, tmp_path / "s.zarr", skip_bad=True, progress=False)
+    assert [b["case"] for b in report.bad] == ["..case2"]
+    assert report.written == ["prostate_00", "prostate_01"]

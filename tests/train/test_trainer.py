@@ -14,7 +14,7 @@ import torch
 from partseg.checkpoint import load_checkpoint, load_model
 from partseg.cli import main
 from partseg.config import load_config
-from partseg.errors import CheckpointError, ConfigError
+from partseg.errors import CheckpointError, ConfigError, WriteError
 from partseg.train.trainer import Trainer, TrainingError
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
@@ -96,8 +96,12 @@ def test_store_mismatch_names_the_fix(store: str, tmp_path: Path) -> None:
 def test_unwritable_run_dir(store: str, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(TrainingError, match="not writable"):
+    with pytest.raises(
+        WriteError, match=r"cannot write .*file/run: .*parent of that path is a file"
+    ):
         Trainer(tiny(store), blocker / "run", log=print).run()
+    with pytest.raises(TrainingError, match="not writable"):  # without the lock's check
+        Trainer(tiny(store), blocker / "run", log=print).setup()
 
 
 def test_deep_supervision_adaptive_loss_bf16_checkpointing(store: str, tmp_path: Path) -> None:
