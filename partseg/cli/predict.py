@@ -134,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     from partseg.infer.pipeline import CasePredictor
     from partseg.infer.runs import predict_input, predict_store
     from partseg.infer.settings import PredictSettings
+    from partseg.locking import run_lock
 
     settings = PredictSettings(
         mode=args.partition,
@@ -154,10 +155,11 @@ def run(args: argparse.Namespace) -> int:
     predictor = CasePredictor.from_checkpoints(args.models, settings, log=_note)
     out = Path(args.out)
     common = {"cases": args.cases, "overwrite": args.overwrite}
-    if args.store is not None:
-        predict_store(predictor, args.store, out, outputs, **common)
-    else:
-        predict_input(predictor, args.input, out, outputs, **common)
+    with run_lock(out, "predict"):  # one prediction per output folder
+        if args.store is not None:
+            predict_store(predictor, args.store, out, outputs, **common)
+        else:
+            predict_input(predictor, args.input, out, outputs, **common)
     return 0
 
 

@@ -37,6 +37,7 @@ import numpy as np
 
 from partseg.atomic import write_json
 from partseg.errors import ConfigError, StoreError
+from partseg.names import check_name
 
 MANIFEST = ".partseg-predict.json"
 MANIFEST_FORMAT = "partseg-predict"
@@ -75,16 +76,9 @@ def check_case_name(case_id: str) -> str:
     """Return ``case_id`` if it can name a file inside the output folder, else StoreError.
 
     Case ids come from stores (untrusted input): one with a separator, a leading dot or ``..``
-    would write outside ``OUT`` or over hidden files.
+    would write outside ``OUT`` or over hidden files (the one rule of :mod:`partseg.names`).
     """
-    text = str(case_id)
-    bad = not text or text.startswith(".") or any(c in text for c in ("/", "\\", "\0"))
-    if bad or os.path.isabs(text):
-        raise StoreError(
-            f"case id {text!r} cannot name an output file (it holds a path separator, starts "
-            "with '.' or is empty); rename the case (re-ingest it)"
-        )
-    return text
+    return check_name(case_id, "case id", StoreError, "rename the case (re-ingest it)")
 
 
 def zarr_sink(path: str | os.PathLike, attrs: Mapping[str, Any] | None = None):

@@ -46,7 +46,6 @@ def test_full_battery_through_the_console_script(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="needs the predict pipeline branch (device check, predict's lock)")
 def test_battery_entries_that_need_the_predict_pipeline(tmp_path: Path) -> None:
     selected = [e for e in battery.entries() if e.depends == "pipeline"]
     result = battery.run_battery(selected, "subprocess", tmp_path)

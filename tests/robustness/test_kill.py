@@ -205,7 +205,6 @@ def test_compare_killed_five_times_resumes_to_the_same_report(fx, tmp_path: Path
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="predict resume (finished cases skipped) comes with the pipeline branch")
 def test_predict_killed_five_times_resumes_to_the_same_outputs(fx, tmp_path: Path) -> None:
     def argv(d: Path) -> list[str]:
         return ["predict", str(fx["run"]), "--store", str(fx["store"]), "--out", str(d / "out")]
