@@ -148,13 +148,18 @@ class Trainer:
         if self.dist.is_main:
             self._log(message)
 
-    def setup(self) -> None:
-        """Open the store, check it against the config, build everything, maybe resume."""
+    def setup_runtime(self) -> None:
+        """Seeds, deterministic algorithms and cuDNN autotuning, as every training run sets
+        them (:mod:`partseg.train.steps` reuses this for measured steps)."""
         cfg = self.config
         seed_everything(cfg.train.seed)
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = not cfg.train.deterministic
+
+    def setup(self) -> None:
+        """Open the store, check it against the config, build everything, maybe resume."""
+        self.setup_runtime()
         if self.dist.is_main:
             check_writable(self.run_dir)
         self._setup_data()
@@ -171,17 +176,19 @@ class Trainer:
         elif self.metrics is not None:
             self.metrics.resume(-1)  # a fresh run: drop lines of an attempt without checkpoint
         if self.dist.is_main:
-            save_config(cfg, self.run_dir / "config.yaml")
+            save_config(self.config, self.run_dir / "config.yaml")  # as set up (core fitted)
 
     def _setup_data(self) -> None:
         from partseg.channels import build_derive
         from partseg.sampling import make_sampler
         from partseg.store.zarrstore import open_store
+        from partseg.train.planner import shrink_core_to_data
 
         cfg = self.config
         if not cfg.data.store:
             raise ConfigError("data.store is not set; pass data.store=PATH_OR_URL")
         self.store = open_store(cfg.data.store)
+        self.config = cfg = shrink_core_to_data(cfg, self.store, self.log)
         self.derive = build_derive(cfg.data.derived_channels)  # None without derived channels
         self.partition = cfg.partition.build(cfg.model.total_stride)
         self.layout = cfg.partition.layout()
