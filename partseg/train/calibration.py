@@ -33,7 +33,7 @@ import torch
 from partseg.config import ExperimentConfig
 
 if TYPE_CHECKING:
-    from partseg.train.planner import MemoryEstimate
+    from partseg.train.estimate import MemoryEstimate
 
 
 @dataclass(frozen=True)
