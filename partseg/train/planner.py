@@ -146,6 +146,81 @@ def default_probe(device_type: str) -> DeviceProbe | None:
     return None
 
 
+@dataclass(frozen=True)
+class MemoryLaws:
+    """What the planner measured once per config: a law per mode, the model's size and the
+    device context. Plans for any budget follow from it (:func:`plan_from_laws`)."""
+
+    device_type: str
+    laws: tuple[ActivationModel | DeviceLaw, ...]
+    size: ModelSize
+    context: int
+    context_source: str
+
+
+def measure_laws(
+    config: ExperimentConfig,
+    *,
+    device_type: str = "cuda",
+    measure_device: str | torch.device = "cpu",
+    modes: Iterable[tuple[str, bool]] | None = None,
+    probe: DeviceProbe | str | None = "auto",
+    progress: Progress | None = None,
+) -> MemoryLaws:
+    """Measure the memory law of every mode (see :func:`plan_memory` for the arguments)."""
+    from partseg.models import build_model
+
+    if probe == "auto":
+        probe = default_probe(device_type)
+    assert probe is None or not isinstance(probe, str)
+    model = build_model(config.model)
+    if probe is not None:
+        context, context_source = probe.context_bytes(), f"measured on {probe.name}"
+    elif device_type == "cuda":
+        context, context_source = CUDA_CONTEXT_BYTES, "default (no GPU to measure)"
+    else:
+        context, context_source = 0, "cpu"
+    if modes is None:
+        modes = [(a, c) for a in amp_modes(config, device_type) for c in (False, True)]
+    cores = probe_cores(config, candidate_cores(config)) if probe is not None else []
+    laws: list[ActivationModel | DeviceLaw] = []
+    for amp, checkpointing in modes:
+        if probe is not None:
+            laws.append(calibrate_mode(config, amp, checkpointing, probe, cores, progress=progress))
+            continue
+        measured = measured_mode(amp, device_type)
+        law = fit_activations(
+            config, measured, checkpointing, measure_device, model=model, progress=progress
+        )
+        laws.append(replace(law, amp=amp))
+    return MemoryLaws(device_type, tuple(laws), ModelSize.of(model), context, context_source)
+
+
+def plan_from_laws(
+    config: ExperimentConfig, laws: MemoryLaws, budget: int, *, safety: float | None = None
+) -> Plan:
+    """Estimate every candidate core / batch in every measured mode and choose for ``budget``."""
+    safety = config.train.memory_safety if safety is None else safety
+    limit = int(budget * (1 - safety))
+    estimates: list[MemoryEstimate] = []
+    best_per_mode: list[MemoryEstimate] = []
+    for law in laws.laws:
+        mode_estimates = [
+            estimate(config, law, laws.size, core, batch, laws.context)
+            for core in candidate_cores(config)
+            for batch in range(config.train.batch_size, 0, -1)
+        ]
+        estimates.extend(mode_estimates)
+        best = _best(mode_estimates, limit) or _best(mode_estimates, budget)
+        if best is not None:
+            best_per_mode.append(best)
+    safe = _best(estimates, limit)
+    chosen = safe or _best(estimates, budget)
+    smallest = min(estimates, key=lambda e: e.total)
+    return Plan(budget, safety, laws.device_type, chosen, safe is not None, tuple(best_per_mode),
+                smallest, laws.size.parameters, laws.context, laws.context_source)  # fmt: skip
+
+
 def plan_memory(
     config: ExperimentConfig,
     budget: int,
@@ -171,52 +246,15 @@ def plan_memory(
             activations on ``measure_device`` and use the stated shares.
         progress: called with one line per measurement.
     """
-    from partseg.models import build_model
-
-    safety = config.train.memory_safety if safety is None else safety
-    if probe == "auto":
-        probe = default_probe(device_type)
-    assert probe is None or not isinstance(probe, str)
-    model = build_model(config.model)
-    size = ModelSize.of(model)
-    if probe is not None:
-        context, context_source = probe.context_bytes(), f"measured on {probe.name}"
-    elif device_type == "cuda":
-        context, context_source = CUDA_CONTEXT_BYTES, "default (no GPU to measure)"
-    else:
-        context, context_source = 0, "cpu"
-    if modes is None:
-        modes = [(a, c) for a in amp_modes(config, device_type) for c in (False, True)]
-    cores = candidate_cores(config)
-    estimates: list[MemoryEstimate] = []
-    best_per_mode: list[MemoryEstimate] = []
-    limit = int(budget * (1 - safety))
-    for amp, checkpointing in modes:
-        law: ActivationModel | DeviceLaw
-        if probe is not None:
-            law = calibrate_mode(
-                config, amp, checkpointing, probe, probe_cores(config, cores), progress=progress
-            )
-        else:
-            measured = measured_mode(amp, device_type)
-            law = fit_activations(
-                config, measured, checkpointing, measure_device, model=model, progress=progress
-            )
-            law = replace(law, amp=amp)
-        mode_estimates = [
-            estimate(config, law, size, core, batch, context)
-            for core in cores
-            for batch in range(config.train.batch_size, 0, -1)
-        ]
-        estimates.extend(mode_estimates)
-        best = _best(mode_estimates, limit) or _best(mode_estimates, budget)
-        if best is not None:
-            best_per_mode.append(best)
-    safe = _best(estimates, limit)
-    chosen = safe or _best(estimates, budget)
-    smallest = min(estimates, key=lambda e: e.total)
-    return Plan(budget, safety, device_type, chosen, safe is not None, tuple(best_per_mode),
-                smallest, size.parameters, context, context_source)  # fmt: skip
+    laws = measure_laws(
+        config,
+        device_type=device_type,
+        measure_device=measure_device,
+        modes=modes,
+        probe=probe,
+        progress=progress,
+    )
+    return plan_from_laws(config, laws, budget, safety=safety)
 
 
 def _best(estimates: list[MemoryEstimate], limit: int) -> MemoryEstimate | None:
