@@ -117,12 +117,17 @@ class UNet(SegmentationModel):
         super().__init__(config)
         widths = config.widths
         depth = config.depth
-        self.encoder = nn.ModuleList(Stage(self._encoder_body(level)) for level in range(depth))
         # the full-resolution decoder level is checkpointed block by block (its skip
         # concatenation and three full-width maps make it the peak of a whole-stage
-        # recomputation); other stages are one unit each: finer units at lower resolutions, or
-        # in the first encoder level, keep more boundaries than they save (measured with
-        # tools/bench_memory.py, docs/memory.md)
+        # recomputation), and so is the first encoder level of the residual-SE variant (a conv
+        # and a residual context module: peak -10%); other stages are one unit each: finer
+        # units at lower resolutions, or in a plain double-conv first level, keep more
+        # boundaries than they save (+13% peak; tools/bench_memory.py, docs/memory.md)
+        split_first = config.name == "residual_se_unet"
+        self.encoder = nn.ModuleList(
+            Stage(self._encoder_body(level), split=split_first and level == 0)
+            for level in range(depth)
+        )
         self.decoder = nn.ModuleList(
             Stage(DecoderBody(self._up(level), self._decoder_block(level)), split=level == 0)
             for level in reversed(range(depth - 1))

@@ -95,6 +95,7 @@ def step_trainer(config: ExperimentConfig, device: str | torch.device) -> Any:
     trainer.layout = config.partition.layout()
     trainer.core_slices = trainer.layout.core_slices(trainer.partition.at((0, 0, 0)))
     trainer.train_cases, trainer.val_cases = [], []  # no store: no cases
+    trainer.derive = None  # no derived channels: the batch is already the network input
     trainer._setup_model()
     return trainer
 

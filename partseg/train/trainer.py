@@ -159,6 +159,7 @@ class Trainer:
 
     def setup(self) -> None:
         """Open the store, check it against the config, build everything, maybe resume."""
+        cfg = self.config  # config.yaml keeps the request; a core fitted to the data is logged
         self.setup_runtime()
         if self.dist.is_main:
             check_writable(self.run_dir)
@@ -176,7 +177,7 @@ class Trainer:
         elif self.metrics is not None:
             self.metrics.resume(-1)  # a fresh run: drop lines of an attempt without checkpoint
         if self.dist.is_main:
-            save_config(self.config, self.run_dir / "config.yaml")  # as set up (core fitted)
+            save_config(cfg, self.run_dir / "config.yaml")
 
     def _setup_data(self) -> None:
         from partseg.channels import build_derive

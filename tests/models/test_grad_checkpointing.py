@@ -128,3 +128,22 @@ def test_switch_off_and_eval_mode_run_plainly():
     with torch.no_grad():
         out = model(torch.randn(1, 2, 16, 16))
     assert out.shape == (1, 3, 16, 16)
+
+
+@pytest.mark.parametrize(("name", "at_most"), [("unet", 0.8), ("residual_se_unet", 0.95),
+                                               ("deepmedic", 0.9)])  # fmt: skip
+def test_finer_units_lower_the_activation_peak(name, at_most):
+    from partseg.config import config_from_dict
+    from partseg.train.activations import measure_step
+
+    config = config_from_dict({"model": dict(vars(tiny(name, 3, base_width=8)))})
+    size = (24, 24, 24)
+    model = build_model(config.model)
+    split = measure_step(config, size, size, batch_size=2, checkpointing=True, model=model)
+    for stage in model.modules():
+        if isinstance(stage, Stage):
+            stage.split = False
+    whole = measure_step(config, size, size, batch_size=2, checkpointing=True, model=model)
+    plain = measure_step(config, size, size, batch_size=2, checkpointing=False, model=model)
+    assert split.peak <= at_most * whole.peak < plain.peak
+    assert split.saved < 0.6 * plain.saved  # finer units keep more boundaries, still far less

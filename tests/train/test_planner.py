@@ -347,5 +347,19 @@ def test_plan_and_training_shrink_the_core_to_the_store(store, tmp_path, capsys)
     assert trainer.partition.core == (16, 16, 16)
     assert trainer.config.partition.core == (16, 16, 16)
     assert any("larger than the training volumes" in m for m in messages)
+    # config.yaml keeps the request (a rerun compares equal); the fit is re-derived each setup
     saved = load_config(tmp_path / "run" / "config.yaml")
-    assert saved.partition.core == (16, 16, 16)
+    assert saved.partition.core == (32, 24, 32)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_on_a_cpu_is_what_the_cpu_runs(monkeypatch, native: bool) -> None:
+    from partseg import precision
+    from partseg.train.planner import amp_modes
+
+    monkeypatch.setattr(precision, "native_bf16", lambda device: native)
+    config = small_config(amp="auto")
+    assert amp_modes(config, "cuda") == ["auto", "off"]  # a GPU's auto takes 2 bytes a value
+    assert amp_modes(config, "cpu") == (["auto", "off"] if native else ["off"])
+    plan = plan_memory(config, parse_size("1GiB"), device_type="cpu", probe=None)
+    assert {e.amp for e in plan.best_per_mode} == ({"auto", "off"} if native else {"off"})
