@@ -44,7 +44,7 @@ class FakeDevice:
         allocated = int(self.per_voxel * voxels)
         return self.tool.Measurement(0.1, allocated, int(1.25 * allocated), allocated + 10)
 
-    def infer(self, config, shape, budget, context, device):
+    def infer(self, config, shape, device):
         return self.tool.Measurement(2.0, 100 * MiB, 120 * MiB, 500 * MiB)
 
 
@@ -70,6 +70,7 @@ def test_records_errors_and_verdicts_against_a_fake_device(gpu_check) -> None:
     (inference,) = report["inference"]
     assert inference["case_shape"] == list(gpu_check.QUICK_CASE_SHAPE)
     assert inference["device_total"] == 120 * MiB + fake.context
+    assert inference["fits_budget"] is True and inference["smallest_budget"] == 4 * 2**30
     assert report["failures"] == [] and gpu_check.exit_code(report) == 0
     json.dumps(report)  # the report is JSON
 
