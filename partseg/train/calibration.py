@@ -120,11 +120,17 @@ class DeviceLaw:
         return int(max(self.reserved_a + self.reserved_b * voxels, self.allocated(voxels)))
 
 
+#: the largest probe input (64^3 voxels, batch 1): about 0.5 GiB of fp32 activations for the
+#: default U-Net, so calibration itself fits a small GPU
+PROBE_MAX_VOXELS = 64**3
+
+
 def probe_cores(config: ExperimentConfig, candidates: list[tuple[int, ...]]) -> list[tuple]:
-    """Two of the planner's candidate cores whose inputs hold about 1/8 and 1/4 of the voxels
-    of the configured core's input: small enough for any GPU the plan is for, large enough
-    that the allocator's block rounding does not dominate."""
-    full = _input_voxels(config, candidates[0])
+    """Two of the planner's candidate cores whose inputs hold about 1/4 and 1/8 of the voxels
+    of the configured core's input (at most :data:`PROBE_MAX_VOXELS` and half of it): small
+    enough for any GPU the plan is for, large enough that the allocator's block rounding does
+    not dominate."""
+    full = min(_input_voxels(config, candidates[0]), 4 * PROBE_MAX_VOXELS)
     chosen: list[tuple[int, ...]] = []
     for share in (1 / 4, 1 / 8):
         core = min(candidates, key=lambda c: abs(_input_voxels(config, c) - share * full))

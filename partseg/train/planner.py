@@ -186,14 +186,37 @@ def measure_laws(
     laws: list[ActivationModel | DeviceLaw] = []
     for amp, checkpointing in modes:
         if probe is not None:
-            laws.append(calibrate_mode(config, amp, checkpointing, probe, cores, progress=progress))
+            try:
+                law = calibrate_mode(config, amp, checkpointing, probe, cores, progress=progress)
+            except torch.OutOfMemoryError:
+                # a GPU too small even for the probes: measure this mode on the CPU instead
+                if progress is not None:
+                    progress(f"{probe.name} ran out of memory calibrating; measuring on the CPU")
+                law = _cpu_law(config, amp, checkpointing, device_type, measure_device, model,
+                               progress)  # fmt: skip
+            laws.append(law)
             continue
-        measured = measured_mode(amp, device_type)
-        law = fit_activations(
-            config, measured, checkpointing, measure_device, model=model, progress=progress
+        laws.append(
+            _cpu_law(config, amp, checkpointing, device_type, measure_device, model, progress)
         )
-        laws.append(replace(law, amp=amp))
     return MemoryLaws(device_type, tuple(laws), ModelSize.of(model), context, context_source)
+
+
+def _cpu_law(
+    config: ExperimentConfig,
+    amp: str,
+    checkpointing: bool,
+    device_type: str,
+    measure_device: str | torch.device,
+    model: torch.nn.Module,
+    progress: Progress | None,
+) -> ActivationModel:
+    """The activation law of one mode measured with CPU kernels, labelled with ``amp``."""
+    measured = measured_mode(amp, device_type)
+    law = fit_activations(
+        config, measured, checkpointing, measure_device, model=model, progress=progress
+    )
+    return replace(law, amp=amp)
 
 
 def plan_from_laws(

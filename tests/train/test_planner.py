@@ -363,3 +363,32 @@ def test_auto_on_a_cpu_is_what_the_cpu_runs(monkeypatch, native: bool) -> None:
     assert amp_modes(config, "cpu") == (["auto", "off"] if native else ["off"])
     plan = plan_memory(config, parse_size("1GiB"), device_type="cpu", probe=None)
     assert {e.amp for e in plan.best_per_mode} == ({"auto", "off"} if native else {"off"})
+
+
+def test_calibration_probes_stay_small_and_survive_a_small_gpu() -> None:
+    from partseg.train.calibration import PROBE_MAX_VOXELS, probe_cores
+    from partseg.train.planner import candidate_cores
+    from partseg.train.steps import input_voxels
+
+    config = config_from_dict({"partition": {"core": [80, 96, 96], "margin": [10, 10, 10]}})
+    probes = probe_cores(config, candidate_cores(config))
+    voxels = [input_voxels(apply_estimate_core(config, core)) for core in probes]
+    assert len(probes) == 2 and voxels[0] < voxels[1] <= 1.2 * PROBE_MAX_VOXELS
+
+    class TinyGpu(FakeGpu):
+        def peak(self, config, steps):
+            if config.train.checkpointing is False:
+                raise torch.OutOfMemoryError("CUDA out of memory")
+            return super().peak(config, steps)
+
+    lines: list[str] = []
+    plan = plan_memory(brats_like(), parse_size("8GiB"), probe=TinyGpu(), progress=lines.append)
+    sources = {(e.checkpointing, e.source) for e in plan.best_per_mode}
+    assert sources == {(False, "cpu"), (True, "calibrated on FakeGPU 4GB")}
+    assert any("ran out of memory calibrating; measuring on the CPU" in line for line in lines)
+
+
+def apply_estimate_core(config, core):
+    from partseg.train.planner import apply_mode
+
+    return apply_mode(config, core, 1, config.train.amp, False)
