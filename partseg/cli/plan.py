@@ -142,11 +142,22 @@ def _fit_core_to_store(config: Any) -> Any:
 
 def _check(config: Any, chosen: Any, probe: Any) -> dict[str, Any]:
     """Run the chosen configuration on the GPU; measured peaks and the estimate's errors."""
+    import torch
+
+    from partseg.errors import ConfigError
     from partseg.train.calibration import check_choice, estimate_errors
-    from partseg.train.planner import apply_estimate
+    from partseg.train.planner import apply_estimate, format_size
 
     _stderr(f"plan: running the chosen configuration on {probe.name}")
-    peak, context = check_choice(apply_estimate(config, chosen), probe)
+    try:
+        peak, context = check_choice(apply_estimate(config, chosen), probe)
+    except torch.OutOfMemoryError as err:
+        raise ConfigError(
+            f"the chosen configuration (core {'x'.join(map(str, chosen.core))}, batch "
+            f"{chosen.batch_size}, estimated {format_size(chosen.total)}) ran out of memory on "
+            f"{probe.name}: {str(err).splitlines()[0]}. Plan with a larger --safety, and report "
+            "the estimate (partseg plan --json --no-verify)"
+        ) from err
     return {
         "device": probe.name,
         "max_memory_allocated": peak.allocated,

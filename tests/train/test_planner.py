@@ -392,3 +392,24 @@ def apply_estimate_core(config, core):
     from partseg.train.planner import apply_mode
 
     return apply_mode(config, core, 1, config.train.amp, False)
+
+
+def test_plan_cli_says_when_the_choice_runs_out_of_memory(monkeypatch, capsys) -> None:
+    from pathlib import Path
+
+    from partseg.cli import main
+    from partseg.train import planner
+
+    class LyingGpu(FakeGpu):
+        """Calibrates fine, then the chosen (batch 2) configuration runs out of memory."""
+
+        def peak(self, config, steps):
+            if config.train.batch_size > 1:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return super().peak(config, steps)
+
+    monkeypatch.setattr(planner, "default_probe", lambda device_type: LyingGpu())
+    config = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
+    assert main(["plan", config, "--gpu-mem", "2GiB", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "ran out of memory on FakeGPU 4GB" in err and "larger --safety" in err
