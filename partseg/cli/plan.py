@@ -2,17 +2,23 @@
 
 CONFIG is a training config or a recipe with ``--variant NAME`` (see :mod:`partseg.cli.train`).
 
-The planner (:mod:`partseg.train.planner`) measures the configured network's activation memory
-with a dry forward/backward at two small sizes, adds parameters, gradients, optimizer state, a
-15% workspace allowance and the CUDA context, and proposes the largest core / batch, with mixed
-precision and gradient checkpointing on or off, that fits. On a machine with a GPU it also runs
-the chosen configuration once and prints the estimate next to ``torch.cuda.max_memory_allocated``.
+The planner (:mod:`partseg.train.planner`) estimates what a training step holds on the device:
+parameters, gradients, optimizer state, activations, batch, workspaces, the allocator's reserve
+and the CUDA context, and proposes the largest core / batch, with mixed precision and gradient
+checkpointing on or off, whose estimate leaves a safety margin of the budget free (``--safety``,
+default ``train.memory_safety`` = 10%). Without a GPU, activations are measured with CPU
+kernels at two small sizes and extrapolated (seconds); on a machine with a GPU the planner
+calibrates on it (real training steps at small sizes) and then runs the chosen configuration
+once, printing the estimate's error against the measured peak. When the config names a store
+whose volumes are smaller than the core, the core is shrunk to the data first.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from typing import Any
 
 from partseg.cli.train import add_config, add_overrides, load_run_config
 
@@ -23,12 +29,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "plan",
         help="estimate training memory and pick the core / batch that fits a GPU budget",
         description="Estimate peak training memory of a recipe and propose the largest core "
-        "and batch (with mixed precision and checkpointing on or off) that fit --gpu-mem.",
+        "and batch (with mixed precision and checkpointing on or off) that fit --gpu-mem "
+        "with a safety margin.",
     )
     add_config(p)
     add_overrides(p, "config overrides such as model.base_width=16 (default: none)")
     p.add_argument(
         "--gpu-mem", required=True, metavar="SIZE", help="budget: 4GiB, 4GB, 4096MiB or 6g"
+    )
+    p.add_argument(
+        "--safety",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="share of the budget to keep free, e.g. 0.1 (default: train.memory_safety, 0.1)",
     )
     p.add_argument(
         "--device-type",
@@ -37,51 +51,148 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="plan for a GPU (adds the CUDA context) or for CPU RAM (default: cuda)",
     )
     p.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="measure activations with CPU kernels even when a GPU is visible (default: "
+        "calibrate on the GPU when one is visible)",
+    )
+    p.add_argument(
         "--no-verify",
         action="store_true",
-        help="skip the measured step on the GPU (default: verify when a GPU is visible)",
+        help="skip the measured steps of the chosen configuration on the GPU (default: "
+        "verify when a GPU is visible)",
+    )
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress lines on stderr (default: one line per measurement; a bar on a terminal)",
     )
     p.add_argument("--json", action="store_true", help="print the plan as JSON (default: text)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from partseg.train.planner import (
-        apply_estimate,
+        amp_modes,
+        default_probe,
         format_size,
-        measure_cuda_peak,
         parse_size,
         plan_memory,
+        require_fit,
     )
 
     config, _ = load_run_config(args, args.overrides)
+    config = _fit_core_to_store(config)
     budget = parse_size(args.gpu_mem)
-    plan = plan_memory(config, budget, device_type=args.device_type)
+    probe = None if args.no_calibrate else default_probe(args.device_type)
+    measurements = 2 * len(amp_modes(config, args.device_type)) * 2
+    with Progress(measurements, enabled=not args.no_progress) as progress:
+        plan = plan_memory(
+            config,
+            budget,
+            device_type=args.device_type,
+            safety=args.safety,
+            probe=probe,
+            progress=progress,
+        )
     result = plan.as_dict()
-    verify = plan.chosen is not None and torch.cuda.is_available() and not args.no_verify
-    if verify:
-        assert plan.chosen is not None
-        measured = measure_cuda_peak(apply_estimate(config, plan.chosen), plan.chosen)
-        result["cuda_max_memory_allocated"] = measured
-        result["estimate_allocated"] = plan.chosen.allocated
+    if plan.chosen is not None and not args.no_verify:
+        verify_probe = probe or default_probe(args.device_type)
+        if verify_probe is not None:
+            result["check"] = _check(config, plan.chosen, verify_probe)
     if args.json:
         print(json.dumps(result, indent=1))
         return 0 if plan.chosen is not None else 1
-    print(f"budget {format_size(budget)} ({args.device_type}), {plan.n_parameters:,} parameters")
+    print(
+        f"budget {format_size(budget)} ({args.device_type}), keeping {plan.safety:.0%} free: "
+        f"limit {format_size(plan.limit)}; {plan.n_parameters:,} parameters; device context "
+        f"{format_size(plan.context)} ({plan.context_source})"
+    )
     for estimate in plan.best_per_mode:
         marker = "*" if estimate == plan.chosen else " "
-        print(f"{marker} {estimate.describe()}")
-    if plan.chosen is None:
-        from partseg.train.planner import require_fit
-
-        require_fit(plan)  # raises a ConfigError that says what would fit
-    if verify:
-        estimated = format_size(result["estimate_allocated"])
-        measured_text = format_size(result["cuda_max_memory_allocated"])
+        print(f"{marker} {estimate.describe(budget)}")
+    require_fit(plan)  # raises a ConfigError that says what would fit
+    if not plan.within_margin:
         print(
-            f"estimate (allocated, no context/workspace) {estimated} vs "
-            f"torch.cuda.max_memory_allocated {measured_text}"
+            f"warning: no configuration leaves the {plan.safety:.0%} safety margin; the chosen "
+            "one fits the budget with less headroom (an out-of-memory error is possible)"
+        )
+    if "check" in result:
+        check = result["check"]
+        print(
+            f"measured on {check['device']}: max_memory_reserved "
+            f"{format_size(check['max_memory_reserved'])} (estimate error "
+            f"{check['error']['reserved']:+.1%}), max_memory_allocated "
+            f"{format_size(check['max_memory_allocated'])} (error "
+            f"{check['error']['allocated']:+.1%}), device total "
+            f"{format_size(check['device_total'])} (error {check['error']['total']:+.1%})"
         )
     return 0
+
+
+def _fit_core_to_store(config: Any) -> Any:
+    """Shrink the core to the store's volumes when the config names a store."""
+    if not config.data.store:
+        return config
+    from partseg.store.zarrstore import open_store
+    from partseg.train.planner import shrink_core_to_data
+
+    return shrink_core_to_data(config, open_store(config.data.store), _stderr)
+
+
+def _check(config: Any, chosen: Any, probe: Any) -> dict[str, Any]:
+    """Run the chosen configuration on the GPU; measured peaks and the estimate's errors."""
+    import torch
+
+    from partseg.errors import ConfigError
+    from partseg.train.calibration import check_choice, estimate_errors
+    from partseg.train.planner import apply_estimate, format_size
+
+    _stderr(f"plan: running the chosen configuration on {probe.name}")
+    try:
+        peak, context = check_choice(apply_estimate(config, chosen), probe)
+    except torch.OutOfMemoryError as err:
+        raise ConfigError(
+            f"the chosen configuration (core {'x'.join(map(str, chosen.core))}, batch "
+            f"{chosen.batch_size}, estimated {format_size(chosen.total)}) ran out of memory on "
+            f"{probe.name}: {str(err).splitlines()[0]}. Plan with a larger --safety, and report "
+            "the estimate (partseg plan --json --no-verify)"
+        ) from err
+    return {
+        "device": probe.name,
+        "max_memory_allocated": peak.allocated,
+        "max_memory_reserved": peak.reserved,
+        "context": context,
+        "device_total": peak.reserved + context,
+        "error": estimate_errors(chosen, peak, context),
+    }
+
+
+class Progress:
+    """One stderr line per measurement, or a tqdm bar when stderr is a terminal."""
+
+    def __init__(self, total: int, *, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="plan", file=sys.stderr, leave=False)
+
+    def __call__(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(message, refresh=False)
+            self.bar.update()
+        elif self.enabled:
+            _stderr(f"plan: {message}")
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

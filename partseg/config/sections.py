@@ -253,6 +253,7 @@ class TrainConfig:
         reuse: augmented samples drawn from each minicube read (see MinicubeDataset).
         deterministic: ask torch for deterministic algorithms (slower on GPU).
         progress: show a tqdm progress bar.
+        memory_safety: share of a ``--gpu-mem`` budget the memory planner keeps free.
     """
 
     epochs: int = 100
@@ -271,8 +272,11 @@ class TrainConfig:
     reuse: int = 1
     deterministic: bool = False
     progress: bool = True
+    memory_safety: float = 0.1
 
     def __post_init__(self) -> None:
+        if not 0 <= self.memory_safety < 1:
+            raise fail("train.memory_safety", self.memory_safety, "use a share in [0, 1)")
         for key in ("epochs", "batch_size", "accumulate", "val_batch_size", "reuse"):
             positive(f"train.{key}", getattr(self, key))
         for key in ("steps_per_epoch", "early_stop_patience", "val_every", "workers"):

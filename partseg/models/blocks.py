@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from partseg.models.checkpointing import Unit, chain_units
 from partseg.models.receptive import LayerSpec
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
@@ -53,6 +54,29 @@ def make_activation(activation: str) -> nn.Module:
     if activation == "leaky_relu":
         return nn.LeakyReLU(0.01, inplace=True)
     return nn.GELU()
+
+
+class Chain(nn.Sequential):
+    """Blocks run one after the other, which gradient checkpointing may split between.
+
+    ``checkpoint_units()`` flattens nested chains into their blocks: one checkpoint unit per
+    block with parameters (see :func:`partseg.models.checkpointing.chain_units`).
+    """
+
+    def layer_specs(self) -> list[LayerSpec]:
+        return [
+            spec
+            for child in self.children()
+            if hasattr(child, "layer_specs")
+            for spec in child.layer_specs()
+        ]
+
+    def blocks(self) -> list[nn.Module]:
+        """The blocks of this chain with nested chains flattened, in order."""
+        return [b for c in self for b in (c.blocks() if isinstance(c, Chain) else [c])]
+
+    def checkpoint_units(self) -> list[Unit]:
+        return chain_units(self.blocks())
 
 
 class ConvNormAct(nn.Sequential):
@@ -97,8 +121,25 @@ class ConvNormAct(nn.Sequential):
     def layer_specs(self) -> list[LayerSpec]:
         return [self.spec]
 
+    def forward_concat(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``self(torch.cat([a, b], 1))`` without materialising the concatenation.
 
-class DoubleConv(nn.Sequential):
+        The conv of a channel concatenation is the sum of the convs of its parts with the
+        matching slices of the weight; the (B, C_a + C_b, *S) input never exists, which spares
+        a full-resolution decoder the largest tensor of its recomputation. Equal to the
+        concatenating forward up to float rounding (the sum is taken in two steps).
+        """
+        conv = self[0]
+        weight = conv.weight  # (C_out, C_a + C_b, *k)
+        split = a.shape[1]
+        out = conv._conv_forward(a, weight[:, :split], conv.bias)  # (B, C_out, *S)
+        out = out.add_(conv._conv_forward(b, weight[:, split:], None))
+        for layer in list(self)[1:]:
+            out = layer(out)
+        return out
+
+
+class DoubleConv(Chain):
     """Two ConvNormAct of the plain U-Net level: (B, c_in, *S) -> (B, c_out, *S)."""
 
     def __init__(
@@ -120,9 +161,6 @@ class DoubleConv(nn.Sequential):
             dims, c_out, c_out, norm=norm, activation=activation, dilation=dilations[1]
         )
         super().__init__(first, second)
-
-    def layer_specs(self) -> list[LayerSpec]:
-        return [spec for block in self for spec in block.layer_specs()]
 
 
 class DilatedCascade(nn.Module):

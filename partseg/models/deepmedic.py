@@ -41,7 +41,7 @@ from torch import nn
 
 from partseg.models.base import SegmentationModel
 from partseg.models.blocks import ConvNormAct, avg_pool, channels_last_format, conv
-from partseg.models.checkpointing import Stage
+from partseg.models.checkpointing import Stage, Unit
 from partseg.models.config import ModelConfig
 from partseg.models.receptive import LayerSpec
 
@@ -62,17 +62,42 @@ class Pathway(nn.Module):
             for c_in, c_out in zip(c_ins, cfg.deepmedic_widths, strict=True)
         )  # fmt: skip
 
+    def groups(self) -> list[range]:
+        """Layer indices run together: the residual of layer i (even, >= 2) spans i and i + 1,
+        other layers run alone, e.g. [0], [1], [2, 3], [4, 5], [6, 7] for 8 layers."""
+        n, groups, i = len(self.layers), [], 0
+        while i < n:
+            size = 2 if i >= 2 and i % 2 == 0 and i + 1 < n else 1
+            groups.append(range(i, i + size))
+            i += size
+        return groups
+
+    def run_group(self, group: range, h: torch.Tensor) -> torch.Tensor:
+        """Layers ``group`` on ``h``; a pair adds its (channel-padded) input to its output."""
+        out = h
+        for i in group:
+            out = self.layers[i](out)
+        if len(group) == 2:
+            out = out + _pad_channels(h, out.shape[1])
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.pool(x)
-        residual_from = None
-        for i, layer in enumerate(self.layers):
-            if i >= 2 and i % 2 == 0:
-                residual_from = h  # input of layer i is added to the output of layer i + 1
-            out = layer(h)
-            if i >= 3 and i % 2 == 1:
-                out = out + _pad_channels(residual_from, out.shape[1])
-            h = out
+        for group in self.groups():
+            h = self.run_group(group, h)
         return h
+
+    def checkpoint_units(self) -> list[Unit]:
+        """One checkpoint unit per layer group; the subsampling joins the first group."""
+        units = []
+        for k, group in enumerate(self.groups()):
+            layers = tuple(self.layers[i] for i in group)
+
+            def run(h: torch.Tensor, group: range = group, first: bool = k == 0) -> torch.Tensor:
+                return self.run_group(group, self.pool(h) if first else h)
+
+            units.append(Unit(run, layers))
+        return units
 
     def layer_specs(self) -> list[LayerSpec]:
         pool = [LayerSpec(self.factor, stride=self.factor, padding=0)] if self.factor > 1 else []
@@ -103,6 +128,16 @@ class Fusion(nn.Module):
         up = F.interpolate(context, scale_factor=self.factor, mode="nearest")  # (B, w, *S)
         return self.fc(torch.cat([normal, up], dim=1))
 
+    def checkpoint_units(self) -> list[Unit]:
+        """Upsampling + the first 1-kernel layer (without the concatenation), then the second."""
+        first, second = self.fc
+
+        def fuse(normal: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+            up = F.interpolate(context, scale_factor=self.factor, mode="nearest")
+            return first.forward_concat(normal, up)
+
+        return [Unit(fuse, (first,)), Unit(second, (second,))]
+
     def layer_specs(self) -> list[LayerSpec]:
         return [LayerSpec(1, upsample=self.factor), LayerSpec(1), LayerSpec(1)]
 
@@ -112,9 +147,11 @@ class DeepMedic(SegmentationModel):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        self.normal = Stage(Pathway(config, 1))
+        # the full-resolution stages are checkpointed by layer groups, the subsampled context
+        # pathway (1 / factor**dims of the voxels) as one unit
+        self.normal = Stage(Pathway(config, 1), split=True)
         self.context = Stage(Pathway(config, config.deepmedic_factor))
-        self.fusion = Stage(Fusion(config))
+        self.fusion = Stage(Fusion(config), split=True)
         self.head = conv(config.spatial_dims, config.deepmedic_fc_width, config.out_channels, 1)
         if config.channels_last:
             self.to(memory_format=channels_last_format(config.spatial_dims))

@@ -5,7 +5,7 @@ the figure ``tools/bench_memory.py`` compares (the memory planner measures its o
 bytes, see :mod:`partseg.train.planner`). It counts every tensor saved for backward (through
 ``torch.autograd.graph.saved_tensors_hooks``) plus the inputs that checkpointed stages keep for
 their recomputation (non-reentrant checkpointing holds those by reference, outside the hooks),
-each storage once.
+each storage once (finer checkpoint units keep their boundaries too).
 
 Example:
     >>> import torch
@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from partseg.models.checkpointing import Stage
+from partseg.models.checkpointing import observe_kept_inputs
 
 
 def _default_target(output: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
@@ -76,27 +76,19 @@ def saved_tensor_bytes(
         record(t)
         return t
 
-    def keep_stage_inputs(_module: nn.Module, args: tuple) -> None:
-        for arg in args:
-            if isinstance(arg, torch.Tensor):
-                record(arg)
+    def keep_unit_inputs(inputs: tuple[torch.Tensor, ...]) -> None:
+        for value in inputs:
+            record(value)
 
-    handles = [
-        stage.body.register_forward_pre_hook(keep_stage_inputs)
-        for stage in model.modules()
-        if isinstance(stage, Stage) and stage.checkpointing and stage.training
-    ]
-    try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            loss = target_fn(model(x))
-        for handle in handles:  # the recomputation in backward must not be counted
-            handle.remove()
-        handles = []
-        if backward:
-            loss.backward()
-    finally:
-        for handle in handles:
-            handle.remove()
+    # the inputs checkpoint units keep are seen in the first forward only, not in the
+    # recomputation during backward
+    with (
+        observe_kept_inputs(model, keep_unit_inputs),
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+    ):
+        loss = target_fn(model(x))
+    if backward:
+        loss.backward()
     return sum(storages.values())
 
 

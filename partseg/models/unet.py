@@ -44,6 +44,7 @@ from torch import nn
 
 from partseg.models.base import SegmentationModel
 from partseg.models.blocks import (
+    Chain,
     ConvNormAct,
     DilatedCascade,
     DoubleConv,
@@ -54,7 +55,7 @@ from partseg.models.blocks import (
     channels_last_format,
     conv,
 )
-from partseg.models.checkpointing import Stage
+from partseg.models.checkpointing import Stage, Unit, chain_units
 from partseg.models.config import ModelConfig
 from partseg.models.receptive import LayerSpec
 
@@ -70,17 +71,14 @@ def chain_specs(modules: nn.Module) -> list[LayerSpec]:
     ]
 
 
-class EncoderBody(nn.Sequential):
+class EncoderBody(Chain):
     """[downsample] -> level block: (B, C_prev, S) -> (B, w_l, S / 2)."""
-
-    def layer_specs(self) -> list[LayerSpec]:
-        return chain_specs(self)
 
 
 class DecoderBody(nn.Module):
     """up(x) ++ skip -> block: (B, w_{l+1}, S / 2), (B, w_l, S) -> (B, w_l, S)."""
 
-    def __init__(self, up: nn.Module, block: nn.Module) -> None:
+    def __init__(self, up: nn.Module, block: Chain) -> None:
         super().__init__()
         self.up = up
         self.block = block
@@ -88,11 +86,22 @@ class DecoderBody(nn.Module):
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.block(torch.cat([self.up(x), skip], dim=1))
 
+    def checkpoint_units(self) -> list[Unit]:
+        """up + the block's first conv-norm-act (without the concatenation, see
+        :meth:`~partseg.models.blocks.ConvNormAct.forward_concat`), then one unit per block."""
+        first, *rest = self.block.blocks()
+        assert isinstance(first, ConvNormAct)
+
+        def up_and_first(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+            return first.forward_concat(self.up(x), skip)
+
+        return [Unit(up_and_first, (self.up, first)), *chain_units(rest)]
+
     def layer_specs(self) -> list[LayerSpec]:
         return self.up.layer_specs() + chain_specs(self.block)
 
 
-class Localization(nn.Sequential):
+class Localization(Chain):
     """Isensee's localisation module (+ SE): 3-kernel CNA (2C -> C), 1-kernel CNA, SE."""
 
     def __init__(self, dims: int, c_in: int, c_out: int, cfg: ModelConfig) -> None:
@@ -103,9 +112,6 @@ class Localization(nn.Sequential):
             se,
         )
 
-    def layer_specs(self) -> list[LayerSpec]:
-        return chain_specs(self)
-
 
 class UNet(SegmentationModel):
     """The plain U-Net (``unet``) for 2D and 3D; the variants below replace its level blocks."""
@@ -114,9 +120,19 @@ class UNet(SegmentationModel):
         super().__init__(config)
         widths = config.widths
         depth = config.depth
-        self.encoder = nn.ModuleList(Stage(self._encoder_body(level)) for level in range(depth))
+        # the full-resolution decoder level is checkpointed block by block (its skip
+        # concatenation and three full-width maps make it the peak of a whole-stage
+        # recomputation), and so is the first encoder level of the residual-SE variant (a conv
+        # and a residual context module: peak -10%); other stages are one unit each: finer
+        # units at lower resolutions, or in a plain double-conv first level, keep more
+        # boundaries than they save (+13% peak; tools/bench_memory.py, docs/memory.md)
+        split_first = config.name == "residual_se_unet"
+        self.encoder = nn.ModuleList(
+            Stage(self._encoder_body(level), split=split_first and level == 0)
+            for level in range(depth)
+        )
         self.decoder = nn.ModuleList(
-            Stage(DecoderBody(self._up(level), self._decoder_block(level)))
+            Stage(DecoderBody(self._up(level), self._decoder_block(level)), split=level == 0)
             for level in reversed(range(depth - 1))
         )
         dims = config.spatial_dims
@@ -155,7 +171,7 @@ class UNet(SegmentationModel):
         return Upsample(self.config.spatial_dims, widths[level + 1], widths[level],
                         self.config.upsample)  # fmt: skip
 
-    def _decoder_block(self, level: int) -> nn.Module:
+    def _decoder_block(self, level: int) -> Chain:
         cfg = self.config
         dims, width = cfg.spatial_dims, cfg.widths[level]
         return DoubleConv(

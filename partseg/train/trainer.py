@@ -176,13 +176,19 @@ class Trainer:
         if self.dist.is_main:
             self._log(message)
 
-    def setup(self) -> None:
-        """Open the store, check it against the config, build everything, maybe resume."""
+    def setup_runtime(self) -> None:
+        """Seeds, deterministic algorithms and cuDNN autotuning, as every training run sets
+        them (:mod:`partseg.train.steps` reuses this for measured steps)."""
         cfg = self.config
         seed_everything(cfg.train.seed)
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = not cfg.train.deterministic
+
+    def setup(self) -> None:
+        """Open the store, check it against the config, build everything, maybe resume."""
+        cfg = self.config  # config.yaml keeps the request; a core fitted to the data is logged
+        self.setup_runtime()
         if self.dist.is_main:
             check_writable(self.run_dir)
             clean_run_temps(self.run_dir)
@@ -206,11 +212,13 @@ class Trainer:
         from partseg.channels import build_derive
         from partseg.sampling import make_sampler
         from partseg.store.zarrstore import open_store
+        from partseg.train.planner import shrink_core_to_data
 
         cfg = self.config
         if not cfg.data.store:
             raise ConfigError("data.store is not set; pass data.store=PATH_OR_URL")
         self.store = open_store(cfg.data.store)
+        self.config = cfg = shrink_core_to_data(cfg, self.store, self.log)
         self.derive = build_derive(cfg.data.derived_channels)  # None without derived channels
         self.partition = cfg.partition.build(cfg.model.total_stride)
         self.layout = cfg.partition.layout()
