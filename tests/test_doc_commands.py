@@ -118,12 +118,20 @@ class DocCommand:
 
 
 def _fenced_lines(text: str) -> Iterator[tuple[int, str]]:
-    inside = False
+    """Lines of fenced blocks; a line ending in a backslash continues on the next one."""
+    inside, pending, first = False, "", 0
     for number, line in enumerate(text.splitlines(), start=1):
         if line.lstrip().startswith("```"):
             inside = not inside
         elif inside:
-            yield number, line.strip()
+            stripped = line.strip()
+            if not pending:
+                first = number
+            if stripped.endswith("\\"):
+                pending += stripped[:-1] + " "
+                continue
+            yield first, pending + stripped
+            pending = ""
 
 
 def _header_lines(text: str) -> Iterator[tuple[int, str]]:
@@ -173,7 +181,10 @@ def to_argv(command: DocCommand) -> list[str]:
                 argv[i] = f"{option}={values[0]}"
     if sub == "compare" and "--store" in argv and "--variants" not in argv:
         argv += ["--variants", first_variant(argv[1])]
-    return [*argv, *(a for a in SHRINK.get(sub, ()) if a not in argv)]
+    shrink = [a for a in SHRINK.get(sub, ()) if a not in argv]
+    if "partition.spatial_dims=2" in argv:  # a 2D core is one voxel thick on the slice axis
+        shrink = [a.replace("[8,16,16]", "[1,16,16]") for a in shrink]
+    return [*argv, *shrink]
 
 
 def first_variant(config: str) -> str:
