@@ -12,8 +12,9 @@ caching allocator behaves as on a card of that size. Recorded per run:
 (``torch.cuda.mem_get_info``), the planner's estimate and its error, and the step time. For
 ``configs/default.yaml`` the GPU-calibrated plan (what ``partseg plan`` picks on a GPU) is
 checked too. Then exact inference of a 4 x 155 x 240 x 240 case with the library's prediction
-entry point (:func:`exact_inference`) for each BraTS-shaped 3D model, without a cap: time and
-peak memory, and whether that peak would fit the smallest budget (informational).
+entry point (:func:`exact_inference`: the layer-wise engine) for each BraTS-shaped 3D model,
+without a cap: time and peak memory, whether that peak would fit the smallest budget
+(informational), and the plain whole-volume forward's time and peak next to it.
 
 Identical runs (same model, input, batch, precision, checkpointing, loss and optimizer) are
 measured once: a run that fits a smaller budget's cap fits a larger one's, and is recorded
@@ -161,21 +162,38 @@ def measure_training(config: Any, budget: int, context: int, device: str) -> Mea
 
 
 def exact_inference(model: Any, case: Any, partition: Any, layout: Any, device: str) -> Any:
-    """Exact (seam-free) prediction of ``case`` as ``partseg predict --margin exact`` runs it.
+    """Seam-free prediction of ``case`` as ``partseg predict`` runs it by default.
 
-    The one place this check calls the prediction engine: the library's entry point
-    :func:`partseg.infer.predict_case` with the exact partition, so whichever engine is its
-    default is the one measured.
+    The one place this check calls the prediction pipeline: a
+    :class:`~partseg.infer.pipeline.CasePredictor` with the default settings (the ``exact``
+    mode: the layer-wise engine, feature rows in pinned host memory), so whichever engine is
+    the default is the one measured. The whole-volume forward is measured next to it.
     """
-    from partseg.infer import exact_partition, predict_case
+    from partseg.infer.pipeline import CasePredictor
+    from partseg.infer.settings import PredictSettings
 
-    exact = exact_partition(model, partition.core, layout, base=partition)
-    return predict_case(model, case, exact, layout, batch_size=2, device=device)
+    settings = PredictSettings(device=device)
+    predictor = CasePredictor.from_model(model, partition, layout, settings, log=lambda _: None)
+    return predictor.predict(case).probabilities
 
 
-def measure_inference(config: Any, shape: tuple[int, ...], device: str) -> Measurement:
-    """Exact inference of a random case of ``shape`` (C, Z, Y, X) with a random-weight model,
-    uncapped: its real peak."""
+def whole_volume_forward(model: Any, case: Any, device: str) -> Any:
+    """``model(volume)``: the case zero-padded at the end to the stride, one forward pass."""
+    from partseg.infer.engine import stride_padded
+
+    shape = case.shape
+    x = torch.zeros(1, case.n_channels, *stride_padded(shape, int(model.total_stride)))
+    x[0, :, : shape[0], : shape[1], : shape[2]] = torch.from_numpy(case.image)
+    with torch.inference_mode():
+        return torch.softmax(model(x.to(device)), 1)[0, :, : shape[0], : shape[1], : shape[2]]
+
+
+def measure_inference(
+    config: Any, shape: tuple[int, ...], device: str, method: str = "exact"
+) -> Measurement:
+    """Inference of a random case of ``shape`` (C, Z, Y, X) with a random-weight model,
+    uncapped, its real peak: ``exact`` (the default prediction) or ``whole`` (the plain
+    whole-volume forward, for comparison)."""
     from partseg.infer import ArrayCase
     from partseg.models import build_model
 
@@ -187,7 +205,10 @@ def measure_inference(config: Any, shape: tuple[int, ...], device: str) -> Measu
     _reset_peaks(device)
     start = time.perf_counter()
     try:
-        exact_inference(model, case, partition, config.partition.layout(), device)
+        if method == "whole":
+            whole_volume_forward(model, case, device)
+        else:
+            exact_inference(model, case, partition, config.partition.layout(), device)
     except torch.cuda.OutOfMemoryError as err:
         return Measurement(time.perf_counter() - start, oom=True, error=_short(err))
     seconds = time.perf_counter() - start
@@ -382,8 +403,12 @@ def _inference(report, configs, budget, context, args, clock, infer) -> None:  #
             report["skipped"].append(f"inference {label}: time limit")
             continue
         measured = infer(config, shape, args.device)
+        whole = infer(config, shape, args.device, "whole")
         record = {"recipe": label, "case_shape": list(shape),
-                  "engine": "partseg.infer.predict_case (exact partition)",
+                  "engine": "CasePredictor, default settings (exact: the layer-wise engine)",
+                  "whole_volume_forward": {"seconds": round(whole.seconds, 3), "oom": whole.oom,
+                                           "max_memory_allocated": whole.max_allocated,
+                                           "max_memory_reserved": whole.max_reserved},
                   "seconds": round(measured.seconds, 3), "oom": measured.oom,
                   "max_memory_allocated": measured.max_allocated,
                   "max_memory_reserved": measured.max_reserved,

@@ -44,8 +44,9 @@ class FakeDevice:
         allocated = int(self.per_voxel * voxels)
         return self.tool.Measurement(0.1, allocated, int(1.25 * allocated), allocated + 10)
 
-    def infer(self, config, shape, device):
-        return self.tool.Measurement(2.0, 100 * MiB, 120 * MiB, 500 * MiB)
+    def infer(self, config, shape, device, method="exact"):
+        scale = 4 if method == "whole" else 1
+        return self.tool.Measurement(2.0, scale * 100 * MiB, scale * 120 * MiB, 500 * MiB)
 
 
 def args_for(gpu_check, *extra: str):
@@ -71,6 +72,7 @@ def test_records_errors_and_verdicts_against_a_fake_device(gpu_check) -> None:
     assert inference["case_shape"] == list(gpu_check.QUICK_CASE_SHAPE)
     assert inference["device_total"] == 120 * MiB + fake.context
     assert inference["fits_budget"] is True and inference["smallest_budget"] == 4 * 2**30
+    assert inference["whole_volume_forward"]["max_memory_reserved"] == 480 * MiB
     assert report["failures"] == [] and gpu_check.exit_code(report) == 0
     json.dumps(report)  # the report is JSON
 
@@ -122,4 +124,5 @@ def test_quick_cpu_dry_run_end_to_end(gpu_check, tmp_path, capsys) -> None:
     assert run["exceeds_budget"] is None  # a CPU has no device memory statistics
     (inference,) = report["inference"]
     assert inference["case_shape"] == [4, 20, 28, 28] and inference["seconds"] > 0
+    assert inference["whole_volume_forward"]["seconds"] > 0
     assert report["failures"] == [] and report["device"].startswith("cpu")
