@@ -232,7 +232,9 @@ class SqueezeExcite(Node):
         se = self.se
         assert se is not None
         total, count, like = None, 0, None
+        device = se.fc1.weight.device  # slabs may live in (pinned) host memory
         for x in slabs(0):  # (1, C, rows, *plane): sum in float64, one slab at a time
+            x = x.to(device, non_blocking=True)
             part = x.sum(dim=tuple(range(2, x.ndim)), dtype=torch.float64)
             total = part if total is None else total + part
             count += x[0, 0].numel()
