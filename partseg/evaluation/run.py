@@ -14,7 +14,9 @@ from partseg.evaluation.labels import LabelPolicy, make_policy
 from partseg.evaluation.seams import SeamSources, check_seam_files, seam_section
 from partseg.evaluation.sides import (
     Side,
+    check_order,
     match_cases,
+    max_distance,
     open_side,
     pair_single_files,
     read_labels,
@@ -54,10 +56,8 @@ def evaluate_pair(
     policy.observe(case_id, pred_raw, pred.where(case_id), gt_raw)
     pred_ids, gt_ids = policy.to_class_ids(
         case_id,
-        [
-            (pred_raw, pred.is_nifti, pred.where(case_id)),
-            (gt_raw, gt.is_nifti, gt.where(case_id)),
-        ],
+        (pred_raw, pred.is_nifti, pred.where(case_id)),
+        (gt_raw, gt.is_nifti, gt.where(case_id)),
     )
     n_classes = policy.n_classes()
     top = max(int(pred_ids.max()), int(gt_ids.max()))
@@ -70,8 +70,10 @@ def evaluate_pair(
         )
     regions = policy.regions()
     n_classes = max(n_classes, 4) if regions else n_classes
+    names = [str(i) for i in range(n_classes)]
+    diagonal = max_distance(gt, case_id)  # a store case: the original image's, not the crop's
     result = evaluate_case(
-        pred_ids, gt_ids, [str(i) for i in range(n_classes)], spacing, regions=regions, hd95=hd95
+        pred_ids, gt_ids, names, spacing, regions=regions, hd95=hd95, max_distance=diagonal
     )
     result = {"pred": pred.where(case_id), "gt": gt.where(case_id), **result}
     if seams is not None:
@@ -148,6 +150,7 @@ def evaluate_folders(
     classes: Sequence[str] | None = None,
     regions: str = "auto",
     labels_map: Mapping[int, int] | str | None = None,
+    pred_labels_map: Mapping[int, int] | str | None = None,
     allow_missing: bool = False,
     seams: str | os.PathLike | None = None,
     seam_reference: str | os.PathLike | None = None,
@@ -163,8 +166,12 @@ def evaluate_folders(
             BraTS names for BraTS labels, else ``background, class_1, ...``).
         regions: ``"auto"`` (BraTS regions for BraTS labels), ``"brats"`` or ``"none"``.
         labels_map: original label value -> class id for NIfTI files, as a mapping or
-            ``"0:0,1:1,2:2,4:3"`` (default: a store's mapping, else BraTS 4 -> 3 when detected,
-            else identity).
+            ``"0:0,1:1,2:2,4:3"`` (default: the ground truth's convention: its layout's labels
+            (BraTS 2017-2021: 4 -> 3; BraTS 2023: identity), ``dataset.json`` or store; else a
+            store's mapping on the other side; else BraTS 4 -> 3 when detected, else identity).
+        pred_labels_map: the same for the prediction's NIfTI files when they use other values
+            than the ground truth (default: the ground truth's mapping). A prediction whose
+            values do not fit the ground truth's label set is an error naming both sets.
         allow_missing: skip cases found on one side only (with a warning) instead of raising.
         seams: folder of ``<case>_probabilities.zarr`` from ``partseg predict``: adds a
             ``"seam"`` section with ``seam_index`` to each case.
@@ -175,13 +182,15 @@ def evaluate_folders(
             (default) or ``pooled``.
 
     Returns:
-        ``{"pred", "gt", "classes", "regions", "label_mapping", "hd95_convention", "seams",
-        "seam_reference", "skipped", "summary", "cases"}``: ``cases`` maps case id -> the
-        :func:`partseg.metrics.evaluate_case` result (plus ``pred``/``gt`` file names and the
-        optional ``seam`` section); ``summary`` is :func:`partseg.metrics.summarize` of them.
+        ``{"pred", "gt", "classes", "regions", "label_mapping", "label_convention",
+        "hd95_convention", "seams", "seam_reference", "skipped", "summary", "cases"}``:
+        ``cases`` maps case id -> the :func:`partseg.metrics.evaluate_case` result (plus
+        ``pred``/``gt`` file names and the optional ``seam`` section); ``summary`` is
+        :func:`partseg.metrics.summarize` of them.
 
     Raises:
-        InputError: unreadable or mismatched cases, files or shapes (the message names them).
+        InputError: unreadable or mismatched cases, files or shapes, label sets that disagree,
+            or PRED and GT given the wrong way round (the message names them).
         ConfigError: inconsistent options.
 
     Example:
@@ -198,12 +207,18 @@ def evaluate_folders(
     HD95_CONVENTIONS.check(hd95, key="--hd95")
     sources = _seam_sources(seams, seam_reference)
     pred_side, gt_side = open_side(pred, "PRED"), open_side(gt, "GT")
+    check_order(pred_side, gt_side)
     pred_side = pair_single_files(pred_side, gt_side)
     case_ids, skipped = match_cases(pred_side, gt_side, allow_missing, warn)
     if sources is not None:
         check_seam_files(sources, case_ids)
     policy = make_policy(
-        pred_side, gt_side, classes=classes, labels_map=labels_map, regions=regions
+        pred_side,
+        gt_side,
+        classes=classes,
+        labels_map=labels_map,
+        pred_labels_map=pred_labels_map,
+        regions=regions,
     )
     cases = evaluate_all(pred_side, gt_side, case_ids, policy, seams=sources, warn=warn, hd95=hd95)
     return {
@@ -212,6 +227,7 @@ def evaluate_folders(
         "classes": policy.final_names(),
         "regions": {k: list(v) for k, v in policy.final_regions().items()},
         "label_mapping": policy.mapping_description(),
+        "label_convention": policy.convention_description(),
         "hd95_convention": hd95,
         "seams": os.fspath(seams) if seams is not None else None,
         "seam_reference": os.fspath(seam_reference) if seam_reference is not None else None,
