@@ -18,6 +18,7 @@ import sys
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``partseg evaluate``."""
+    from partseg.evaluation.lesionwise import CONFIGS as LESIONWISE_CONFIGS
     from partseg.metrics import DEFAULT_HD95, HD95_CONVENTIONS
 
     p = subparsers.add_parser(
@@ -105,6 +106,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         f"distances pooled (MedPy) (default: {DEFAULT_HD95})",
     )
     p.add_argument(
+        "--brats-lesionwise",
+        action="store_true",
+        help="add the BraTS lesion-wise metrics (lesion-wise Dice, HD95, NSD and detection "
+        "counts per region wt/tc/et, as ranked since BraTS 2023), computed by the official "
+        "BraTS evaluation package; needs pip install 'partseg[brats]' (default: off)",
+    )
+    p.add_argument(
+        "--brats-config",
+        choices=LESIONWISE_CONFIGS,
+        default=LESIONWISE_CONFIGS[0],
+        help="the official package's config for --brats-lesionwise: gli (glioma), mets, GoAT, "
+        f"MenPre (default: {LESIONWISE_CONFIGS[0]})",
+    )
+    p.add_argument(
         "--seams",
         metavar="PROB_DIR",
         default=None,
@@ -170,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
         seam_reference=args.seam_reference,
         warn=print_warning,
         hd95=args.hd95,
+        brats_lesionwise=args.brats_config if args.brats_lesionwise else None,
     )
     cases, summary = report["cases"], report["summary"]
     text = json.dumps(report, indent=2)
@@ -182,5 +198,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"labels: {report['label_convention']}")
         print(f"HD95 in mm, {args.hd95} convention (--hd95)")
+        official = report["brats_lesionwise"]
+        if official is not None:
+            print(
+                f"lesion-wise: the official BraTS evaluation, brats-evaluation "
+                f"{official['brats-evaluation']}, panoptica {official['panoptica']}, config "
+                f"{official['config']}"
+            )
         print(format_table(cases, summary))
     return 0
