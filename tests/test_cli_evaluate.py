@@ -236,11 +236,15 @@ def test_named_sides_equal_the_positional_form_and_mixing_is_refused(folders, ca
         assert err.startswith("partseg evaluate: error: ") and "--pred PRED --gt GT" in err
 
 
-def test_swapped_order_exits_2_with_the_named_command(tmp_path: Path, capsys) -> None:
+def brats_2023(root: Path, pred_et: int) -> tuple[Path, Path]:
+    """A BraTS 2023 dataset with its scans and predictions with enhancing tumour ``pred_et``."""
     from test_evaluation_layouts import brats_dataset, predictions
 
-    gt = brats_dataset(tmp_path / "gt", "2023")
-    pred = predictions(tmp_path / "pred", 3)
+    return predictions(root / "pred", pred_et), brats_dataset(root / "gt", "2023")
+
+
+def test_swapped_order_exits_2_with_the_named_command(tmp_path: Path, capsys) -> None:
+    pred, gt = brats_2023(tmp_path, 3)
     assert main(["evaluate", str(gt), str(pred)]) == 2
     err = capsys.readouterr().err.strip()
     assert "look swapped" in err and "nnUNetv2_evaluate_folder" in err and "\n" not in err
@@ -251,10 +255,7 @@ def test_swapped_order_exits_2_with_the_named_command(tmp_path: Path, capsys) ->
 
 
 def test_pred_labels_map_option(tmp_path: Path, capsys) -> None:
-    from test_evaluation_layouts import brats_dataset, predictions
-
-    gt = brats_dataset(tmp_path / "gt", "2023")
-    pred = predictions(tmp_path / "pred", 4)
+    pred, gt = brats_2023(tmp_path, 4)
     assert main(["evaluate", str(pred), str(gt)]) == 2
     assert "--pred-labels-map 0:0,1:1,2:2,4:3" in capsys.readouterr().err
     argv = ["evaluate", str(pred), str(gt), "--pred-labels-map", "0:0,1:1,2:2,4:3", "--json"]

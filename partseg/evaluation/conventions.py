@@ -119,26 +119,27 @@ def _text(values: Iterable[int]) -> str:
     return "{" + ", ".join(str(v) for v in sorted(values)) + "}"
 
 
-def _brats_note(pred: set[int], gt: set[int]) -> tuple[str, str]:
-    """(explanation, suggested --pred-labels-map) for the BraTS enhancing-tumour mix-up.
+#: Enhancing tumour's value -> the BraTS labels using it, and the --pred-labels-map that maps
+#: a prediction using it onto the other value. nnU-Net's converted BraTS (Dataset137) also has
+#: enhancing tumour = 3 but swaps 1 and 2 (1 = edema, 2 = necrotic); values cannot tell, so
+#: the hint names both maps.
+_ET_VALUES = {
+    4: ("BraTS 2017-2021", "0:0,1:1,2:2,4:3 (for nnU-Net's converted BraTS ground truth, where "
+        "1 and 2 are swapped: 0:0,1:2,2:1,4:3)"),
+    3: ("BraTS 2023, nnU-Net", "0:0,1:1,2:2,3:3 (BraTS 2023 labels; nnU-Net's converted BraTS "
+        "swaps 1 and 2: 0:0,1:2,2:1,3:3)"),
+}  # fmt: skip
 
-    nnU-Net's converted BraTS (Dataset137) also has enhancing tumour = 3 but swaps 1 and 2
-    (1 = edema, 2 = necrotic); values cannot tell, so the hint names both maps.
-    """
-    if 4 in pred and 3 in gt and 4 not in gt and pred <= {0, 1, 2, 4}:
-        return (
-            "; enhancing tumour is 4 in the prediction (BraTS 2017-2021) and 3 in the ground "
-            "truth (BraTS 2023, nnU-Net)",
-            "0:0,1:1,2:2,4:3 (for nnU-Net's converted BraTS ground truth, where 1 and 2 are "
-            "swapped: 0:0,1:2,2:1,4:3)",
-        )
-    if 3 in pred and 4 in gt and 3 not in gt and pred <= {0, 1, 2, 3}:
-        return (
-            "; enhancing tumour is 3 in the prediction (BraTS 2023, nnU-Net) and 4 in the "
-            "ground truth (BraTS 2017-2021)",
-            "0:0,1:1,2:2,3:3 (BraTS 2023 labels; nnU-Net's converted BraTS swaps 1 and 2: "
-            "0:0,1:2,2:1,3:3)",
-        )
+
+def _brats_note(pred: set[int], gt: set[int]) -> tuple[str, str]:
+    """(explanation, suggested --pred-labels-map) for the BraTS enhancing-tumour mix-up."""
+    for mine, theirs in ((4, 3), (3, 4)):
+        if mine in pred and theirs in gt and mine not in gt and pred <= {0, 1, 2, mine}:
+            note = (
+                f"; enhancing tumour is {mine} in the prediction ({_ET_VALUES[mine][0]}) and "
+                f"{theirs} in the ground truth ({_ET_VALUES[theirs][0]})"
+            )
+            return note, _ET_VALUES[mine][1]
     return "", ""
 
 
