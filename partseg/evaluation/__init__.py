@@ -52,13 +52,16 @@ Only one case is in memory at a time; probabilities are streamed slab by slab.
 :mod:`~partseg.evaluation.conventions` (what label values mean, the mismatch error),
 :mod:`~partseg.evaluation.sides` (sides, order check, reading labels),
 :mod:`~partseg.evaluation.labels` (labels maps, :class:`LabelPolicy`),
-:mod:`~partseg.evaluation.seams` (the seam section), :mod:`~partseg.evaluation.run` (evaluating),
+:mod:`~partseg.evaluation.seams` (the seam section), :mod:`~partseg.evaluation.lesionwise`
+(BraTS lesion-wise metrics from the official package), :mod:`~partseg.evaluation.run` (evaluating),
 :mod:`~partseg.evaluation.tables` (table and CSV text), :mod:`~partseg.evaluation.warn`
 (warnings). Every public name is re-exported here.
 """
 
 from partseg.evaluation.conventions import Convention, mismatch_error
+from partseg.evaluation.discovery import Found, find_files
 from partseg.evaluation.labels import LabelPolicy, apply_mapping, make_policy, parse_labels_map
+from partseg.evaluation.lesionwise import LesionwiseRun
 from partseg.evaluation.run import evaluate_all, evaluate_folders, evaluate_pair, finalize_case
 from partseg.evaluation.seams import SeamSources, check_seam_files, probability_path, seam_section
 from partseg.evaluation.sides import (
@@ -77,7 +80,9 @@ from partseg.evaluation.warn import Warn
 
 __all__ = [
     "Convention",
+    "Found",
     "LabelPolicy",
+    "LesionwiseRun",
     "SeamSources",
     "Side",
     "Warn",
@@ -90,6 +95,7 @@ __all__ = [
     "evaluate_folders",
     "evaluate_pair",
     "finalize_case",
+    "find_files",
     "format_table",
     "make_policy",
     "match_cases",
