@@ -173,7 +173,7 @@ def _from_layout(root: Path, source: Source, label: str, pred_like: str | None) 
     scans = has_scans(source)
     if labelled:
         gt_like = what if scans else None
-        return Found(dict(labelled), what, of_source(source), gt_like, pred_like)  # type: ignore[arg-type]
+        return Found(labelled, what, of_source(source), gt_like, pred_like)
     if scans:
         raise InputError(
             "-",
