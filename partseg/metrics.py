@@ -50,8 +50,11 @@ not empty              empty                    Dice, recall, F2, VS, lesion sen
 
 The image diagonal ``sqrt(sum((shape * spacing)^2))`` is the largest possible distance in the
 image, e.g. 373.13 mm for BraTS' 240 x 240 x 155 at 1 mm, the value BraTS reports for a missed
-or hallucinated region. Specificity with no GT-negative voxel is 1. Summaries report the count of
-cases with an empty GT or prediction next to the means, so these conventions stay visible.
+or hallucinated region. It is the diagonal of the *original* image: callers scoring a store case
+(cropped at ingest) pass :func:`original_diagonal` of its attrs as ``max_distance``, so a missed
+class scores 373.13 mm on a BraTS case, not the diagonal of its cropped box.
+Specificity with no GT-negative voxel is 1. Summaries report the count of cases with an empty
+GT or prediction next to the means, so these conventions stay visible.
 
 Example:
     >>> import numpy as np
@@ -73,6 +76,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from partseg.errors import StoreError
 from partseg.registry import Registry
 
 __all__ = [
@@ -89,6 +93,7 @@ __all__ = [
     "evaluate_case",
     "image_diagonal",
     "lesion_detection",
+    "original_diagonal",
     "regions_for",
     "summarize",
     "surface_distance_metrics",
@@ -223,6 +228,43 @@ def image_diagonal(shape: Sequence[int], spacing: Sequence[float]) -> float:
         373.13
     """
     return math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing, strict=True)))
+
+
+def original_diagonal(
+    attrs: Mapping[str, Any], shape: Sequence[int], spacing: Sequence[float]
+) -> float:
+    """The diagonal (mm) of the image a store case was cut from, for a missed class's HD95.
+
+    Ingest records ``original_shape`` and ``original_spacing`` (Z, Y, X) in the case attrs; a
+    store without them (older partseg) gives the diagonal of ``shape`` x ``spacing``.
+
+    Raises:
+        StoreError: the recorded shape or spacing is not positive sizes (a damaged store).
+
+    Example:
+        >>> attrs = {"original_shape": [155, 240, 240], "original_spacing": [1.0, 1.0, 1.0]}
+        >>> round(original_diagonal(attrs, (138, 171, 137), (1.0, 1.0, 1.0)), 2)
+        373.13
+    """
+    if "original_shape" not in attrs:
+        return image_diagonal(shape, spacing)
+    try:
+        extent = [float(n) for n in attrs["original_shape"]]
+        sizes = [float(s) for s in attrs.get("original_spacing", spacing)]
+    except (TypeError, ValueError):
+        extent, sizes = [], []
+    values = extent + sizes
+    if (
+        len(extent) != len(sizes)
+        or not extent
+        or not all(math.isfinite(v) and v > 0 for v in values)
+    ):
+        raise StoreError(
+            f"case {attrs.get('case_id', '?')!r}: its original_shape "
+            f"{attrs.get('original_shape')!r} / original_spacing "
+            f"{attrs.get('original_spacing')!r} are not positive sizes; re-ingest the case"
+        )
+    return image_diagonal(extent, sizes)
 
 
 def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
@@ -395,11 +437,12 @@ def _target_metrics(
     counts: tuple[int, int, int, int],
     spacing: Sequence[float],
     hd95: str = DEFAULT_HD95,
+    max_distance: float | None = None,
 ) -> Metrics:
     tp, fp, fn, tn = counts
     voxel_ml = float(np.prod(spacing)) / 1000.0
     metrics = count_metrics(tp, fp, fn, tn)
-    diagonal = image_diagonal(gt_mask.shape, spacing)
+    diagonal = image_diagonal(gt_mask.shape, spacing) if max_distance is None else max_distance
     union = pred_mask | gt_mask
     if union.any():  # distances and components only depend on the union's bounding box
         box = _bbox(union, margin=1)
@@ -450,6 +493,7 @@ def evaluate_case(
     *,
     include_background: bool = False,
     hd95: str = DEFAULT_HD95,
+    max_distance: float | None = None,
 ) -> dict[str, Any]:
     """Metrics of one case per class and per region, plus the confusion matrix.
 
@@ -462,6 +506,8 @@ def evaluate_case(
             (:data:`BRATS_REGIONS` by default; ``{}`` for none).
         include_background: also report class 0.
         hd95: the HD95 convention, one of :data:`HD95_CONVENTIONS`.
+        max_distance: HD, HD95 and ASSD (mm) of a target present on one side only (default:
+            the diagonal of ``gt``; pass :func:`original_diagonal` for a cropped store case).
 
     Returns:
         ``{"shape", "spacing", "classes": {name: metrics}, "regions": {name: metrics},
@@ -485,13 +531,18 @@ def evaluate_case(
     HD95_CONVENTIONS.check(hd95, key="hd95_convention")
     per_class = {
         classes[c]: _target_metrics(
-            pred == c, gt == c, _counts_from_matrix(matrix, [c]), spacing, hd95
+            pred == c, gt == c, _counts_from_matrix(matrix, [c]), spacing, hd95, max_distance
         )
         for c in range(first, n_classes)
     }
     per_region = {
         name: _target_metrics(
-            np.isin(pred, ids), np.isin(gt, ids), _counts_from_matrix(matrix, ids), spacing, hd95
+            np.isin(pred, ids),
+            np.isin(gt, ids),
+            _counts_from_matrix(matrix, ids),
+            spacing,
+            hd95,
+            max_distance,
         )
         for name, ids in regions.items()
     }

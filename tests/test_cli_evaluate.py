@@ -210,7 +210,8 @@ def test_unexpected_prediction_label_is_a_clear_error(folders, capsys, case: str
     assert main(["evaluate", str(pred_dir), str(gt_dir)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"partseg evaluate: error: case '{case}': ") and "\n" not in err
-    assert "9]" in err and path.name in err and ("{0, 1, 2, 4}" in err or "[0, 1, 2, 3, 4]" in err)
+    assert "{9} outside it" in err and path.name in err and "label set {0, 1, 2, 4}" in err
+    assert "--pred-labels-map" in err
 
 
 def test_json_under_a_file_is_one_line_and_exit_2(folders, tmp_path: Path, capsys) -> None:
@@ -221,3 +222,43 @@ def test_json_under_a_file_is_one_line_and_exit_2(folders, tmp_path: Path, capsy
     err = capsys.readouterr().err.strip()
     assert err.startswith("partseg evaluate: error: cannot write ") and "\n" not in err
     assert "a file is in the way where a folder is needed" in err
+
+
+def test_named_sides_equal_the_positional_form_and_mixing_is_refused(folders, capsys) -> None:
+    pred_dir, gt_dir = folders
+    assert main(["evaluate", "--gt", str(gt_dir), "--pred", str(pred_dir), "--json"]) == 0
+    named = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", str(pred_dir), str(gt_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == named
+    for argv in ([str(pred_dir), "--gt", str(gt_dir)], ["--pred", str(pred_dir)], [str(pred_dir)]):
+        assert main(["evaluate", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("partseg evaluate: error: ") and "--pred PRED --gt GT" in err
+
+
+def brats_2023(root: Path, pred_et: int) -> tuple[Path, Path]:
+    """A BraTS 2023 dataset with its scans and predictions with enhancing tumour ``pred_et``."""
+    from test_evaluation_layouts import brats_dataset, predictions
+
+    return predictions(root / "pred", pred_et), brats_dataset(root / "gt", "2023")
+
+
+def test_swapped_order_exits_2_with_the_named_command(tmp_path: Path, capsys) -> None:
+    pred, gt = brats_2023(tmp_path, 3)
+    assert main(["evaluate", str(gt), str(pred)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "look swapped" in err and "nnUNetv2_evaluate_folder" in err and "\n" not in err
+    assert err.endswith(f"partseg evaluate --pred {pred} --gt {gt}")
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("labels: the BraTS 2023 layout of") and "enhancing_tumor" in out
+
+
+def test_pred_labels_map_option(tmp_path: Path, capsys) -> None:
+    pred, gt = brats_2023(tmp_path, 4)
+    assert main(["evaluate", str(pred), str(gt)]) == 2
+    assert "--pred-labels-map 0:0,1:1,2:2,4:3" in capsys.readouterr().err
+    argv = ["evaluate", str(pred), str(gt), "--pred-labels-map", "0:0,1:1,2:2,4:3", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["cases"]["c1"]["classes"]["enhancing"]["dice"] == 1.0

@@ -79,8 +79,10 @@ def write_store(
     classes: Sequence[str] = tuple(BRATS_NAMES),
     label_mapping: Sequence[tuple[int, int]] = ((0, 0), (1, 1), (2, 2), (4, 3)),
     chunks: tuple[int, int, int] = (2, 2, 2),
+    attrs: Mapping[str, object] | None = None,
 ) -> Path:
-    """A tiny partseg store: (Z, Y, X) labels in class ids, one channel (zeros by default)."""
+    """A tiny partseg store: (Z, Y, X) labels in class ids, one channel (zeros by default);
+    ``attrs`` are added to every case's attrs (e.g. ``original_shape``)."""
     from partseg.store import create_store
 
     index = {
@@ -93,14 +95,17 @@ def write_store(
     }
     writer = create_store(path, index)
     for case_id, label in labels.items():
-        attrs = {
+        case_attrs = {
             "shape": list(label.shape),
             "spacing": list(SPACING_ZYX),
             "channels": ["t1"],
             "has_label": True,
+            **(attrs or {}),
         }
         image = np.zeros((1, *label.shape), np.float32) if images is None else images[case_id]
-        writer.write_case(case_id, image, label.astype(np.uint8), attrs, np.zeros((0, 4)), chunks)
+        writer.write_case(
+            case_id, image, label.astype(np.uint8), case_attrs, np.zeros((0, 4)), chunks
+        )
     return path
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from partseg.errors import ConfigError
+from partseg.errors import ConfigError, StoreError
 from partseg.metrics import (
     BRATS_CLASSES,
     BRATS_REGIONS,
@@ -20,6 +20,7 @@ from partseg.metrics import (
     evaluate_case,
     image_diagonal,
     lesion_detection,
+    original_diagonal,
     summarize,
     surface_distance_metrics,
     surface_distances,
@@ -76,6 +77,33 @@ def test_empty_ground_truth_full_prediction_and_back() -> None:
 
 def test_brats_diagonal() -> None:
     assert image_diagonal((155, 240, 240), (1, 1, 1)) == pytest.approx(373.13, abs=0.005)
+
+
+def test_missed_class_scores_the_diagonal_of_the_original_image() -> None:
+    # a BraTS case cropped at ingest to 20 x 30 x 40 voxels of its 155 x 240 x 240 (1 mm) scan
+    attrs = {"original_shape": [155, 240, 240], "original_spacing": [1.0, 1.0, 1.0]}
+    gt = np.zeros((20, 30, 40), np.uint8)
+    gt[5:8, 5:9, 5:10] = 3  # enhancing tumour, missed by the prediction
+    pred = np.where(gt == 3, 2, gt)
+    diagonal = original_diagonal(attrs, gt.shape, (1.0, 1.0, 1.0))
+    assert diagonal == pytest.approx(373.13, abs=0.005)
+    result = evaluate_case(pred, gt, BRATS_CLASSES, (1, 1, 1), max_distance=diagonal)
+    for metrics in (result["classes"]["enhancing"], result["regions"]["enhancing_tumor"]):
+        assert metrics["hd95"] == metrics["hd"] == pytest.approx(373.13, abs=0.005)
+    assert result["classes"]["edema"]["hd95"] == pytest.approx(373.13, abs=0.005)  # hallucinated
+    assert result["regions"]["whole_tumor"]["hd95"] == 0.0  # found, with the wrong class
+    cropped = evaluate_case(pred, gt, BRATS_CLASSES, (1, 1, 1))  # default: the array's diagonal
+    assert cropped["classes"]["enhancing"]["hd95"] == pytest.approx(
+        math.sqrt(20**2 + 30**2 + 40**2)
+    )
+
+
+def test_original_diagonal_of_resampled_old_and_damaged_stores() -> None:
+    resampled = {"original_shape": [10, 20, 20], "original_spacing": [3.0, 0.5, 0.5]}
+    assert original_diagonal(resampled, (30, 10, 10), (1, 1, 1)) == pytest.approx(math.sqrt(1100))
+    assert original_diagonal({}, (3, 4, 12), (1, 1, 1)) == pytest.approx(13.0)  # older store
+    with pytest.raises(StoreError, match="original_shape"):
+        original_diagonal({"original_shape": [0, 5, 5]}, (3, 4, 12), (1, 1, 1))
 
 
 def hd_example(ndim: int) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:

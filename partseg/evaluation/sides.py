@@ -1,8 +1,9 @@
 """The two sides of an evaluation (PRED and GT): finding their cases and reading their labels.
 
-A side is a NIfTI file, a folder of NIfTI files (directly inside, or ``*_seg`` / ``*_pred`` files
-anywhere below), or a partseg store. NIfTI case ids drop ``.nii[.gz]`` and one trailing ``_seg``
-or ``_pred``; store cases keep their ids.
+A side is a NIfTI file, a folder (found by :mod:`partseg.evaluation.discovery`: every layout
+ingest knows, or plain folders of NIfTI files), or a partseg store. NIfTI case ids drop
+``.nii[.gz]`` and one trailing ``_seg``, ``-seg`` or ``_pred``; store cases keep their ids.
+:func:`check_order` refuses PRED and GT given the wrong way round.
 """
 
 from __future__ import annotations
@@ -15,41 +16,27 @@ from typing import Any
 import numpy as np
 
 from partseg.errors import InputError
+from partseg.evaluation.conventions import Convention, brats_2023_hint, of_store
+from partseg.evaluation.discovery import (
+    PRED_SUFFIXES,
+    case_id_from_name,
+    find_files,
+    is_nifti,
+    nifti_stem,
+)
 from partseg.evaluation.warn import Warn, default_warn
 
 __all__ = [
     "Side",
     "case_id_from_name",
+    "check_order",
     "match_cases",
+    "max_distance",
     "open_side",
     "pair_single_files",
     "read_labels",
     "read_nifti_labels",
 ]
-
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-ID_SUFFIXES = ("_seg", "_pred")
-
-
-def case_id_from_name(name: str) -> str:
-    """The case id of a NIfTI file name.
-
-    Example:
-        >>> case_id_from_name("BraTS20_Training_001_seg.nii.gz")
-        'BraTS20_Training_001'
-    """
-    for suffix in NIFTI_SUFFIXES:
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    for suffix in ID_SUFFIXES:
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def _is_nifti(path: Path) -> bool:
-    return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -61,12 +48,20 @@ class Side:
         root: the path or URL given for this side.
         files: case id -> NIfTI file (empty for a store).
         store: the opened :class:`partseg.store.Store`, or None.
+        convention: what its label values mean, when its layout, dataset.json or store says.
+        what: what was found, for messages.
+        gt_like: why it looks like ground truth (a raw dataset with scans), or None.
+        pred_like: why it looks like predictions (a prediction folder or file names), or None.
     """
 
     label: str
     root: str
     files: dict[str, Path] = field(default_factory=dict)
     store: Any = None
+    convention: Convention | None = None
+    what: str = ""
+    gt_like: str | None = None
+    pred_like: str | None = None
 
     @property
     def case_ids(self) -> list[str]:
@@ -87,43 +82,27 @@ class Side:
         return str(self.files[case_id])
 
 
-def _nifti_folder(root: Path, label: str) -> dict[str, Path]:
-    files = sorted(p for p in root.iterdir() if p.is_file() and _is_nifti(p))
-    if not files:
-        files = sorted(
-            p
-            for p in root.rglob("*")
-            if p.is_file()
-            and _is_nifti(p)
-            and case_id_from_name(p.name) != p.name.split(".")[0]  # has a _seg/_pred suffix
-        )
-    if not files:
-        raise InputError(
-            "-",
-            root,
-            f"{label} folder holds no NIfTI files (.nii/.nii.gz) and no *_seg/*_pred files "
-            "below it",
-            "point to the folder with the label files",
-        )
-    found: dict[str, Path] = {}
-    for path in files:
-        case_id = case_id_from_name(path.name)
-        if case_id in found:
-            raise InputError(
-                case_id,
-                path,
-                f"two {label} files have the same case id (the other is {found[case_id]})",
-                "keep one label file per case in the folder",
-            )
-        found[case_id] = path
-    return found
-
-
 def _looks_like_store(text: str) -> bool:
     if "://" in text and not text.startswith("file://"):
         return True
     path = Path(text.removeprefix("file://"))
     return path.is_dir() and (path / "zarr.json").is_file()
+
+
+def _single_file(path: Path, label: str) -> Side:
+    """One NIfTI file: its own case; a ``-seg`` name hints at BraTS 2023 labels."""
+    if not is_nifti(path):
+        raise InputError("-", path, f"{label} is not a NIfTI file (.nii/.nii.gz)")
+    stem = nifti_stem(path.name)
+    if stem.endswith("_probabilities"):
+        raise InputError(
+            "-", path, f"{label} holds probabilities, not labels", "pass the label file"
+        )
+    pred_like = f"its name {path.name} ends with _pred" if stem.endswith(PRED_SUFFIXES) else None
+    files = {case_id_from_name(path.name): path}
+    return Side(
+        label, str(path), files, None, brats_2023_hint(path), "a NIfTI file", None, pred_like
+    )
 
 
 def open_side(text: str | os.PathLike, label: str) -> Side:
@@ -132,15 +111,44 @@ def open_side(text: str | os.PathLike, label: str) -> Side:
     if _looks_like_store(text):
         from partseg.store import open_store
 
-        return Side(label, text, store=open_store(text))
+        store = open_store(text)
+        return Side(label, text, store=store, convention=of_store(store), what="a partseg store")
     path = Path(text)
     if path.is_file():
-        if not _is_nifti(path):
-            raise InputError("-", path, f"{label} is not a NIfTI file (.nii/.nii.gz)")
-        return Side(label, text, files={case_id_from_name(path.name): path})
+        return _single_file(path, label)
     if path.is_dir():
-        return Side(label, text, files=_nifti_folder(path, label))
+        found = find_files(path, label)
+        return Side(label, text, found.files, None, found.convention, found.what, found.gt_like,
+                    found.pred_like)  # fmt: skip
     raise InputError("-", path, f"{label} does not exist", "check the path")
+
+
+def check_order(pred: Side, gt: Side) -> None:
+    """Refuse PRED and GT given the wrong way round, on signals that do not mislead.
+
+    Signals: a side that is a raw dataset with scans (or the ``labelsTr`` folder of one) is
+    ground truth; a folder that ``partseg predict`` or nnU-Net wrote (their record files) or
+    files named ``*_pred`` are predictions. Two sides of the same kind (two ground truths, two
+    predictions: an agreement study) are accepted.
+
+    Raises:
+        InputError: GT looks like predictions and PRED does not, or PRED looks like ground truth
+            and GT does not; the message names both sides and the command with them swapped.
+    """
+    reasons = []
+    if gt.pred_like and not pred.pred_like:
+        reasons.append(f"GT {gt.root} looks like predictions ({gt.pred_like})")
+    if pred.gt_like and not gt.gt_like:
+        reasons.append(f"PRED {pred.root} looks like ground truth ({pred.gt_like})")
+    if reasons:
+        raise InputError(
+            "-",
+            f"{pred.root} vs {gt.root}",
+            f"PRED and GT look swapped: {'; '.join(reasons)}. partseg evaluate takes the "
+            "prediction first (PRED GT); nnU-Net's nnUNetv2_evaluate_folder takes the ground "
+            "truth first",
+            f"name the sides: partseg evaluate --pred {gt.root} --gt {pred.root}",
+        )
 
 
 def pair_single_files(pred: Side, gt: Side) -> Side:
@@ -205,6 +213,17 @@ def read_nifti_labels(path: Path, case_id: str) -> tuple[np.ndarray, tuple[float
         data = rounded
     labels = np.ascontiguousarray(data.astype(np.int64).T)  # (X, Y, Z) -> (Z, Y, X)
     return labels, tuple(reversed(zooms[: data.ndim]))
+
+
+def max_distance(side: Side, case_id: str) -> float | None:
+    """HD/HD95 of a target missing on one side: the original image's diagonal for a store case
+    (cropped at ingest); None for NIfTI files, which are the original image."""
+    if side.store is None:
+        return None
+    from partseg.metrics import original_diagonal
+
+    case = side.store[case_id]
+    return original_diagonal(case.attrs, case.shape, case.spacing)
 
 
 def read_labels(side: Side, case_id: str) -> tuple[np.ndarray, tuple[float, ...]]:

@@ -8,13 +8,16 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from partseg.evaluation.lesionwise import TABLE_METRICS
 from partseg.evaluation.seams import SEAM_TARGET
 
 __all__ = ["csv_rows", "format_table", "to_csv"]
 
 CSV_SUMMARY_STATS = ("mean", "std", "median")
 #: Result sections that tables and CSV rows list, in this order (when present).
-SECTIONS = ("classes", "regions", "seam")
+SECTIONS = ("classes", "regions", "seam", "lesionwise")
+#: The lesion-wise regions the terminal table shows (JSON and CSV keep every region).
+LESIONWISE_REGIONS = ("wt", "tc", "et")
 
 
 def _targets(
@@ -26,6 +29,8 @@ def _targets(
 
 
 def _fmt(value: float, metric: str) -> str:
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
     if not math.isfinite(value):
         return "-"
     if metric == "dice":
@@ -64,6 +69,44 @@ def format_table(cases: Mapping[str, Mapping[str, Any]], summary: Mapping[str, A
     lines.append("mean".ljust(width) + "".join(means))
     if "seam" in summary:
         lines += ["", _seam_table(cases, summary, width)]
+    if "lesionwise" in summary:
+        lines += ["", _lesionwise_table(cases, summary["lesionwise"], width)]
+    return "\n".join(lines)
+
+
+def _lesionwise_table(
+    cases: Mapping[str, Mapping[str, Any]], summary: Mapping[str, Any], width: int
+) -> str:
+    """Lesion-wise Dice, HD95 and NSD per case and region (official package), then the mean.
+
+    Example:
+        >>> case = {"lesionwise": {"et": {"lesionwise_dsc_mean": 0.5, "lesionwise_hd95_mean": 2,
+        ...                               "lesionwise_nsd_mean": 0.75}}}
+        >>> stats = {"et": {m: {"mean": v} for m, v in case["lesionwise"]["et"].items()}}
+        >>> print(_lesionwise_table({"a": case}, stats, 4))
+        lesion-wise                      et
+                       Dice     HD95    NSD
+        a             0.500     2.00  0.750
+        mean          0.500     2.00  0.750
+    """
+    regions = [r for r in LESIONWISE_REGIONS if r in summary]
+    width = max(width, len("lesion-wise"))
+    lines = [
+        "lesion-wise".ljust(width) + "".join(f"  {r:>22}" for r in regions),
+        " " * width + "".join(f"  {'Dice':>6} {'HD95':>8} {'NSD':>6}" for _ in regions),
+    ]
+
+    def cells(values: Mapping[str, Any], stat: str | None) -> str:
+        got = [values.get(m, math.nan) for m in TABLE_METRICS]
+        if stat is not None:
+            got = [v[stat] if isinstance(v, Mapping) else v for v in got]
+        dice, hd95, nsd = (float(v) for v in got)
+        return f"  {_fmt(dice, 'dice'):>6} {_fmt(hd95, 'hd95'):>8} {_fmt(nsd, 'dice'):>6}"
+
+    for case_id, result in cases.items():
+        row = "".join(cells(result.get("lesionwise", {}).get(r, {}), None) for r in regions)
+        lines.append(case_id.ljust(width) + row)
+    lines.append("mean".ljust(width) + "".join(cells(summary[r], "mean") for r in regions))
     return "\n".join(lines)
 
 

@@ -74,7 +74,7 @@ def evaluate_predictor(
 
     from partseg.infer.postprocess import postprocess
     from partseg.infer.seams import seam_index
-    from partseg.metrics import evaluate_case, regions_for, summarize
+    from partseg.metrics import evaluate_case, original_diagonal, regions_for, summarize
 
     key = json.dumps(
         {"checkpoint": predictor.key, "test": list(test), "slices": [dataclasses.astuple(s)
@@ -96,9 +96,11 @@ def evaluate_predictor(
         if spec.min_component_size > 1:
             labels = postprocess(labels, min_component_size=spec.min_component_size)
         gt = whole_label(case)
+        diagonal = original_diagonal(case.attrs, case.shape, case.spacing)  # BraTS: 373.13
         cases[case_id] = evaluate_case(
-            labels, gt, classes, case.spacing, regions, hd95=spec.hd95_convention
-        )
+            labels, gt, classes, case.spacing, regions, hd95=spec.hd95_convention,
+            max_distance=diagonal,
+        )  # fmt: skip
         if spec.seam and probs is not None and predictor.core is not None:
             seams.append(seam_index(probs, predictor.core))
         for i, s in enumerate(slices):

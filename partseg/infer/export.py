@@ -12,6 +12,11 @@ original file). Export undoes it in reverse order:
 3. map class ids back to the original label values (BraTS: 3 -> 4);
 4. transpose (Z, Y, X) -> (X, Y, Z) (probabilities (X, Y, Z, K)) and save with the original
    affine, atomically (temporary name in the same folder, then rename).
+
+The header codes are the source's when ingest recorded them (case attrs ``nifti_header``:
+``sform_code``, ``qform_code``, ``qform``, ``xyzt_units``, from the first image file): a BraTS
+file's sform 1 / qform 1 stay 1 / 1. Stores made before partseg recorded them (or from
+HDF5/NumPy/NRRD) get nibabel's defaults: sform 2 (aligned) with the affine, qform 0.
 """
 
 from __future__ import annotations
@@ -117,13 +122,63 @@ def probabilities_to_original_grid(
     return full
 
 
-def save_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -> Path:
-    """Save a (Z, Y, X) or (K, Z, Y, X) partseg array as NIfTI (X, Y, Z[, K]), atomically."""
+#: NIfTI xform codes: 0 unknown, 1 scanner, 2 aligned, 3 talairach, 4 mni.
+_XFORM_CODES = range(5)
+_UNITS = ("unknown", "meter", "mm", "micron", "sec", "msec", "usec", "hz", "ppm", "rads")
+
+
+def header_codes(attrs: Mapping[str, Any], case_id: str = "?") -> dict[str, Any] | None:
+    """The source header fields recorded at ingest (``nifti_header``), checked; None if absent.
+
+    Raises:
+        StoreError: the record is damaged (codes outside 0-4, a qform that is not 4 x 4
+            finite numbers, unknown units); store attrs are untrusted input.
+
+    Example:
+        >>> header_codes({"nifti_header": {"sform_code": 1, "qform_code": 1,
+        ...     "qform": np.eye(4).tolist(), "xyzt_units": ["mm", "sec"]}})["sform_code"]
+        1
+    """
+    record = attrs.get("nifti_header")
+    if record is None:
+        return None
+    try:
+        codes = {k: int(record[k]) for k in ("sform_code", "qform_code")}
+        qform = np.asarray(record["qform"], np.float64)
+        units = tuple(str(u) for u in record.get("xyzt_units", ("unknown", "unknown")))
+        ok = all(c in _XFORM_CODES for c in codes.values()) and qform.shape == (4, 4)
+        ok = ok and bool(np.isfinite(qform).all()) and len(units) == 2
+        ok = ok and all(u in _UNITS for u in units)
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise StoreError(
+            f"case {case_id!r}: the recorded NIfTI header {record!r} is damaged (expected sform "
+            "and qform codes 0-4, a 4 x 4 qform and units); re-ingest the case"
+        )
+    return {**codes, "qform": qform, "xyzt_units": units}
+
+
+def save_nifti(
+    path: str | os.PathLike,
+    array: np.ndarray,
+    affine: np.ndarray,
+    header: Mapping[str, Any] | None = None,
+) -> Path:
+    """Save a (Z, Y, X) or (K, Z, Y, X) partseg array as NIfTI (X, Y, Z[, K]), atomically.
+
+    ``header`` (from :func:`header_codes`) sets the sform code (with ``affine``), the qform
+    and its code and the units of the source file; without it nibabel's defaults apply.
+    """
     import nibabel as nib
 
     path = Path(path)
     data = array.transpose(2, 1, 0) if array.ndim == 3 else array.transpose(3, 2, 1, 0)
     image = nib.Nifti1Image(np.ascontiguousarray(data), np.asarray(affine, np.float64))
+    if header is not None:
+        image.set_qform(header["qform"], code=header["qform_code"])
+        image.set_sform(np.asarray(affine, np.float64), code=header["sform_code"])
+        image.header.set_xyzt_units(*header["xyzt_units"])
     image.header.set_data_dtype(data.dtype)
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
     with atomic_path(path, suffix=suffix) as tmp:
@@ -162,11 +217,14 @@ def export_case(
     """
     affine = case_affine(case)
     attrs = getattr(case, "attrs", {})
+    header = header_codes(attrs, case.id)
     written: list[Path] = []
     if labels is not None:
         original = labels_to_original_grid(labels, attrs, label_mapping)
-        written.append(save_nifti(Path(out_dir) / f"{case.id}.nii.gz", original, affine))
+        path = Path(out_dir) / f"{case.id}.nii.gz"
+        written.append(save_nifti(path, original, affine, header))
     if probabilities is not None:
         full = probabilities_to_original_grid(np.asarray(probabilities, np.float32), attrs)
-        written.append(save_nifti(Path(out_dir) / f"{case.id}_probabilities.nii.gz", full, affine))
+        path = Path(out_dir) / f"{case.id}_probabilities.nii.gz"
+        written.append(save_nifti(path, full, affine, header))
     return written

@@ -35,7 +35,7 @@ from partseg.names import name_problem
 from partseg.store import preprocess as pp
 from partseg.store.encoding import DTYPES
 from partseg.store.preprocess import NORMALIZATIONS
-from partseg.store.reading import read_case
+from partseg.store.reading import nifti_header, read_case
 from partseg.store.sources import ReadOptions, Source, SourceCase, discover
 from partseg.store.writer import (
     CLEVEL,
@@ -260,6 +260,9 @@ def prepare_case(
         + ([str(case.label_file)] if case.label_file else []),
         "axis_order": AXIS_ORDER_NOTE,
     }
+    header = nifti_header(case.image_files[0]) if case.fmt == "nifti" else None
+    if header is not None:  # export writes the source's sform/qform codes back
+        attrs["nifti_header"] = header
     return image, label, attrs, locations
 
 

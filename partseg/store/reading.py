@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -91,6 +92,27 @@ def _nifti_array(path: Path, integer: bool) -> tuple[np.ndarray, np.ndarray, tup
     if data.shape[-1] == 1:
         data = data[..., 0]
     return data, np.asarray(image.affine, dtype=np.float64), tuple(float(s) for s in image.spacing)
+
+
+def nifti_header(path: Path) -> dict[str, Any] | None:
+    """The header fields NIfTI export writes back: sform/qform codes, the qform and the units.
+
+    Read at ingest from a case's first image file (its geometry is the case's) and kept in the
+    case attrs as ``nifti_header``, so an exported prediction keeps the source's codes (e.g.
+    sform 1 / qform 1 of a BraTS file, where nibabel alone would write 2 / 0). ``None`` for
+    files that are not NIfTI (NRRD, MHA), which have no such codes.
+    """
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        return None
+    import nibabel as nib
+
+    header = nib.load(str(path)).header  # only the header is read
+    return {
+        "sform_code": int(header["sform_code"]),
+        "qform_code": int(header["qform_code"]),
+        "qform": np.asarray(header.get_qform(), np.float64).tolist(),
+        "xyzt_units": list(header.get_xyzt_units()),
+    }
 
 
 def _to_czyx(array: np.ndarray) -> np.ndarray:

@@ -128,7 +128,7 @@ def validate_cases(
         ``val_time_s``.
     """
     from partseg.geometry import Box
-    from partseg.metrics import evaluate_case, regions_for, summarize
+    from partseg.metrics import evaluate_case, original_diagonal, regions_for, summarize
 
     classes = store.classes
     start = time.perf_counter()
@@ -137,8 +137,14 @@ def validate_cases(
         case = store[case_id]
         prediction = predictor.predict(case)  # probabilities float32 (K, Z, Y, X), labels
         _, gt = case.read(Box.whole(case.shape))
+        diagonal = original_diagonal(case.attrs, case.shape, case.spacing)  # BraTS: 373.13
         results[case_id] = evaluate_case(
-            prediction.labels, gt, classes, case.spacing, regions_for(classes)
+            prediction.labels,
+            gt,
+            classes,
+            case.spacing,
+            regions_for(classes),
+            max_distance=diagonal,
         )
         losses.append(validation_loss(loss_fn, prediction.probabilities, gt))  # the same probs
         del prediction, gt  # one case in memory at a time

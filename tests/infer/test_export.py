@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+import pytest
 
+from partseg.errors import StoreError
 from partseg.infer.export import (
     export_case,
     labels_to_original,
@@ -67,3 +69,39 @@ def test_export_writes_xyz_nifti_with_the_original_affine(tmp_path):
     )
     assert probs[0, 0, 0].tolist() == [1.0, 0.0]  # outside the crop: background
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_export_of_a_phantom_case_keeps_the_source_header(tmp_path):
+    from partseg.geometry import Box
+    from partseg.phantom.cases import make_case
+    from partseg.phantom.files import write_case
+    from partseg.store import open_store
+    from partseg.store.ingest import IngestSettings, ingest
+
+    folder = write_case(make_case(0, (24, 32, 32), kind="brats-simple"), tmp_path / "raw")
+    ingest(tmp_path / "raw", tmp_path / "s.zarr", IngestSettings(chunks=(8, 8, 8)), progress=False)
+    store = open_store(tmp_path / "s.zarr")
+    case = store["Phantom_001"]
+    assert case.shape != (24, 32, 32)  # cropped to the head: export must undo it
+    _, label = case.read(Box.whole(case.shape))
+    (path,) = export_case(case, label, tmp_path, store.label_mapping)
+    source, exported = (nib.load(str(p)) for p in (folder / "Phantom_001_seg.nii.gz", path))
+    for key in ("sform_code", "qform_code", "xyzt_units"):
+        assert int(exported.header[key]) == int(source.header[key]), key
+    assert int(source.header["sform_code"]) == int(source.header["qform_code"]) == 1
+    np.testing.assert_allclose(exported.affine, source.affine)
+    np.testing.assert_allclose(exported.header.get_qform(), source.header.get_qform())
+    np.testing.assert_allclose(exported.header.get_sform(), source.header.get_sform())
+    np.testing.assert_array_equal(np.asarray(exported.dataobj), np.asarray(source.dataobj))
+    assert set(np.unique(np.asarray(exported.dataobj)).tolist()) == {0, 1, 2, 4}  # BraTS values
+
+
+def test_stores_without_a_header_record_keep_nibabel_codes_and_damaged_ones_fail(tmp_path):
+    case = _case()
+    labels = np.zeros((3, 4, 5), np.uint8)
+    (path,) = export_case(case, labels, tmp_path, MAPPING)
+    header = nib.load(str(path)).header
+    assert (int(header["sform_code"]), int(header["qform_code"])) == (2, 0)
+    case.attrs["nifti_header"] = {"sform_code": 9, "qform_code": 1, "qform": [[1]]}
+    with pytest.raises(StoreError, match=r"'c1'.*NIfTI header.*re-ingest"):
+        export_case(case, labels, tmp_path, MAPPING)
