@@ -192,3 +192,26 @@ def test_bf16_stays_within_its_rounding() -> None:
     image = volume((16, 8, 8))
     probs = predict_layerwise(model, ArrayCase("c", image), InputLayout(), precision="bf16")
     assert np.abs(probs - reference(model, image)).max() < 0.05
+
+
+def test_auto_buffers_go_to_disk_when_the_rows_would_not_fit(monkeypatch) -> None:
+    from partseg.infer import engine
+
+    model = make_model()
+    image = volume((16, 8, 8))
+    chosen = []
+    real = engine._buffer
+
+    def spy(node, kind, *args):
+        chosen.append(kind)
+        return real(node, kind, *args)
+
+    monkeypatch.setattr(engine, "_buffer", spy)
+    monkeypatch.setattr(engine, "available_ram", lambda: 2 * engine.held_bytes(model, (16, 8, 8)))
+    predict_layerwise(model, ArrayCase("c", image), InputLayout())
+    assert set(chosen) == {"memory"}
+    chosen.clear()
+    monkeypatch.setattr(engine, "available_ram", lambda: engine.held_bytes(model, (16, 8, 8)))
+    probs = predict_layerwise(model, ArrayCase("c", image), InputLayout())
+    assert set(chosen) == {"zarr"}
+    assert np.abs(probs - reference(model, image)).max() <= 1e-5
