@@ -12,8 +12,9 @@ settings of the store it was trained on.
 Payload keys: ``format`` (``"partseg-checkpoint"``), ``version``, ``model_config``,
 ``model_state``, ``partition``, ``layout``, ``classes``, ``channels``, ``label_mapping``,
 ``ingest`` (the store's recorded ingest settings, ``IngestSettings.recorded()``; absent in older
-checkpoints), ``config``; training state adds ``optimizer``, ``scaler``, ``scheduler``,
-``loss_state``, ``epoch``, ``step``, ``rng``, ``sampler``, ``metrics``, ``best``.
+checkpoints), ``regions`` (the store's region-based labels in class ids, or None:
+:mod:`partseg.store.regions`), ``config``; training state adds ``optimizer``, ``scaler``,
+``scheduler``, ``loss_state``, ``epoch``, ``step``, ``rng``, ``sampler``, ``metrics``, ``best``.
 
 Example:
     >>> import tempfile, pathlib
@@ -37,6 +38,7 @@ import torch
 from partseg.atomic import atomic_path
 from partseg.errors import CheckpointError, ConfigError
 from partseg.geometry import Partition
+from partseg.store.regions import Regions
 
 if TYPE_CHECKING:
     from partseg.channels import Derive
@@ -133,6 +135,8 @@ class LoadedModel:
     :attr:`derive` rebuilds the callable the predictor applies to every input box, so the
     network sees the channels it was trained on. ``ingest`` holds the training store's
     recorded ingest settings (None for checkpoints written before they were recorded).
+    ``regions`` is set for a model trained on region-based labels: one sigmoid output per region,
+    labels by nnU-Net's rule (:mod:`partseg.store.regions`).
     """
 
     model: torch.nn.Module
@@ -146,6 +150,7 @@ class LoadedModel:
     path: Path
     derived_channels: tuple[str, ...] = ()
     ingest: dict[str, Any] | None = None
+    regions: Regions | None = None
 
     @property
     def derive(self) -> Derive | None:
@@ -176,6 +181,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
         config = dict(payload.get("config", {}))
         derived = tuple(config.get("data", {}).get("derived_channels", ()))
         build_derive(derived)  # a name this partseg does not know -> CheckpointError below
+        regions = Regions.from_json(payload.get("regions"))
     except (KeyError, TypeError, RuntimeError, ValueError, ConfigError) as err:
         raise CheckpointError(
             f"checkpoint {resolved} does not fit this partseg version: {err}"
@@ -195,6 +201,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
         path=resolved,
         derived_channels=derived,
         ingest=dict(ingest) if isinstance(ingest, dict) else None,
+        regions=regions,
     )
 
 

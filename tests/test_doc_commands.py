@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from test_recipes import RECIPES  # the recipes tests/test_recipes.py runs at --quick size
@@ -48,6 +49,8 @@ INPUTS = {
     "BraTS2020_TrainingData": "brats_raw",
     "data/MICCAI_BraTS2020_TrainingData": "brats_raw",
     "data/BraTS2020_ValidationData": "brats_raw",
+    "data/BraTS2023_ValidationData": "brats2023_raw",
+    "data/Dataset137_BraTS2021": "nnunet_regions_raw",
     "brats.zarr": "brats_store",
     "my_data.zarr": "brats_store",
     "adam.zarr": "aneurysm_store",
@@ -220,6 +223,8 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_phantoms(raw, 5, (16, 32, 32), prefix="BraTS20_Training", progress=False)
     ingest(raw, root / "brats.zarr", IngestSettings(), progress=False)
     made = {"brats_raw": raw, "brats_store": root / "brats.zarr"}
+    made["brats2023_raw"] = brats2023_folder(raw, root / "brats2023_raw")
+    made["nnunet_regions_raw"] = nnunet_regions_folder(raw, root / "nnunet_regions_raw")
     specs = {
         "aneurysm_store": PhantomSpec(kind="aneurysm", cases=5, shape=(24, 32, 32)),
         "pancreas_store": PhantomSpec(
@@ -230,6 +235,58 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         config = CompareConfig(variants=(Variant("x"),), phantom=spec)
         made[name] = Path(prepare_store(config, root / name, progress=False))
     return made
+
+
+_BRATS23 = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f", "seg": "seg"}
+
+
+def brats2023_folder(brats2020: Path, root: Path) -> Path:
+    """The BraTS 2020 phantoms under BraTS 2023 names (``<id>-t1n.nii.gz``, labels 1, 2, 3)."""
+    import nibabel as nib
+
+    for path in sorted(brats2020.glob("*/*.nii.gz")):
+        case, modality = path.name[: -len(".nii.gz")].rsplit("_", 1)
+        target = root / case / f"{case}-{_BRATS23[modality]}.nii.gz"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image = nib.load(path)
+        data = np.asarray(image.dataobj)
+        if modality == "seg":
+            data = np.where(data == 4, 3, data).astype(data.dtype)
+        nib.save(nib.Nifti1Image(data, image.affine), target)
+    return root
+
+
+def nnunet_regions_folder(brats2020: Path, root: Path) -> Path:
+    """The phantoms as nnU-Net converts BraTS (Dataset137): ``imagesTr/<id>_0000.nii.gz`` ...,
+    labels edema 1, necrosis 2, enhancing 3, the region-based ``dataset.json``; the last case
+    also as a flat ``imagesTs/`` (no dataset.json there, no label)."""
+    import json
+
+    import nibabel as nib
+
+    cases = sorted(p.name for p in brats2020.iterdir() if p.is_dir())
+    for folder in ("imagesTr", "labelsTr", "imagesTs"):
+        (root / folder).mkdir(parents=True)
+    for case in cases:
+        images = "imagesTs" if case == cases[-1] else "imagesTr"
+        for c, modality in enumerate(("t1", "t1ce", "t2", "flair")):
+            path = brats2020 / case / f"{case}_{modality}.nii.gz"
+            shutil.copyfile(path, root / images / f"{case}_{c:04d}.nii.gz")
+        if images == "imagesTr":
+            seg = nib.load(brats2020 / case / f"{case}_seg.nii.gz")
+            data = np.asarray(seg.dataobj)
+            data = np.select([data == 2, data == 1, data == 4], [1, 2, 3], 0).astype(np.uint8)
+            nib.save(nib.Nifti1Image(data, seg.affine), root / "labelsTr" / f"{case}.nii.gz")
+    meta = {
+        "channel_names": {"0": "T1", "1": "T1ce", "2": "T2", "3": "Flair"},
+        "labels": {"background": 0, "whole_tumor": [1, 2, 3], "tumor_core": [2, 3],
+                   "enhancing_tumor": 3},
+        "regions_class_order": [1, 2, 3],
+        "numTraining": len(cases) - 1,
+        "file_ending": ".nii.gz",
+    }  # fmt: skip
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
 
 
 #: Subcommand -> the position of the positional argument naming what it writes.

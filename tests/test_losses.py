@@ -18,6 +18,7 @@ from partseg.losses import (
     FocalLoss,
     FocalTverskyLoss,
     LossConfig,
+    RegionLoss,
     TopKLoss,
     TverskyLoss,
     WeightedDiceLoss,
@@ -387,7 +388,7 @@ def test_every_exported_loss_is_registered_topk_included() -> None:
 
     exported = {getattr(losses, name) for name in losses.__all__ if name.endswith("Loss")}
     registered = {LOSSES.get(name) for name in LOSSES}
-    assert exported - registered == {DeepSupervisionLoss}  # a wrapper, not a loss of its own
+    assert exported - registered == {DeepSupervisionLoss, RegionLoss}  # wrappers of any loss
     assert LOSSES.get("topk") is TopKLoss
     assert build_loss("topk", k=25).k == 25.0
     assert LossConfig("topk", {"k": 5}).build().k == 5.0

@@ -69,6 +69,8 @@ def bench_config(spatial: tuple[int, ...], batch: int, amp: str = "off", ckpt: b
         f"train.amp={amp}",
         f"train.checkpointing={str(ckpt).lower()}",
         "train.device=cpu",
+        "model.in_channels=4",  # BraTS; the recipe takes them from the store
+        "model.out_channels=4",
     ]
     return load_config(recipe_path("default"), overrides)
 

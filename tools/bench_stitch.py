@@ -66,9 +66,10 @@ def _model(args: argparse.Namespace):
     from partseg.models import ModelConfig, build_model
 
     if args.quick:
-        cfg = ModelConfig(depth=3, base_width=8)
+        cfg = ModelConfig(depth=3, base_width=8, in_channels=4, out_channels=4)
     else:
-        cfg = load_config(Path(__file__).parents[1] / "configs" / "default.yaml").model
+        recipe = Path(__file__).parents[1] / "configs" / "default.yaml"  # BraTS: 4 in, 4 out
+        cfg = load_config(recipe, ["model.in_channels=4", "model.out_channels=4"]).model
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     for module in model.modules():

@@ -96,6 +96,7 @@ def training_configs(names: Sequence[str] | None, quick: bool) -> list[tuple[str
     from partseg.config import config_from_dict, load_config, read_yaml_mapping
     from partseg.experiments.config import experiment_dict, load_compare_config
     from partseg.recipes import recipe_names, recipe_path
+    from partseg.train.planner import planning_channels
 
     names = list(names or recipe_names())
     names.sort(key=lambda n: (n != "default", n))
@@ -108,7 +109,7 @@ def training_configs(names: Sequence[str] | None, quick: bool) -> list[tuple[str
                 raw = experiment_dict(compare, variant)
                 configs.append((f"{name}/{variant.name}", config_from_dict(raw)))
         else:
-            config = load_config(path)
+            config = planning_channels(load_config(path))  # unset in/out channels: BraTS 4 / 4
             configs.append((name, _quick(config) if quick else config))
     return configs
 

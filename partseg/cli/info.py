@@ -53,6 +53,7 @@ def summarize(store: Any) -> dict[str, Any]:
             for cls, name in enumerate(store.classes)
         ],
         "label_mapping": {str(k): v for k, v in store.label_mapping.items()},
+        "regions": store.regions.to_json() if store.regions is not None else None,
         "chunks": list(store.chunks),
         "dtype": store.attrs.get("dtype"),
         "ingest": store.attrs.get("ingest"),
@@ -100,6 +101,11 @@ def format_summary(info: dict[str, Any]) -> str:
         lines.append(
             f"           {c['id']:>2}  {c['name']:<16} {c['voxels']:>12}  {100 * c['share']:8.4f} %"
         )
+    regions = info.get("regions")
+    if regions:  # class ids per region, and the id each writes (regions_class_order)
+        rows = zip(regions["names"], regions["labels"], regions["order"], strict=True)
+        for name, ids, value in rows:
+            lines.append(f"region     {name}: classes {ids}, writes class {value}")
     return "\n".join(lines)
 
 

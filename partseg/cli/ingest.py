@@ -115,6 +115,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(default: names from the layout, else label_<value>)",
     )
     p.add_argument(
+        "--channel-map",
+        nargs="+",
+        type=_channel_map,
+        default=(),
+        metavar="OLD=NEW[,OLD=NEW...]",
+        help="rename channels, e.g. t1n=t1,t1c=t1ce,t2w=t2,t2f=flair (BraTS 2023 under the 2020 "
+        "names) or ch0=t1,... (files that do not name their channels); recorded in the store, "
+        "so a resume must give the same map. Models match BraTS 2020/2023 and MSD names by "
+        "alias without it (default: keep the layout's names)",
+    )
+    p.add_argument(
         "--split",
         choices=("train", "test", "all"),
         default="train",
@@ -176,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
         image_key=args.hdf5_image,
         label_key=args.hdf5_label,
         split=args.split,
+        channel_map=tuple(pair for pairs in args.channel_map for pair in pairs),
     )
     report = ingest(
         args.src,
@@ -202,3 +214,13 @@ def _label_name(text: str) -> tuple[int, str]:
     if not sep or not value.strip().lstrip("-").isdigit() or not name.strip():
         raise argparse.ArgumentTypeError(f"expected VALUE=NAME such as 1=aneurysm, got {text!r}")
     return int(value), name.strip()
+
+
+def _channel_map(text: str) -> tuple[tuple[str, str], ...]:
+    """Parse ``OLD=NEW[,OLD=NEW...]`` for ``--channel-map``."""
+    from partseg.store.editions import parse_channel_map
+
+    try:
+        return parse_channel_map(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None

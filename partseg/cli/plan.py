@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from partseg.train.planner import (
         amp_modes,
         default_probe,
+        fit_to_data,
         format_size,
         parse_size,
         plan_memory,
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     config, _ = load_run_config(args, args.overrides)
-    config = _fit_core_to_store(config)
+    config = fit_to_data(config, _stderr)
     budget = parse_size(args.gpu_mem)
     probe = None if args.no_calibrate else default_probe(args.device_type)
     measurements = 2 * len(amp_modes(config, args.device_type)) * 2
@@ -128,16 +129,6 @@ def run(args: argparse.Namespace) -> int:
             f"{format_size(check['device_total'])} (error {check['error']['total']:+.1%})"
         )
     return 0
-
-
-def _fit_core_to_store(config: Any) -> Any:
-    """Shrink the core to the store's volumes when the config names a store."""
-    if not config.data.store:
-        return config
-    from partseg.store.zarrstore import open_store
-    from partseg.train.planner import shrink_core_to_data
-
-    return shrink_core_to_data(config, open_store(config.data.store), _stderr)
 
 
 def _check(config: Any, chosen: Any, probe: Any) -> dict[str, Any]:

@@ -39,8 +39,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument(
         "--input",
         metavar="NIFTI_DIR",
-        help="raw folder (BraTS / MSD layout); ingested into a temporary store in OUT first, "
-        "with the ingest settings the model was trained with",
+        help="raw folder (BraTS 2017-2023, MSD / nnU-Net, or a flat nnU-Net imagesTs folder of "
+        "<id>_0000.nii.gz ... files, whose channels are taken in the model's order); ingested "
+        "into a temporary store in OUT first, with the ingest settings the model was trained "
+        "with; channel names match the model's by alias (t1 = t1n, ...)",
     )
     p.add_argument("--out", required=True, help="output folder, created if missing")
     p.add_argument("--cases", nargs="+", default=None, help="case ids (default: every case)")

@@ -136,10 +136,17 @@ def fold_overrides(fold: int | None, overrides: list[str]) -> list[str]:
 
 def fit_to_budget(config, size: str, device_type: str, log=print):  # type: ignore[no-untyped-def]
     """Apply the memory planner's choice for a ``--gpu-mem`` budget and log it."""
-    from partseg.train.planner import apply_estimate, parse_size, plan_memory, require_fit
+    from partseg.train.planner import (
+        apply_estimate,
+        fit_to_data,
+        parse_size,
+        plan_memory,
+        require_fit,
+    )
 
     budget = parse_size(size)
-    chosen = require_fit(plan_memory(config, budget, device_type=device_type))
+    planned = fit_to_data(config, log)  # in/out channels and core as training will fit them
+    chosen = require_fit(plan_memory(planned, budget, device_type=device_type))
     log(f"memory planner, budget {size}: chose\n{chosen.describe()}")
     return apply_estimate(config, chosen)
 

@@ -26,8 +26,9 @@ recipe imports no torch.
 Modules: :mod:`~partseg.config.schema` (the generic typed validator),
 :mod:`~partseg.config.overrides` (YAML reading, dotted overrides),
 :mod:`~partseg.config.sections` (the section dataclasses), :mod:`~partseg.config.rules` (rules
-between sections) and :mod:`~partseg.config.experiment` (:class:`ExperimentConfig`, loading and
-saving). Every public name is re-exported here.
+between sections), :mod:`~partseg.config.experiment` (:class:`ExperimentConfig`, loading and
+saving) and :mod:`~partseg.config.storefit` (in/out channels from the training store, the
+rules between a config and its data). Every public name is re-exported here.
 
 Example:
     >>> cfg = config_from_dict({"train": {"epochs": 3}, "optim": {"lr": 0.01}})
@@ -64,6 +65,7 @@ from partseg.config.sections import (
     ScheduleConfig,
     TrainConfig,
 )
+from partseg.config.storefit import fit_to_store
 from partseg.precision_modes import PRECISION_MODES
 
 #: The ``train.amp`` modes (the one list, :data:`partseg.precision_modes.PRECISION_MODES`).
@@ -86,6 +88,7 @@ __all__ = [
     "check_rules",
     "config_from_dict",
     "dotted_items",
+    "fit_to_store",
     "load_config",
     "parse_override",
     "read_yaml_mapping",

@@ -4,7 +4,9 @@ Each rule is a small function of the whole :class:`~partseg.config.ExperimentCon
 :class:`~partseg.errors.ConfigError` naming the key to change; :func:`check_rules` runs them all.
 They need no torch and no store: the network's total stride comes from the model config
 (:attr:`~partseg.models.ModelConfig.total_stride`). Rules that need the data (in/out channels
-against the store, the margin against the volume) are checked where the store is opened.
+from or against the store, the margin against the volume) are in
+:mod:`partseg.config.storefit`, applied where the store is opened. Unset in/out channels
+skip the rules about them here.
 
 Rules:
 
@@ -70,7 +72,8 @@ def context_fits_channels(config: ExperimentConfig) -> None:
     """2.5D: every store channel becomes 2c + 1 slice channels of the network input."""
     context = config.partition.context_slices
     slices = 2 * context + 1
-    if config.partition.spatial_dims == 2 and config.model.in_channels % slices:
+    in_channels = config.model.in_channels
+    if config.partition.spatial_dims == 2 and in_channels is not None and in_channels % slices:
         raise fail(
             "model.in_channels",
             config.model.in_channels,
@@ -82,6 +85,8 @@ def context_fits_channels(config: ExperimentConfig) -> None:
 def loss_fits_outputs(config: ExperimentConfig) -> None:
     """Sigmoid losses need one logit channel; class weights one value per class."""
     params, out = config.loss.params, config.model.out_channels
+    if out is None:  # taken from the store: checked against it at training setup
+        return
     if params.get("sigmoid") and out != 1:
         raise fail(
             "loss.params.sigmoid",

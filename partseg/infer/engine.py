@@ -204,6 +204,7 @@ def predict_layerwise(
     slab: int = 8,
     buffers: str = "auto",
     stats: EngineStats | None = None,
+    region_order: Sequence[int] | None = None,
 ):
     """Predict a whole case with the layer-wise engine; equals the padded whole-volume forward.
 
@@ -225,6 +226,8 @@ def predict_layerwise(
         buffers: ``memory``, ``zarr`` (feature rows in a scratch folder on disk) or ``auto``
             (zarr when :func:`held_bytes` exceeds half the available RAM).
         stats: filled with what the run held and did.
+        region_order: for region outputs, the class id each channel writes (labels by
+            :func:`~partseg.infer.labels.labels_from_regions`); None for class outputs.
 
     Returns:
         ``backend.result()``: activated values (K, Z, Y, X) or labels (Z, Y, X).
@@ -241,13 +244,13 @@ def predict_layerwise(
         precision = resolve_precision(precision, device)
     model.eval()
     k = int(model.out_channels)
-    activation = activation or default_activation(k)
+    activation = activation or default_activation(k, regions=region_order is not None)
     shape = tuple(int(s) for s in case.shape)
     out_shape = shape if output == "labels" else (k, *shape)
     out_dtype = np.uint8 if output == "labels" else dtype
     backend = backend or MemoryBackend(out_shape, out_dtype)
     stats = stats if stats is not None else EngineStats()
-    writer = _Writer(backend, activation, output, dtype, shape)
+    writer = _Writer(backend, activation, output, dtype, shape, region_order)
     with torch.inference_mode(), precision.autocast():
         _run_volume(model, case, derive, device, tta, slab, buffers, stats, writer)
     return backend.result()
@@ -256,9 +259,11 @@ def predict_layerwise(
 class _Writer:
     """Crops output rows to the volume, activates them and writes them (or sums TTA logits)."""
 
-    def __init__(self, backend: Backend, activation: str, output: str, dtype, shape) -> None:
+    def __init__(
+        self, backend: Backend, activation: str, output: str, dtype, shape, region_order=None
+    ) -> None:
         self.backend, self.activation, self.output = backend, activation, output
-        self.dtype, self.shape = np.dtype(dtype), shape
+        self.dtype, self.shape, self.region_order = np.dtype(dtype), shape, region_order
 
     def write(self, axis: int, lo: int, logits: np.ndarray) -> None:
         """``logits`` (K, *shape with rows [lo, lo + n) along ``axis``) -> the output."""
@@ -266,7 +271,7 @@ class _Writer:
         rows = [slice(None)] * len(self.shape)
         rows[axis] = slice(lo, lo + logits.shape[1 + axis])
         if self.output == "labels":
-            self.backend.write(tuple(rows), labels_from_probabilities(values))
+            self.backend.write(tuple(rows), labels_from_probabilities(values, self.region_order))
         else:
             self.backend.write((slice(None), *rows), values.astype(self.dtype, copy=False))
 
@@ -385,7 +390,7 @@ def _predict_exact(job: CaseJob) -> Any:
     return predict_layerwise(
         job.model, job.case, job.layout, derive=job.derive, device=job.device,
         precision=job.precision, tta=job.tta, activation=job.activation, output=job.output,
-        dtype=job.dtype, backend=backend, slab=SLAB,
+        dtype=job.dtype, backend=backend, slab=SLAB, region_order=job.region_order,
     )  # fmt: skip
 
 

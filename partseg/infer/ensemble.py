@@ -3,8 +3,9 @@
 Members that share the input layout, channels and classes run together, minicube by minicube:
 :class:`EnsembleModel` returns ``log(mean_i softmax(model_i(x)))``, so the stitcher's softmax
 gives back exactly the averaged probabilities and no per-model volume is ever held in RAM. For
-one-channel (sigmoid) members it returns ``logit(mean_i sigmoid(model_i(x)))``, so the stitcher's
-sigmoid gives back the averaged foreground probability (thresholded at 0.5 for labels).
+one-channel (sigmoid) members, and region members (one sigmoid per region), it returns
+``logit(mean_i sigmoid(model_i(x)))``, so the stitcher's sigmoid gives back the averaged
+probabilities (thresholded at 0.5 for labels).
 The shared partition (:func:`ensemble_partition`) keeps the first member's core and takes the
 widest margins and the largest stride of all members. Members with different layouts cannot
 share minicubes: predict each separately and use :func:`average_probabilities`.
@@ -26,10 +27,10 @@ from partseg.geometry import Partition, make_partition
 class EnsembleModel(torch.nn.Module):
     """Average the probabilities of several models; outputs "logits" of the average.
 
-    K > 1 channels: ``log(mean softmax)`` (softmax of it is the mean). One channel (sigmoid
-    members): ``logit(mean sigmoid)`` (sigmoid of it is the mean). The mean is clamped to
-    ``[1e-12, 1 - 1e-12]`` (K == 1) or ``>= 1e-12`` so no logit is infinite; all members must
-    have the same number of output channels.
+    K > 1 channels: ``log(mean softmax)`` (softmax of it is the mean). One channel, or
+    ``sigmoid=True`` (region members): ``logit(mean sigmoid)`` per channel (sigmoid of it is
+    the mean). The mean is clamped to ``[1e-12, 1 - 1e-12]`` (sigmoid) or ``>= 1e-12`` so no
+    logit is infinite; all members must have the same number of output channels.
 
     Example:
         >>> a, b = torch.nn.Conv3d(1, 2, 1), torch.nn.Conv3d(1, 2, 1)
@@ -42,13 +43,14 @@ class EnsembleModel(torch.nn.Module):
         True
     """
 
-    def __init__(self, members: Sequence[torch.nn.Module]) -> None:
+    def __init__(self, members: Sequence[torch.nn.Module], *, sigmoid: bool = False) -> None:
         super().__init__()
         if not members:
             raise CheckpointError("an ensemble needs at least one model")
         self.members = torch.nn.ModuleList(members)
         first = members[0]
         self.out_channels = int(first.out_channels)
+        self.sigmoid = sigmoid or self.out_channels == 1
         counts = [int(m.out_channels) for m in members]
         if len(set(counts)) > 1:
             raise CheckpointError(
@@ -68,11 +70,11 @@ class EnsembleModel(torch.nn.Module):
             if isinstance(out, list | tuple):
                 out = out[0]
             out = out.float()  # (B, K, *S)
-            probabilities = out.sigmoid() if self.out_channels == 1 else out.softmax(dim=1)
+            probabilities = out.sigmoid() if self.sigmoid else out.softmax(dim=1)
             total = probabilities if total is None else total + probabilities
         assert total is not None
         mean = total / len(self.members)
-        if self.out_channels == 1:
+        if self.sigmoid:
             mean = mean.clamp(1e-12, 1.0 - 1e-12)
             return torch.log(mean) - torch.log1p(-mean)  # logit: sigmoid(logit(p)) == p
         return torch.log(mean.clamp_min(1e-12))
@@ -82,15 +84,23 @@ def check_members(loaded: Sequence[Any]) -> None:
     """Raise CheckpointError unless all members share layout, channels, classes and inputs.
 
     An ensemble feeds every member the same minicubes, so they must agree on the input layout,
-    the store's channels and classes and the derived channels; every disagreement is listed.
+    the store's channels (the same modalities in the same order; BraTS 2020 and 2023 names
+    match by alias, :mod:`partseg.store.editions`), classes, regions and the derived channels;
+    every disagreement is listed.
     """
+    from partseg.store.editions import same_channels
+
     first = loaded[0]
     problems = [
         f"{other.path} has {name} {getattr(other, name)} but {first.path} has "
         f"{getattr(first, name)}"
         for other in loaded[1:]
-        for name in ("layout", "channels", "classes", "derived_channels")
-        if _as_tuple(getattr(other, name)) != _as_tuple(getattr(first, name))
+        for name in ("layout", "channels", "classes", "regions", "derived_channels")
+        if (
+            not same_channels(other.channels, first.channels)
+            if name == "channels"
+            else _as_tuple(getattr(other, name, None)) != _as_tuple(getattr(first, name, None))
+        )
     ]
     if problems:
         raise CheckpointError(

@@ -16,7 +16,8 @@ Example:
     >>> graph = lower_model(model.eval(), rows=8)
     >>> [n.name for n in graph.nodes][:3], graph.output.rows
     (['input', 'encoder.0.body.0.0', 'encoder.0.body.0.1'], 8)
-    >>> lower_model(build_model(ModelConfig(norm="instance", depth=2)), rows=8)
+    >>> lower_model(build_model(ModelConfig(norm="instance", depth=2, in_channels=1,
+    ...                                     out_channels=2)), rows=8)
     Traceback (most recent call last):
     ...
     partseg.errors.NotTileableError: layer encoder.0.body.0.0.1 (InstanceNorm3d) normalises with \
@@ -131,7 +132,8 @@ def not_tileable_reason(model: nn.Module) -> str | None:
 
     Example:
         >>> from partseg.models import ModelConfig, build_model
-        >>> not_tileable_reason(build_model(ModelConfig(depth=2, base_width=2))) is None
+        >>> cfg = ModelConfig(depth=2, base_width=2, in_channels=1, out_channels=2)
+        >>> not_tileable_reason(build_model(cfg)) is None
         True
     """
     try:

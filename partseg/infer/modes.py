@@ -75,6 +75,8 @@ class CaseJob:
         output: ``values`` (activated, K channels) or ``labels`` (uint8 class ids).
         dtype: dtype of stored values.
         sink: makes the output backend; None keeps the output in memory.
+        region_order: the class id each output channel writes for region outputs
+            (:func:`~partseg.infer.labels.labels_from_regions`); None for class outputs.
     """
 
     model: torch.nn.Module
@@ -92,6 +94,7 @@ class CaseJob:
     output: str
     dtype: np.dtype
     sink: SinkFactory | None = None
+    region_order: tuple[int, ...] | None = None
 
     @property
     def shape(self) -> Shape:
@@ -167,7 +170,7 @@ def _stitched(
     stitcher = Stitcher(
         job.shape, partition, job.channels, blend=blend, overlap=overlap,
         activation=job.activation, output=job.output, dtype=job.dtype,
-        backend=job.backend(partition.core),
+        backend=job.backend(partition.core), region_order=job.region_order,
     )  # fmt: skip
     return predict_case(
         job.model, job.case, partition, job.layout, batch_size=job.batch_size, device=job.device,

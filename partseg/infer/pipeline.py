@@ -7,12 +7,17 @@ and the post-processing are written once:
 
 1. **Checkpoints**: one, or several averaged as an ensemble
    (:class:`~partseg.infer.ensemble.EnsembleModel`); members must agree on layout, channels,
-   classes and derived channels (every disagreement is reported in one error).
+   classes, regions and derived channels (every disagreement is reported in one error).
+   Channels match by alias (BraTS 2020 ``t1, t1ce, t2, flair`` = 2023 ``t1n, t1c, t2w, t2f``,
+   :mod:`partseg.store.editions`); a store holding the model's modalities in another order is
+   read in the model's order (every box read is reordered).
 2. **Mode** (:data:`~partseg.infer.modes.MODES`): ``grid`` (the minicube grid, ``--margin``
    context, ``--blend`` with its ``--overlap``) or ``none`` (``model(volume)``); a mode that
    cannot run the model falls back to ``grid`` with a note.
-3. **Probabilities / labels**: softmax (or the sigmoid of a one-channel model), in memory or
-   streamed to a zarr backend; labels by argmax (``p > 0.5`` for one channel).
+3. **Probabilities / labels**: softmax (or the sigmoid of a one-channel model, or one sigmoid
+   per region of a region model), in memory or streamed to a zarr backend; labels by argmax
+   (``p > 0.5`` for one channel, nnU-Net's region rule for regions:
+   :func:`~partseg.infer.labels.labels_from_regions`).
 4. **Post-processing**: small components removed, largest component kept, if asked.
 
 Export to the original geometry and the resumable batch over a store's cases are in
@@ -51,6 +56,8 @@ from partseg.infer.predictor import norm_warning, output_channels
 from partseg.infer.settings import PredictSettings
 from partseg.infer.stitch import default_activation, labels_from_probabilities
 from partseg.precision import resolve_precision
+from partseg.store.editions import channel_order, channels_problem
+from partseg.store.regions import Regions
 
 Log = Callable[[str], None]
 
@@ -89,6 +96,9 @@ class CasePredictor:
         members: the loaded checkpoints (empty for an in-memory model).
         key: identifies the checkpoints (for resume manifests and caches).
         log: where notes and warnings go (default: stderr).
+        regions: the region-based labels the model predicts (one sigmoid output per region),
+            or None for class outputs.
+        channels: the channel names the model was trained on (empty: unknown, read as is).
 
     Attributes:
         mode_name: the mode used (the requested one, or the fallback).
@@ -108,8 +118,12 @@ class CasePredictor:
         members: Sequence[LoadedModel] = (),
         key: str = "in-memory",
         log: Log | None = None,
+        regions: Regions | None = None,
+        channels: Sequence[str] = (),
     ) -> None:
         self.settings = settings
+        self.regions = regions
+        self.channels = tuple(channels)
         self.log = log or _to_stderr
         self.device = resolve_device(settings.device, key="device")
         self.precision = resolve_precision(settings.precision, self.device, key="amp")
@@ -154,14 +168,15 @@ class CasePredictor:
         device = resolve_device(settings.device, key="device")
         loaded = [load_model(path, device=device) for path in paths]
         check_members(loaded)
+        first = loaded[0]
         if len(loaded) == 1:
-            model, partition = loaded[0].model, loaded[0].partition
+            model, partition = first.model, first.partition
         else:
-            model = EnsembleModel([m.model for m in loaded]).eval()
+            model = EnsembleModel([m.model for m in loaded], sigmoid=first.regions is not None)
             partition = ensemble_partition([m.partition for m in loaded])
         return cls(
-            model, partition, loaded[0].layout, settings, derive=loaded[0].derive,
-            members=loaded, key=checkpoint_key(paths), log=log,
+            model.eval(), partition, first.layout, settings, derive=first.derive, members=loaded,
+            key=checkpoint_key(paths), log=log, regions=first.regions, channels=first.channels,
         )  # fmt: skip
 
     @classmethod
@@ -174,6 +189,7 @@ class CasePredictor:
         *,
         derive: Derive | None = None,
         log: Log | None = None,
+        regions: Regions | None = None,
     ) -> CasePredictor:
         """Wrap an in-memory model (validation during training); it is not copied.
 
@@ -184,20 +200,25 @@ class CasePredictor:
         if settings is None:
             first = next(model.parameters(), None)
             settings = PredictSettings(device=str(first.device) if first is not None else "cpu")
-        return cls(model, partition, layout, settings, derive=derive, log=log)
+        return cls(model, partition, layout, settings, derive=derive, log=log, regions=regions)
 
     # ---------------------------------------------------------------------------- checks
     def check_store(self, store: Any) -> None:
         """Raise CheckpointError listing every way a checkpoint does not fit ``store``.
 
-        Checks channels (names and order), derived channels (their source channel exists),
-        the network's input channels under the layout, and classes.
+        Checks channels (names by alias; another order is read in the model's, with a note),
+        derived channels (their source channel exists), the network's input channels under the
+        layout, classes and regions.
         """
         problems = [p for member in self.members for p in store_problems(member, store)]
         if problems:
             raise CheckpointError(
                 f"the model does not fit store {store.url}: " + "; ".join(problems)
             )
+        order = channel_order(self.channels, store.channels) if self.channels else None
+        if order is not None:
+            self.log(f"note: store {store.url} holds channels {list(store.channels)}; they are "
+                     f"read in the model's order {list(self.channels)}")  # fmt: skip
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -222,9 +243,25 @@ class CasePredictor:
             model=self.model, case=case, layout=self.layout, partition=self.partition,
             derive=self.derive, device=self.device, precision=self.precision, tta=s.tta,
             blend=s.blend, overlap=self.overlap, batch_size=s.batch_size,
-            activation=default_activation(self.out_channels), output=output, dtype=np.dtype(dtype),
-            sink=sink,
+            activation=default_activation(self.out_channels, regions=self.regions is not None),
+            output=output, dtype=np.dtype(dtype), sink=sink, region_order=self.region_order,
         )  # fmt: skip
+
+    @property
+    def region_order(self) -> tuple[int, ...] | None:
+        """The class id each output channel writes (region models), else None."""
+        return self.regions.order if self.regions is not None else None
+
+    def in_model_order(self, case: Any) -> Any:
+        """``case``, or a view of it reading its channels in the model's order.
+
+        A store case names its channels (``case.attrs["channels"]``); when they are the model's
+        modalities in another order (:func:`~partseg.store.editions.channel_order`), every
+        box is read reordered. Cases without channel names are read as they are.
+        """
+        found = getattr(case, "attrs", {}).get("channels")
+        order = channel_order(self.channels, found) if self.channels and found else None
+        return case if order is None else ReorderedCase(case, order)
 
     def predict(
         self,
@@ -248,14 +285,14 @@ class CasePredictor:
             labels (post-processed) and, if asked, the probabilities.
         """
         output = "values" if probabilities else "labels"
-        job = self.job(case, output=output, dtype=dtype, sink=sink)
+        job = self.job(self.in_model_order(case), output=output, dtype=dtype, sink=sink)
         was_training = self.model.training
         self.model.eval()
         try:
             result = self.mode.predict(job)
         finally:
             self.model.train(was_training)
-        labels = labels_of(result) if probabilities else np.asarray(result)
+        labels = labels_of(result, self.region_order) if probabilities else np.asarray(result)
         labels = postprocess(
             labels,
             min_component_size=self.settings.min_component_size,
@@ -264,21 +301,55 @@ class CasePredictor:
         return Prediction(str(case.id), labels, result if probabilities else None)
 
 
-def labels_of(probabilities: Any, slab: int = 16) -> np.ndarray:
+def labels_of(
+    probabilities: Any, region_order: Sequence[int] | None = None, slab: int = 16
+) -> np.ndarray:
     """Labels (Z, Y, X) uint8 of (K, Z, Y, X) probabilities, slab by slab (zarr larger than RAM).
 
-    Argmax over classes, or ``p > 0.5`` for one channel
-    (:func:`~partseg.infer.stitch.labels_from_probabilities`).
+    Argmax over classes, ``p > 0.5`` for one channel, or nnU-Net's region rule with
+    ``region_order`` (:func:`~partseg.infer.stitch.labels_from_probabilities`).
 
     Example:
         >>> labels_of(np.array([[[[0.2, 0.7]]], [[[0.8, 0.3]]]]), slab=1).tolist()
         [[[1, 0]]]
+        >>> labels_of(np.array([[[[0.9, 0.7]]], [[[0.8, 0.3]]]]), region_order=(1, 2)).tolist()
+        [[[2, 1]]]
     """
     depth = probabilities.shape[1]
     labels = np.zeros(probabilities.shape[1:], np.uint8)
     for z in range(0, depth, slab):
-        labels[z : z + slab] = labels_from_probabilities(np.asarray(probabilities[:, z : z + slab]))
+        part = np.asarray(probabilities[:, z : z + slab])
+        labels[z : z + slab] = labels_from_probabilities(part, region_order)
     return labels
+
+
+class ReorderedCase:
+    """A case whose image channels are read in another order; everything else is the case's.
+
+    Args:
+        case: a store ``Case`` (or anything with its ``read(box, label=...)`` contract).
+        order: index of the case channel that feeds each model channel.
+
+    Example:
+        >>> from partseg.geometry import Box
+        >>> from partseg.infer.predictor import ArrayCase
+        >>> case = ArrayCase("a", np.stack([np.zeros((1, 1, 1)), np.ones((1, 1, 1))]))
+        >>> image, _ = ReorderedCase(case, (1, 0)).read(Box.whole((1, 1, 1)), label=False)
+        >>> image.ravel().tolist(), ReorderedCase(case, (1, 0)).id
+        ([1.0, 0.0], 'a')
+    """
+
+    def __init__(self, case: Any, order: Sequence[int]) -> None:
+        self.case = case
+        self.order = list(order)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.case, name)
+
+    def read(self, box: Any, *, label: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """Image (C, *box) in the model's channel order, and the label (unchanged)."""
+        image, labels = self.case.read(box, label=label)
+        return image[self.order], labels
 
 
 def store_problems(member: LoadedModel, store: Any) -> list[str]:
@@ -286,10 +357,12 @@ def store_problems(member: LoadedModel, store: Any) -> list[str]:
     from partseg.channels import derived_channel_names
 
     name, problems = member.path, []
-    if member.channels and tuple(member.channels) != tuple(store.channels):
+    mismatch = channels_problem(member.channels, store.channels) if member.channels else None
+    if mismatch:
         problems.append(
             f"model {name} was trained on channels {list(member.channels)} but the store has "
-            f"{list(store.channels)} (ingest the data with the same modalities)"
+            f"{list(store.channels)}: {mismatch} (ingest the data with the same modalities; "
+            "ingest --channel-map renames channels)"
         )
     try:
         derived = derived_channel_names(member.derived_channels, store.channels)
@@ -308,5 +381,11 @@ def store_problems(member: LoadedModel, store: Any) -> list[str]:
         problems.append(
             f"model {name} predicts classes {list(member.classes)} but the store has "
             f"{list(store.classes)} (use a model trained on this label set)"
+        )
+    stored = getattr(store, "regions", None)
+    if member.regions is not None and stored is not None and member.regions != stored:
+        problems.append(
+            f"model {name} predicts regions {member.regions.to_json()} but the store declares "
+            f"{stored.to_json()} (use a model trained on these regions)"
         )
     return problems

@@ -7,7 +7,9 @@ atomically. :func:`predict_input` first ingests a raw folder (BraTS / MSD / ...)
 temporary store in ``OUT`` **with the ingest settings the model was trained with** (spacing,
 normalisation, crop, dtype, label mapping: recorded in the checkpoint), so the network sees the
 input it was trained on; the temporary store is reused by a rerun after an interruption and
-removed at the end.
+removed at the end. The folder's channel names are its own (matched to the model's by alias,
+:mod:`partseg.store.editions`); files that do not name their channels (nnU-Net's flat
+``imagesTs``: ``<id>_0000.nii.gz``, ...) get the model's channel names, count checked.
 
 Example (needs a trained run and data, so it is not run as a test)::
 
@@ -147,6 +149,8 @@ def predict_input(
     settings, note = ingest_settings(predictor)
     if note:
         predictor.log(f"note: {note}")
+    settings = name_input_channels(settings, input_dir, predictor.channels)
+    settings = dataclasses.replace(settings, images_only=True)  # labels play no part here
     source = str(Path(input_dir).resolve())
     tmp = out / _ingest_folder(source, settings)
     out.mkdir(parents=True, exist_ok=True)
@@ -184,8 +188,8 @@ def ingest_settings(predictor: CasePredictor) -> tuple[IngestSettings, str | Non
             f"({recorded[0]} vs {next(r for r in recorded if r != recorded[0])}); predict "
             "them separately or ingest the input yourself and use --store"
         )
-    known = {f.name for f in dataclasses.fields(IngestSettings)}
-    kwargs: dict[str, Any] = {}
+    known = {f.name for f in dataclasses.fields(IngestSettings)} - {"channel_map"}
+    kwargs: dict[str, Any] = {}  # no channel_map: an input's own names match by alias
     for key, value in (recorded[0] if recorded else {}).items():
         if key in known:
             kwargs[key] = tuple(value) if isinstance(value, list) else value
@@ -209,6 +213,34 @@ def ingest_settings(predictor: CasePredictor) -> tuple[IngestSettings, str | Non
         raise CheckpointError(
             f"the checkpoint's ingest settings {kwargs} are invalid: {err}"
         ) from err
+
+
+def name_input_channels(
+    settings: IngestSettings, input_dir: str | Path, channels: Sequence[str]
+) -> IngestSettings:
+    """``settings`` naming the channels of files that do not name them (``ch0, ch1, ...``:
+    nnU-Net's flat ``imagesTs``, HDF5 without names, NumPy) after the model's ``channels``.
+
+    Raises:
+        InputError: the files give another number of channels than the model takes.
+    """
+    from partseg.errors import InputError
+    from partseg.store.sources import ReadOptions, discover
+
+    options = ReadOptions(settings.image_key, settings.label_key)
+    source = discover(input_dir, settings.layout, options, settings.split)
+    if source.channels_named or not channels:
+        return settings
+    if len(source.channels) != len(channels):
+        raise InputError(
+            "(dataset)",
+            source.root,
+            f"the {source.layout} files give {len(source.channels)} channel(s) per case, but the "
+            f"model was trained on {len(channels)} ({', '.join(channels)})",
+            "give every case one file per model channel, in the model's order (_0000, _0001, ...)",
+        )
+    names = tuple(zip(source.channels, channels, strict=True))
+    return dataclasses.replace(settings, channel_map=names)
 
 
 def _predict_one(

@@ -14,12 +14,14 @@ the volume end; the virtual part of the last core is never written). Hence:
   :meth:`Partition.grid` yields) at most three slabs of chunks (the previous, current and next row
   of cores along Z) are pending, so RAM grows with the chunk and the slab, not with the volume.
 
-Values are finalised per chunk: an optional per-voxel activation (softmax over the class axis
-for K > 1 channels, sigmoid of the single foreground channel for K == 1), then stored as
-``"values"`` (probabilities or logits, fp16 by default to halve RAM/disk) or reduced to
-``"labels"`` (uint8, :func:`labels_from_probabilities`: argmax over K, or ``p > 0.5`` for one
-channel), so a 512^3 multi-class output never needs a float volume in RAM. Both activations act
-on one voxel at a time, so finalising chunk by chunk is exact.
+Values are finalised per chunk with :mod:`partseg.infer.labels`: an optional per-voxel
+activation (softmax over the class axis for K > 1 channels, sigmoid of the single foreground
+channel for K == 1, or of every channel of a region model), then stored as ``"values"``
+(probabilities or logits, fp16 by default to halve RAM/disk) or reduced to ``"labels"``
+(uint8, :func:`labels_from_probabilities`: argmax over K, ``p > 0.5`` for one channel,
+nnU-Net's region rule :func:`labels_from_regions` for regions), so a 512^3 multi-class output
+never needs a float volume in RAM. Every activation acts on one voxel at a time, so finalising
+chunk by chunk is exact.
 
 Worked example, one axis: volume 10, core 4, overlap 2 -> chunks [0,4) [4,8) [8,10); minicube 1
 predicts [2,10) and contributes to all three chunks; chunk 0 is complete after minicubes 0 and 1.
@@ -39,9 +41,35 @@ import numpy as np
 from partseg.errors import ConfigError, GeometryError
 from partseg.geometry import Box, Minicube, Partition
 from partseg.infer.blends import BLENDS, blend_weights
+from partseg.infer.labels import (  # re-exported: stitching finalises values with them
+    ACTIVATIONS,
+    activate,
+    check_activation,
+    default_activation,
+    labels_from_probabilities,
+    labels_from_regions,
+    sigmoid,
+    softmax,
+)
+
+__all__ = [
+    "ACTIVATIONS",
+    "OUTPUTS",
+    "Backend",
+    "MemoryBackend",
+    "Stitcher",
+    "ZarrBackend",
+    "activate",
+    "blend_weights",
+    "default_activation",
+    "grid_shard",
+    "labels_from_probabilities",
+    "labels_from_regions",
+    "sigmoid",
+    "softmax",
+]
 
 OUTPUTS = ("values", "labels")
-ACTIVATIONS = ("softmax", "sigmoid", "none")
 
 Shape = tuple[int, ...]
 
@@ -161,12 +189,16 @@ class Stitcher:
             default: the smaller margin for blends, 0 for crop. An axis whose core is 1 (the
             slice axis of 2D models) never overlaps; a blend needs overlap on some axis.
         activation: ``softmax`` over the class axis at finalisation, ``sigmoid`` per voxel (one
-            foreground channel, K == 1) or ``none`` (keep logits); default (None):
-            :func:`default_activation` of ``channels``. Softmax needs K > 1 and sigmoid K == 1.
+            foreground channel, K == 1, or one channel per region) or ``none`` (keep logits);
+            default (None): :func:`default_activation`. Softmax needs K > 1; sigmoid needs
+            K == 1 or ``region_order``.
         output: ``values`` (K, Z, Y, X) in ``dtype`` or ``labels`` (Z, Y, X) uint8 from
-            :func:`labels_from_probabilities` (one channel needs ``activation="sigmoid"``).
+            :func:`labels_from_probabilities` (one channel or regions need
+            ``activation="sigmoid"``).
         dtype: dtype of stored values (float16 halves the RAM of probabilities).
         backend: where chunks go; default an in-memory array.
+        region_order: the class id each output channel (region) writes
+            (:func:`labels_from_regions`); None for class outputs.
 
     Example:
         >>> from partseg.geometry import make_partition
@@ -190,16 +222,18 @@ class Stitcher:
         output: str = "values",
         dtype: np.dtype | type = np.float16,
         backend: Backend | None = None,
+        region_order: Sequence[int] | None = None,
     ) -> None:
         try:
             BLENDS.check(blend, key="blend")
         except ConfigError as err:
             raise GeometryError(str(err)) from None
         if activation is None:
-            activation = default_activation(channels)
+            activation = default_activation(channels, regions=region_order is not None)
         _check_choice("activation", activation, ACTIVATIONS)
         _check_choice("output", output, OUTPUTS)
-        _check_activation(int(channels), activation, output)
+        check_activation(int(channels), activation, output, region_order)
+        self.region_order = None if region_order is None else tuple(region_order)
         self.shape = tuple(int(s) for s in shape)
         self.partition = partition
         self.channels = int(channels)
@@ -345,7 +379,7 @@ class Stitcher:
         self._written.add(chunk)
         values = activate(values, self.activation)
         if self.output == "labels":
-            self.backend.write(box.slices(), labels_from_probabilities(values))
+            self.backend.write(box.slices(), labels_from_probabilities(values, self.region_order))
         else:
             self.backend.write((slice(None), *box.slices()), values.astype(self.dtype))
 
@@ -366,93 +400,6 @@ class Stitcher:
                     f"({len(self._pending)} partly); aggregate every minicube of the grid"
                 )
         return self.backend.result()
-
-
-def softmax(values: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Numerically stable softmax in float32."""
-    values = values.astype(np.float32, copy=False)
-    shifted = np.exp(values - values.max(axis=axis, keepdims=True))
-    return shifted / shifted.sum(axis=axis, keepdims=True)
-
-
-def sigmoid(values: np.ndarray) -> np.ndarray:
-    """Numerically stable logistic sigmoid in float32 (no overflow for large |x|).
-
-    Example:
-        >>> sigmoid(np.array([-1000.0, 0.0, 1000.0])).tolist()
-        [0.0, 0.5, 1.0]
-    """
-    values = values.astype(np.float32, copy=False)
-    e = np.exp(-np.abs(values))  # in (0, 1]
-    return np.where(values >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)
-
-
-def default_activation(channels: int) -> str:
-    """The activation of a network with ``channels`` outputs: ``sigmoid`` for 1, else softmax.
-
-    Example:
-        >>> default_activation(1), default_activation(4)
-        ('sigmoid', 'softmax')
-    """
-    return "sigmoid" if int(channels) == 1 else "softmax"
-
-
-def activate(values: np.ndarray, activation: str) -> np.ndarray:
-    """Apply ``activation`` (``softmax`` over axis 0, ``sigmoid`` or ``none``) to (K, *S) values.
-
-    Example:
-        >>> activate(np.zeros((2, 1)), "softmax").tolist()
-        [[0.5], [0.5]]
-    """
-    _check_choice("activation", activation, ACTIVATIONS)
-    if activation == "softmax":
-        return softmax(values, axis=0)
-    if activation == "sigmoid":
-        return sigmoid(values)
-    return values
-
-
-def labels_from_probabilities(probabilities: np.ndarray) -> np.ndarray:
-    """Class ids (*S) uint8 from probabilities (K, *S): ``p[0] > 0.5`` for K == 1, else argmax.
-
-    The one place where partseg turns probabilities into labels. With one channel (a sigmoid
-    model of a binary task) the channel is the foreground probability, so the label is 1 where
-    it exceeds 0.5; with K > 1 channels it is the most probable class (ties: the lowest id).
-    Works on any array-like with ``shape`` (numpy; zarr slabs via ``np.asarray``).
-
-    Example:
-        >>> labels_from_probabilities(np.array([[0.2, 0.5, 0.7]])).tolist()
-        [0, 0, 1]
-        >>> labels_from_probabilities(np.array([[0.2, 0.6], [0.8, 0.4]])).tolist()
-        [1, 0]
-    """
-    probabilities = np.asarray(probabilities)
-    if probabilities.ndim < 1 or probabilities.shape[0] < 1:
-        raise GeometryError(
-            f"probabilities must be (K, *spatial) with K >= 1, got shape {probabilities.shape}"
-        )
-    if probabilities.shape[0] == 1:
-        return (probabilities[0] > 0.5).astype(np.uint8)
-    return np.argmax(probabilities, axis=0).astype(np.uint8)
-
-
-def _check_activation(channels: int, activation: str, output: str) -> None:
-    """Softmax needs K > 1, sigmoid K == 1; labels of one channel need sigmoid probabilities."""
-    if activation == "softmax" and channels == 1:
-        raise GeometryError(
-            "softmax over a single output channel is always 1; use activation='sigmoid' "
-            "(or leave activation unset) for a one-channel binary model"
-        )
-    if activation == "sigmoid" and channels != 1:
-        raise GeometryError(
-            f"sigmoid activation is for one-channel binary models, got {channels} channels; "
-            "use activation='softmax' (or leave activation unset)"
-        )
-    if output == "labels" and channels == 1 and activation != "sigmoid":
-        raise GeometryError(
-            "labels of a one-channel model threshold sigmoid probabilities at 0.5; use "
-            f"activation='sigmoid' with output='labels' (got {activation!r})"
-        )
 
 
 def _contributors_per_chunk(size: int, core: int, overlap: int, count: int) -> np.ndarray:

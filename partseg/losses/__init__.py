@@ -18,7 +18,8 @@ logit of a binary task; the foreground is ``target > 0``. Internally both cases 
 **Modules.** ``base`` (shared helpers: input checks, fp32 probabilities, one-hot, masked
 reductions), ``overlap`` (Dice, Tversky, Focal-Tversky, weighted Dice: per-class soft counts,
 optionally over the whole batch), ``voxelwise`` (cross-entropy, TopK, focal), ``compound``
-(Dice + CE, Dice + TopK, adaptive TverskyCE), ``deep_supervision`` and ``registry``
+(Dice + CE, Dice + TopK, adaptive TverskyCE), ``deep_supervision``, ``regions`` (any loss on
+region outputs, one sigmoid per region: nnU-Net's region-based BraTS training) and ``registry``
 (:data:`LOSSES`, :func:`build_loss`, :class:`LossConfig`; torch-free). Import the public names
 from ``partseg.losses``; the loss classes are imported on first use.
 
@@ -52,6 +53,7 @@ _LAZY = {
     "CrossEntropyLoss": "voxelwise",
     "FocalLoss": "voxelwise",
     "TopKLoss": "voxelwise",
+    "RegionLoss": "regions",
 }
 
 
@@ -69,6 +71,7 @@ __all__ = [
     "FocalLoss",
     "FocalTverskyLoss",
     "LossConfig",
+    "RegionLoss",
     "TopKLoss",
     "TverskyLoss",
     "WeightedDiceLoss",

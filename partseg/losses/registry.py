@@ -167,6 +167,12 @@ class LossConfig:
         object.__setattr__(self, "params", dict(self.params))
         _check_params(self.name, self.params)
 
-    def build(self) -> nn.Module:
-        """Instantiate the loss."""
-        return build_loss(self.name, **self.params)
+    def build(self, regions: Sequence[Sequence[int]] | None = None) -> nn.Module:
+        """Instantiate the loss; with ``regions`` (class ids per output channel) one sigmoid
+        per region (:class:`~partseg.losses.regions.RegionLoss`)."""
+        loss = build_loss(self.name, **self.params)
+        if not regions:
+            return loss
+        from partseg.losses.regions import RegionLoss
+
+        return RegionLoss(loss, regions)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from partseg.errors import ConfigError
 from partseg.lazy import lazy_getattr
 from partseg.models.config import ModelConfig
 from partseg.models.registry import MODELS, ModelFamily
@@ -37,10 +38,21 @@ _LAZY = {"SegmentationModel": "base", "saved_tensor_bytes": "memory"}
 def build_model(config: ModelConfig) -> SegmentationModel:
     """Builds the network named by ``config.name`` (weights randomly initialised).
 
+    Raises:
+        ConfigError: ``in_channels`` or ``out_channels`` unset (training takes them from the
+            store; give them to build a model without one).
+
     Example:
-        >>> build_model(ModelConfig(name="dilated_unet", spatial_dims=2)).total_stride
+        >>> cfg = ModelConfig(name="dilated_unet", spatial_dims=2, in_channels=4, out_channels=4)
+        >>> build_model(cfg).total_stride
         8
     """
+    unset = [k for k in ("in_channels", "out_channels") if getattr(config, k) is None]
+    if unset:
+        raise ConfigError(
+            f"model.{unset[0]} is not set: training takes it from the store (data.store); set "
+            f"{' and '.join(f'model.{k}' for k in unset)} to build a model without a store"
+        )
     return MODELS.get(config.name, key="model.name").load()(config)
 
 

@@ -38,8 +38,12 @@ class ModelConfig:
             Isensee 2017; aneurysm paper) or ``"deepmedic"`` (two-pathway 3D CNN of Kamnitsas
             et al. 2017, "same"-padded).
         spatial_dims: 2 (inputs (B, C, Y, X)) or 3 (inputs (B, C, Z, Y, X)).
-        in_channels: image channels, e.g. 4 for BraTS (t1, t1ce, t2, flair).
-        out_channels: classes (logit channels), background included.
+        in_channels: network input channels, e.g. 4 for BraTS (t1, t1ce, t2, flair); None
+            (default): training takes them from the store (channels + derived channels, times
+            the context slices of a 2D model).
+        out_channels: logit channels: the classes, background included (1 for a sigmoid
+            binary model), or one per region of a region-based store; None (default): from the
+            store.
         depth: resolution levels of a U-Net; poolings = depth - 1. Ignored by DeepMedic.
         base_width: feature maps at full resolution; doubled at every level.
         max_width: cap on the feature maps of any level.
@@ -64,8 +68,8 @@ class ModelConfig:
 
     name: str = "unet"
     spatial_dims: int = 3
-    in_channels: int = 4
-    out_channels: int = 4
+    in_channels: int | None = None
+    out_channels: int | None = None
     depth: int = 4
     base_width: int = 32
     max_width: int = 320
@@ -157,6 +161,8 @@ class ModelConfig:
             "deepmedic_fc_width": self.deepmedic_fc_width,
         }
         for key, value in positive.items():
+            if value is None and key.endswith("_channels"):
+                continue  # taken from the store at training setup
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"model config: {key}={value!r} must be a positive integer")
         if self.max_width < self.base_width:

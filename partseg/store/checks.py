@@ -33,6 +33,7 @@ from typing import Any
 
 from partseg.errors import StoreError
 from partseg.names import check_name, check_shape
+from partseg.store.regions import Regions
 
 _DAMAGED = "the store is damaged or was not written by partseg; re-ingest it"
 _CASE_HINT = "delete that case's folder (cases/<id>) and rerun the same `partseg ingest` command"
@@ -68,6 +69,20 @@ def label_mapping(url: str, pairs: Any) -> dict[int, int]:
             f"store {url}: label_mapping {pairs!r} is not a list of [value, class] pairs; "
             f"{_DAMAGED}"
         ) from err
+
+
+def store_regions(url: str, data: Any, n_classes: int) -> Regions | None:
+    """The store's region declaration (None without one), checked against its classes."""
+    try:
+        regions = Regions.from_json(data)
+    except ValueError as err:
+        raise StoreError(f"store {url}: {err}; {_DAMAGED}") from None
+    if regions is not None and any(not 0 < v < n_classes for v in regions.values):
+        raise StoreError(
+            f"store {url}: regions use class ids {list(regions.values)} outside 1..{n_classes - 1}"
+            f"; {_DAMAGED}"
+        )
+    return regions
 
 
 def check_case_attrs(url: str, case_id: str, attrs: Mapping[str, Any]) -> None:
@@ -137,4 +152,5 @@ __all__ = [
     "count_chunk_files",
     "expected_chunk_files",
     "label_mapping",
+    "store_regions",
 ]

@@ -7,40 +7,46 @@ coordinating process rewrites the dataset index, after each completed case, so t
 lists a half-written case. Rerunning the same command resumes: complete cases are skipped,
 leftover tmp folders are removed, and listed cases whose folder is gone (deleted because it was
 damaged) are written again. Settings that change the stored data (crop, normalisation,
-spacing, dtype, chunks, labels) must match on resume; otherwise pass ``overwrite=True``.
+spacing, dtype, chunks, channel renames, labels, regions) must match on resume; otherwise pass
+``overwrite=True``. The settings are :class:`~partseg.store.settings.IngestSettings`; one case's
+work is :mod:`partseg.store.prepare`.
+
+Channels: the layout's names, renamed by ``settings.channel_map`` (``--channel-map``,
+:func:`~partseg.store.editions.rename_channels`).
 
 Declared labels, in order of precedence: ``settings.labels``; the layout's declaration (BraTS
 {0, 1, 2, 4} or {0, 1, 2, 3} for 2023; ``dataset.json`` for MSD); else the values found in the
-first case with a readable label. A case with a value outside the declared set is bad.
+first case with a readable label. A case with a value outside the declared set is bad. A
+region-based nnU-Net ``dataset.json`` also declares regions
+(:class:`~partseg.store.regions.Regions`); the store records them in class ids under
+``"regions"``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from partseg import __version__
-from partseg.errors import ConfigError, InputError, StoreError
+from partseg.errors import InputError, StoreError
 from partseg.geometry import Box
 from partseg.names import name_problem
 from partseg.store import preprocess as pp
-from partseg.store.encoding import DTYPES
-from partseg.store.preprocess import NORMALIZATIONS
-from partseg.store.reading import nifti_header, read_case
+from partseg.store.editions import rename_channels
+from partseg.store.prepare import CasePlan, Outcome, error_fields, foreground_of, ingest_one
+from partseg.store.reading import read_case
+from partseg.store.regions import Regions
+from partseg.store.settings import CROPS, IngestSettings
 from partseg.store.sources import ReadOptions, Source, SourceCase, discover
 from partseg.store.writer import (
-    CLEVEL,
-    CODEC,
-    CODECS,
     TMP_PREFIX,
     StoreWriter,
     create_store,
@@ -48,95 +54,8 @@ from partseg.store.writer import (
     store_state,
     writable_state,
 )
-from partseg.store.zarrstore import AXIS_ORDER_NOTE, DEFAULT_CHUNKS
 
-CROPS = ("foreground", "dataset", "none")
-
-
-@dataclass(frozen=True)
-class IngestSettings:
-    """How raw cases become store arrays.
-
-    Attributes:
-        layout: ``"auto"``, ``"brats"``, ``"msd"``, ``"hdf5"`` or ``"numpy"``.
-        crop: ``"foreground"`` (per case, nonzero box of all channels), ``"dataset"`` (the union
-            of every case's foreground box) or ``"none"``.
-        normalize: ``"auto"`` (default: ``"zscore-nonzero"``, or ``"zscore-all"`` for CT
-            channels; :func:`~partseg.store.preprocess.resolve_normalization` gives the
-            reason), ``"zscore-nonzero"`` (per channel over the voxels nonzero in any channel,
-            the outside kept at 0), ``"zscore-all"`` (over every voxel) or ``"none"``. A
-            store records the resolved method.
-        spacing: target voxel size (Z, Y, X) in mm, or None to keep the original grid.
-        dtype: stored image dtype: ``"int16"`` (default: whole counts of a per-channel step,
-            exact for integer scans, see :mod:`~partseg.store.encoding`), ``"float16"`` or
-            ``"float32"``.
-        chunks: spatial chunk shape (Z, Y, X).
-        channels_per_chunk: channels stored together in one chunk (clamped to the number of
-            channels). Every read takes all channels, so 4 (BraTS: one chunk file for the four
-            modalities) read 15-35 % faster than 1 in ``tools/bench_io.py``: fewer files.
-        codec: Blosc compressor (``"lz4hc"`` default: minicubes read 1.5-2x faster than with
-            ``"zstd"`` level 5, whose files are 5-8 % smaller).
-        clevel: compression level 1-9 (lz4hc 9: 3 % smaller than 5 and reads at least as fast;
-            compressing takes about 1.6 s per BraTS case).
-        shuffle: Blosc filter: ``"shuffle"``, ``"bitshuffle"`` or ``"noshuffle"``.
-        labels: declared label values; None uses the layout's or the first case's.
-        label_names: ``(value, name)`` pairs naming classes the layout does not name
-            (otherwise ``label_<value>``), e.g. ``((1, "aneurysm"),)``.
-        image_key: HDF5 dataset / ``.npz`` key of the image.
-        label_key: HDF5 dataset / ``.npz`` key of the label.
-        split: MSD/nnU-Net: ``"train"`` (imagesTr), ``"test"`` (imagesTs) or ``"all"``.
-        locations_per_class: size of the per-class voxel sample kept for samplers.
-        seed: seed of that sample (mixed with the case id).
-    """
-
-    layout: str = "auto"
-    crop: str = "foreground"
-    normalize: str = "auto"
-    spacing: tuple[float, float, float] | None = None
-    dtype: str = "int16"
-    chunks: tuple[int, int, int] = DEFAULT_CHUNKS
-    channels_per_chunk: int = 4
-    codec: str = CODEC
-    clevel: int = CLEVEL
-    shuffle: str = "shuffle"
-    labels: tuple[int, ...] | None = None
-    label_names: tuple[tuple[int, str], ...] = ()
-    image_key: str = "image"
-    label_key: str = "label"
-    split: str = "train"
-    locations_per_class: int = 2000
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.crop in CROPS, f"crop must be one of {CROPS}, got {self.crop!r}"),
-            (self.normalize in NORMALIZATIONS, f"normalize must be one of {NORMALIZATIONS}"),
-            (self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}"),
-            (len(self.chunks) == 3 and all(int(c) > 0 for c in self.chunks),
-             f"chunks must be 3 positive sizes (Z, Y, X), got {self.chunks}"),
-            (self.spacing is None or (len(self.spacing) == 3 and all(s > 0 for s in self.spacing)),
-             f"spacing must be 3 positive sizes in mm (Z, Y, X), got {self.spacing}"),
-            (self.codec in CODECS, f"codec must be one of {CODECS}, got {self.codec!r}"),
-            (1 <= self.clevel <= 9, f"clevel must be 1..9, got {self.clevel}"),
-            (self.shuffle in ("shuffle", "bitshuffle", "noshuffle"), "bad shuffle filter"),
-            (self.channels_per_chunk >= 1, "channels_per_chunk must be >= 1"),
-        ]  # fmt: skip
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"ingest: {message}")
-
-    def compression(self) -> dict[str, Any]:
-        """The writer's compression settings (``codec``, ``clevel``, ``shuffle``)."""
-        return {"codec": self.codec, "clevel": self.clevel, "shuffle": self.shuffle}
-
-    def resolved(self, channels: Sequence[str]) -> IngestSettings:
-        """These settings with ``normalize="auto"`` resolved for a dataset's ``channels``."""
-        return replace(self, normalize=pp.resolve_normalization(self.normalize, channels))
-
-    def recorded(self) -> dict[str, Any]:
-        """The settings that shape the stored data, as JSON; they must match on resume."""
-        keep = ("crop", "normalize", "spacing", "dtype", "chunks", "channels_per_chunk")
-        return json.loads(json.dumps({k: getattr(self, k) for k in keep}))
+__all__ = ["CROPS", "IngestReport", "IngestSettings", "ingest"]
 
 
 @dataclass
@@ -188,144 +107,6 @@ class IngestReport:
         return "\n".join(lines)
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """Everything a worker needs to turn a source case into store arrays (picklable)."""
-
-    settings: IngestSettings
-    channels: tuple[str, ...]
-    classes: tuple[str, ...]
-    mapping: dict[int, int]
-    dataset_box: Box | None
-
-
-# ---------------------------------------------------------------------------- one case
-
-
-def prepare_case(
-    case: SourceCase, plan: _Plan
-) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any], np.ndarray]:
-    """Read, check and preprocess one case.
-
-    Returns:
-        image (C, Z, Y, X) float32, label (Z, Y, X) uint8 or None, case attrs, locations (N, 4).
-
-    Raises:
-        InputError: the case is bad (unreadable, inconsistent, labels outside the declared set).
-    """
-    s = plan.settings
-    raw = read_case(case, ReadOptions(s.image_key, s.label_key))
-    original_shape = tuple(int(n) for n in raw.image.shape[1:])  # (Z, Y, X)
-    box = _crop_box(case, raw.image, plan)
-    image = pp.crop(raw.image, box)  # (C, z, y, x)
-    label = None
-    if raw.label is not None:
-        try:
-            label = pp.crop(pp.remap_labels(raw.label, plan.mapping), box)  # check all voxels
-        except ValueError as err:
-            raise InputError(
-                case.case_id,
-                case.label_file,
-                str(err),
-                "declare every label value (--labels), or rerun with --skip-bad",
-            ) from err
-    spacing = raw.spacing
-    if s.spacing is not None:
-        image, label = pp.resample(image, label, raw.spacing, s.spacing)
-        spacing = tuple(float(v) for v in s.spacing)  # type: ignore[assignment]
-    image, normalization = pp.normalize(image, pp.resolve_normalization(s.normalize, plan.channels))
-    n_classes = len(plan.classes)
-    counts = pp.class_counts(label, n_classes) if label is not None else {}
-    locations = (
-        pp.sample_locations(label, n_classes, s.locations_per_class, f"{s.seed}:{case.case_id}")
-        if label is not None
-        else np.zeros((0, 4), np.int32)
-    )
-    attrs = {
-        "case_id": case.case_id,
-        "shape": list(image.shape[1:]),
-        "spacing": list(spacing),
-        "original_spacing": list(raw.spacing),
-        "original_shape": list(original_shape),
-        "crop_box": {"start": list(box.start), "size": list(box.size)},
-        "affine": np.asarray(raw.affine).tolist(),
-        "channels": list(plan.channels),
-        "classes": list(plan.classes),
-        "label_mapping": [[k, v] for k, v in plan.mapping.items()],
-        "has_label": label is not None,
-        "normalization": normalization,
-        "voxel_counts": {str(k): v for k, v in counts.items()},
-        "location_counts": {str(c): int((locations[:, 0] == c).sum()) for c in counts},
-        "source_files": [str(p) for p in case.image_files]
-        + ([str(case.label_file)] if case.label_file else []),
-        "axis_order": AXIS_ORDER_NOTE,
-    }
-    header = nifti_header(case.image_files[0]) if case.fmt == "nifti" else None
-    if header is not None:  # export writes the source's sform/qform codes back
-        attrs["nifti_header"] = header
-    return image, label, attrs, locations
-
-
-def _crop_box(case: SourceCase, image: np.ndarray, plan: _Plan) -> Box:
-    shape = image.shape[1:]
-    if plan.settings.crop == "none":
-        return Box.whole(shape)
-    if plan.settings.crop == "foreground":
-        return pp.foreground_box(image)
-    assert plan.dataset_box is not None
-    try:
-        return plan.dataset_box.clip(shape)[0]
-    except Exception as err:
-        raise InputError(
-            case.case_id,
-            case.image_files[0],
-            f"the dataset crop box {plan.dataset_box} misses the volume of shape {shape}",
-            "use --crop foreground",
-        ) from err
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    case_id: str
-    error: dict[str, str] | None = None
-    box: Box | None = None
-
-
-def _error(err: InputError) -> dict[str, str]:
-    """InputError as plain data: its custom __init__ does not survive pickling across processes."""
-    return {"case": err.case, "path": err.path, "problem": err.problem, "hint": err.hint}
-
-
-def _ingest_one(case: SourceCase, plan: _Plan, writer: StoreWriter) -> _Outcome:
-    """Prepare and write one case (runs in a worker process with ``--workers``)."""
-    try:
-        image, label, attrs, locations = prepare_case(case, plan)
-    except InputError as err:
-        return _Outcome(case.case_id, _error(err))
-    s = plan.settings
-    writer.write_case(
-        case.case_id,
-        image,
-        label,
-        attrs,
-        locations,
-        s.chunks,
-        dtype=s.dtype,
-        channels_per_chunk=s.channels_per_chunk,
-    )
-    return _Outcome(case.case_id)
-
-
-def _foreground_of(case: SourceCase, plan: _Plan, writer: StoreWriter) -> _Outcome:
-    """First pass of ``--crop dataset``: the case's foreground box."""
-    s = plan.settings
-    try:
-        raw = read_case(case, ReadOptions(s.image_key, s.label_key))
-    except InputError as err:
-        return _Outcome(case.case_id, _error(err))
-    return _Outcome(case.case_id, box=pp.foreground_box(raw.image))
-
-
 # ---------------------------------------------------------------------------- the run
 
 
@@ -365,6 +146,10 @@ def ingest(
     settings = settings or IngestSettings()
     source = discover(src, settings.layout, ReadOptions(settings.image_key, settings.label_key),
                       settings.split)  # fmt: skip
+    source = rename_channels(source, settings.channel_map)
+    if settings.images_only:
+        cases = tuple(dataclasses.replace(case, label_file=None) for case in source.cases)
+        source = dataclasses.replace(source, cases=cases)
     settings = settings.resolved(source.channels)  # the store records what "auto" meant
     report = IngestReport(str(store), source.layout)
     source = _without_bad_ids(source, report, skip_bad)
@@ -389,11 +174,13 @@ def _ingest_into(
     labels = _declared_labels(source, settings, report, skip_bad)
     mapping = pp.label_mapping(labels)
     classes = tuple(labels.get(v, f"label_{v}") for v in mapping)
+    regions = _store_regions(source, mapping)
     index = {
         "case_ids": [],
         "channels": list(source.channels),
         "classes": list(classes),
         "label_mapping": [[k, v] for k, v in mapping.items()],
+        "regions": regions.to_json() if regions is not None else None,
         "chunks": list(settings.chunks),
         "dtype": settings.dtype,
         "created_by": f"partseg {__version__}",
@@ -411,21 +198,21 @@ def _ingest_into(
         writer.write_index({**index, "case_ids": done})
     report.already = [c.case_id for c in source.cases if c.case_id in done]
     report.removed_tmp = _clean_leftovers(writer, done)
-    plan = _Plan(settings, source.channels, classes, mapping, None)
+    plan = CasePlan(settings, source.channels, classes, mapping, None)
     todo = [c for c in source.cases if c.case_id not in done]
     if settings.crop == "dataset":
         plan, todo = _with_dataset_box(plan, todo, source, writer, index, workers, skip_bad, report)
 
     rank = {c.case_id: i for i, c in enumerate(source.cases)}
 
-    def on_done(outcome: _Outcome) -> None:
+    def on_done(outcome: Outcome) -> None:
         if outcome.error is None:
             done.append(outcome.case_id)
             done.sort(key=lambda c: rank.get(c, -1))  # source order, whichever worker ends first
             report.written.append(outcome.case_id)
             writer.write_index({**index, "case_ids": list(done)})
 
-    _run_cases(_ingest_one, todo, plan, writer, workers, skip_bad, report, on_done, progress)
+    _run_cases(ingest_one, todo, plan, writer, workers, skip_bad, report, on_done, progress)
     report.total = len(done)
 
 
@@ -441,7 +228,7 @@ def _without_bad_ids(source: Source, report: IngestReport, skip_bad: bool) -> So
                          f"{problem}", "rename the files, or rerun with --skip-bad")  # fmt: skip
         if not skip_bad:
             raise bad
-        report.bad.append(_error(bad))
+        report.bad.append(error_fields(bad))
     return dataclasses.replace(source, cases=tuple(keep))
 
 
@@ -458,6 +245,18 @@ def _declared_labels(
         values = _labels_of_first_case(source, settings)
     names.setdefault(0, "background")
     return {v: names.get(v, f"label_{v}") for v in sorted(set(values) | {0})}
+
+
+def _store_regions(source: Source, mapping: dict[int, int]) -> Regions | None:
+    """The source's regions in class ids; InputError when they use undeclared label values."""
+    if source.regions is None:
+        return None
+    try:
+        return source.regions.mapped(mapping)
+    except ValueError as err:
+        raise InputError(
+            "(dataset)", source.root, str(err), "declare every value the regions use (--labels)"
+        ) from err
 
 
 def _labels_of_first_case(source: Source, settings: IngestSettings) -> list[int]:
@@ -483,7 +282,7 @@ def _open_writer(
     writer = StoreWriter(store, **settings.compression())
     writer.ensure_cases_group()
     existing = writer.index()
-    for key in ("channels", "classes", "label_mapping", "ingest"):
+    for key in ("channels", "classes", "label_mapping", "regions", "ingest"):
         if existing.get(key) != index[key]:
             raise StoreError(
                 f"{store} was ingested with {key} = {existing.get(key)}, this run asks for "
@@ -503,7 +302,7 @@ def _clean_leftovers(writer: StoreWriter, done: Sequence[str]) -> list[str]:
 
 
 def _with_dataset_box(
-    plan: _Plan,
+    plan: CasePlan,
     todo: list[SourceCase],
     source: Source,
     writer: StoreWriter,
@@ -511,20 +310,20 @@ def _with_dataset_box(
     workers: int,
     skip_bad: bool,
     report: IngestReport,
-) -> tuple[_Plan, list[SourceCase]]:
+) -> tuple[CasePlan, list[SourceCase]]:
     """Compute (or reuse from the index) the union of all cases' foreground boxes."""
     stored = index.get("dataset_crop_box")
     if stored:
         box = Box(tuple(stored["start"]), tuple(stored["size"]))
-        return _Plan(plan.settings, plan.channels, plan.classes, plan.mapping, box), todo
+        return CasePlan(plan.settings, plan.channels, plan.classes, plan.mapping, box), todo
     boxes: list[Box] = []
 
-    def collect(outcome: _Outcome) -> None:
+    def collect(outcome: Outcome) -> None:
         if outcome.box is not None:
             boxes.append(outcome.box)
 
     bad_before = len(report.bad)
-    _run_cases(_foreground_of, list(source.cases), plan, writer, workers, skip_bad, report,
+    _run_cases(foreground_of, list(source.cases), plan, writer, workers, skip_bad, report,
                collect, progress=False)  # fmt: skip
     bad = {b["case"] for b in report.bad[bad_before:]}
     if not boxes:
@@ -532,19 +331,19 @@ def _with_dataset_box(
     box = pp.union_box(boxes)
     index["dataset_crop_box"] = {"start": list(box.start), "size": list(box.size)}
     writer.write_index(index)
-    new_plan = _Plan(plan.settings, plan.channels, plan.classes, plan.mapping, box)
+    new_plan = CasePlan(plan.settings, plan.channels, plan.classes, plan.mapping, box)
     return new_plan, [c for c in todo if c.case_id not in bad]
 
 
 def _run_cases(
-    func: Callable[..., _Outcome],
+    func: Callable[..., Outcome],
     cases: Iterable[SourceCase],
-    plan: _Plan,
+    plan: CasePlan,
     writer: StoreWriter,
     workers: int,
     skip_bad: bool,
     report: IngestReport,
-    on_done: Callable[[_Outcome], None],
+    on_done: Callable[[Outcome], None],
     progress: bool = True,
 ) -> None:
     """Apply ``func`` to every case, serially or in a process pool; stop at a bad case unless
@@ -555,7 +354,7 @@ def _run_cases(
     bar = tqdm(total=len(cases), desc="ingest", unit="case", disable=not progress or not cases)
     first_bad: dict[str, str] | None = None
 
-    def handle(outcome: _Outcome) -> None:
+    def handle(outcome: Outcome) -> None:
         nonlocal first_bad
         bar.update(1)
         if outcome.error is not None:
@@ -579,13 +378,13 @@ def _run_cases(
 
 
 def _run_pool(
-    func: Callable[..., _Outcome],
+    func: Callable[..., Outcome],
     cases: list[SourceCase],
-    plan: _Plan,
+    plan: CasePlan,
     writer: StoreWriter,
     workers: int,
     should_stop: Callable[[], bool],
-    handle: Callable[[_Outcome], None],
+    handle: Callable[[Outcome], None],
 ) -> None:
     import multiprocessing
 

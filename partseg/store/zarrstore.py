@@ -14,7 +14,8 @@ Layout (every array Blosc compressed, lz4hc by default, byte shuffle)::
 Dataset index (root attrs): ``format`` ("partseg-store"), ``format_version`` (2; version 1
 stores, float only, read the same), ``case_ids`` (complete cases only), ``channels``,
 ``classes``, ``label_mapping`` (``[[value, class], ...]``), ``chunks`` (cz, cy, cx), ``dtype``,
-``created_by`` and the ``ingest`` settings. Case attrs:
+``created_by``, the ``ingest`` settings and ``regions`` (region-based labels in class ids, or
+null: :mod:`partseg.store.regions`). Case attrs:
 ``shape``, ``spacing``, ``original_spacing``, ``original_shape``, ``crop_box``, ``affine`` (NIfTI
 convention, of the original file), ``channels``, ``classes``, ``label_mapping``,
 ``normalization``, ``voxel_counts``, ``location_counts``, ``source_files``, ``axis_order``,
@@ -43,6 +44,7 @@ from partseg.store.checks import (
     check_index,
     count_chunk_files,
     label_mapping,
+    store_regions,
 )
 from partseg.store.chunks import ChunkReader
 from partseg.store.location import UrlLike, dir_size, filesystem, local_path, zarr_store
@@ -268,6 +270,7 @@ class Store:
         channels: image channel names, e.g. ``("t1", "t1ce", "t2", "flair")``.
         classes: class names, index = class id, ``("background", ...)``.
         label_mapping: original label value -> class id, e.g. ``{0: 0, 1: 1, 2: 2, 4: 3}``.
+        regions: region-based labels in class ids (nnU-Net's BraTS setting), or None.
         chunks: spatial chunk shape (Z, Y, X).
         attrs: the dataset index (root attributes).
     """
@@ -280,6 +283,7 @@ class Store:
         self.channels: tuple[str, ...] = tuple(attrs.get("channels", ()))
         self.classes: tuple[str, ...] = tuple(attrs.get("classes", ()))
         self.label_mapping = label_mapping(url, attrs.get("label_mapping", []))
+        self.regions = store_regions(url, attrs.get("regions"), len(self.classes))
         self.chunks: tuple[int, int, int] = tuple(attrs.get("chunks", DEFAULT_CHUNKS))  # type: ignore[assignment]
         self._cases: OrderedDict[str, Case] = OrderedDict()  # LRU of CASE_CACHE cases
         self._root: Any = None

@@ -173,6 +173,7 @@ def measure_laws(
     if probe == "auto":
         probe = default_probe(device_type)
     assert probe is None or not isinstance(probe, str)
+    config = planning_channels(config)
     model = build_model(config.model)
     if probe is not None:
         context, context_source = probe.context_bytes(), f"measured on {probe.name}"
@@ -223,6 +224,7 @@ def plan_from_laws(
     config: ExperimentConfig, laws: MemoryLaws, budget: int, *, safety: float | None = None
 ) -> Plan:
     """Estimate every candidate core / batch in every measured mode and choose for ``budget``."""
+    config = planning_channels(config)
     safety = config.train.memory_safety if safety is None else safety
     limit = int(budget * (1 - safety))
     estimates: list[MemoryEstimate] = []
@@ -355,6 +357,47 @@ def shrink_core_to_data(
     return fit_core_to_extent(config, extent, log)
 
 
+#: In/out channels the planner assumes when they are unset and no store is named (BraTS: four
+#: modalities, four classes); they change only the first and the last layer's memory.
+PLANNING_CHANNELS = (4, 4)
+
+
+def planning_channels(config: ExperimentConfig, log: Progress | None = None) -> ExperimentConfig:
+    """``config`` with unset ``model.in_channels`` / ``out_channels`` set to
+    :data:`PLANNING_CHANNELS` (training takes them from its store), saying so through ``log``.
+
+    Example:
+        >>> from partseg.config import config_from_dict
+        >>> planning_channels(config_from_dict({})).model.in_channels
+        4
+    """
+    model = config.model
+    if model.in_channels is not None and model.out_channels is not None:
+        return config
+    n_in = PLANNING_CHANNELS[0] if model.in_channels is None else model.in_channels
+    n_out = PLANNING_CHANNELS[1] if model.out_channels is None else model.out_channels
+    if log is not None:
+        log(
+            f"note: model.in_channels / out_channels are taken from the store when training; "
+            f"without data.store the plan assumes {n_in} / {n_out} (they change only the first "
+            "and last layers; pass data.store=STORE to plan with the store's)"
+        )
+    return config.replace(model=replace(model, in_channels=n_in, out_channels=n_out))
+
+
+def fit_to_data(config: ExperimentConfig, log: Progress | None = None) -> ExperimentConfig:
+    """The config the planner measures: fitted to ``data.store`` when one is named (in/out
+    channels from the store, :func:`~partseg.config.storefit.fit_to_store`; core shrunk to
+    its volumes), else with :func:`planning_channels`."""
+    if not config.data.store:
+        return planning_channels(config, log)
+    from partseg.config import fit_to_store
+    from partseg.store.zarrstore import open_store
+
+    store = open_store(config.data.store)
+    return shrink_core_to_data(fit_to_store(config, store), store, log)
+
+
 __all__ = [
     "ActivationModel",
     "LiveBytes",
@@ -365,9 +408,11 @@ __all__ = [
     "candidate_cores",
     "estimate",
     "fit_activations",
+    "fit_to_data",
     "format_size",
     "measure_step",
     "parse_size",
     "plan_memory",
+    "planning_channels",
     "require_fit",
 ]

@@ -85,8 +85,10 @@ def step_trainer(config: ExperimentConfig, device: str | torch.device) -> Any:
     and scaler are set up by the trainer's own setup steps; the geometry that its data setup
     would derive from the store is derived from the config alone.
     """
+    from partseg.train.planner import planning_channels
     from partseg.train.trainer import Trainer
 
+    config = planning_channels(config)  # no store to take unset in/out channels from
     trainer = Trainer(
         config, "unused-run-dir", dist=DistContext(device=torch.device(device)), log=_quiet
     )

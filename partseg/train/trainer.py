@@ -124,19 +124,6 @@ def compute_loss(
     return loss_fn(output, full_target, full_mask)
 
 
-def _check_margin(margin: Sequence[int], store: Any) -> None:
-    """Refuse a margin wider than every volume: past the volume it only reads zeros, and the
-    oversized boxes would make each step slow for nothing."""
-    shapes = [store[case_id].shape for case_id in store.case_ids]
-    largest = [max((s[a] for s in shapes), default=0) for a in range(3)]
-    if shapes and any(m > n for m, n in zip(margin, largest, strict=True)):
-        raise ConfigError(
-            f"partition.margin={list(margin)} is larger than the largest volume of store "
-            f"{store.url} ({largest}, Z Y X); the margin is context read around each core, so "
-            f"use at most {[min(m, n) for m, n in zip(margin, largest, strict=True)]}"
-        )
-
-
 class Trainer:
     """Trains one model from an :class:`ExperimentConfig` into a run directory.
 
@@ -170,6 +157,7 @@ class Trainer:
         self.step = 0
         self.best: dict[str, Any] = {"value": None, "epoch": None, "metric": None}
         self.since_best = 0
+        self.regions: Any = None  # the store's region-based labels (one sigmoid output each)
 
     # ---------------------------------------------------------------------------- setup
     def log(self, message: str) -> None:
@@ -238,34 +226,11 @@ class Trainer:
         self.core_slices = self.layout.core_slices(self.partition.at((0, 0, 0)))
 
     def _check_store(self) -> None:
-        from partseg.channels import derived_channel_names
+        """In/out channels from the store where unset; every mismatch in one ConfigError."""
+        from partseg.config import fit_to_store
 
-        cfg, store = self.config, self.store
-        derived = derived_channel_names(cfg.data.derived_channels, store.channels)
-        names = [*store.channels, *derived]
-        n_in = self.layout.in_channels(len(names), self.partition)
-        if cfg.model.in_channels != n_in:
-            context = (
-                f" x {self.partition.input_size[cfg.partition.slice_axis]} slices"
-                if cfg.partition.spatial_dims == 2
-                else ""
-            )
-            what = f"{len(store.channels)} channels {list(store.channels)}"
-            if derived:
-                what += f" + {len(derived)} derived {list(derived)} (data.derived_channels)"
-            raise ConfigError(
-                f"model.in_channels={cfg.model.in_channels} but store {store.url} gives "
-                f"{what}{context}: set model.in_channels={n_in}"
-            )
-        _check_margin(cfg.partition.margin, store)
-        n_classes = len(store.classes)
-        if cfg.model.out_channels != n_classes and not (
-            cfg.model.out_channels == 1 and n_classes == 2
-        ):
-            raise ConfigError(
-                f"model.out_channels={cfg.model.out_channels} but store {store.url} has "
-                f"{n_classes} classes {list(store.classes)}: set model.out_channels={n_classes}"
-            )
+        self.config = fit_to_store(self.config, self.store)
+        self.regions = self.store.regions
 
     def _setup_model(self) -> None:
         from partseg.losses import DeepSupervisionLoss
@@ -275,7 +240,7 @@ class Trainer:
         self.model = build_model(cfg.model).to(self.device)
         self.model.set_grad_checkpointing(cfg.train.checkpointing)
         self.net = ddp.wrap_model(self.model, self.dist)
-        loss_fn = cfg.loss.build()
+        loss_fn = cfg.loss.build(self.regions.labels if self.regions is not None else None)
         if cfg.model.deep_supervision:
             loss_fn = DeepSupervisionLoss(loss_fn)
         self.loss_fn = loss_fn.to(self.device)
@@ -304,8 +269,9 @@ class Trainer:
             precision=self.amp.mode,
         )
         return CasePredictor.from_model(
-            self.model, self.partition, self.layout, settings, derive=self.derive, log=self.log
-        )
+            self.model, self.partition, self.layout, settings, derive=self.derive, log=self.log,
+            regions=self.regions,
+        )  # fmt: skip
 
     # ---------------------------------------------------------------------------- the loop
     def run(self) -> dict[str, Any]:
@@ -541,6 +507,7 @@ class Trainer:
             "channels": list(self.store.channels),
             "label_mapping": {str(k): int(v) for k, v in self.store.label_mapping.items()},
             "ingest": self.store.attrs.get("ingest"),  # so predict --input preprocesses alike
+            "regions": self.regions.to_json() if self.regions is not None else None,
             "config": cfg.to_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),

@@ -29,13 +29,16 @@ if TYPE_CHECKING:
     from partseg.store.zarrstore import Store
 
 
-def stitched_logits(probs: np.ndarray | torch.Tensor, *, eps: float = 1e-7) -> torch.Tensor:
+def stitched_logits(
+    probs: np.ndarray | torch.Tensor, *, eps: float = 1e-7, sigmoid: bool = False
+) -> torch.Tensor:
     """Logits (1, K, *S) equivalent to stitched probabilities (K, *S), for a validation loss.
 
     With K > 1 channels the probabilities are a softmax and ``log p`` are logits of it
-    (``softmax(log p) == p``). With K == 1 they are a sigmoid and the logit ``log p - log(1 - p)``
-    is returned (``sigmoid(logit(p)) == p``). ``p`` is clamped to ``[eps, 1 - eps]`` so no logit
-    is infinite. Computed in float32 on the CPU.
+    (``softmax(log p) == p``). With K == 1, or ``sigmoid`` (one sigmoid per region), they are
+    sigmoids and the logit ``log p - log(1 - p)`` is returned (``sigmoid(logit(p)) == p``).
+    ``p`` is clamped to ``[eps, 1 - eps]`` so no logit is infinite. Computed in float32 on the
+    CPU.
 
     Example:
         >>> p = torch.tensor([[[0.25, 0.5]], [[0.75, 0.5]]])       # (K=2, 1, 2)
@@ -43,7 +46,7 @@ def stitched_logits(probs: np.ndarray | torch.Tensor, *, eps: float = 1e-7) -> t
         True
     """
     p = torch.as_tensor(probs, dtype=torch.float32)  # (K, *S)
-    if p.shape[0] == 1:
+    if sigmoid or p.shape[0] == 1:
         p = p.clamp(eps, 1.0 - eps)
         return (torch.log(p) - torch.log1p(-p))[None]
     return torch.log(p.clamp_min(eps))[None]
@@ -56,10 +59,13 @@ def base_loss(loss_fn: nn.Module) -> nn.Module:
     return loss_fn.loss if isinstance(loss_fn, DeepSupervisionLoss) else loss_fn
 
 
-def validation_loss(loss_fn: nn.Module, probs: np.ndarray, label: np.ndarray) -> float:
+def validation_loss(
+    loss_fn: nn.Module, probs: np.ndarray, label: np.ndarray, *, sigmoid: bool = False
+) -> float:
     """The training loss of one whole stitched case: probabilities (K, Z, Y, X), label (Z, Y, X).
 
-    The loss sees :func:`stitched_logits` of ``probs``, the whole label and a mask of ones. It
+    The loss sees :func:`stitched_logits` of ``probs`` (``sigmoid``: region probabilities), the
+    whole label and a mask of ones. It
     runs under ``torch.no_grad()`` with the loss in eval mode (restored afterwards), so losses
     with epoch statistics (adaptive TverskyCE) do not collect validation values.
 
@@ -71,7 +77,7 @@ def validation_loss(loss_fn: nn.Module, probs: np.ndarray, label: np.ndarray) ->
     """
     loss_fn = base_loss(loss_fn)
     was_training = loss_fn.training
-    logits = stitched_logits(probs)  # (1, K, Z, Y, X)
+    logits = stitched_logits(probs, sigmoid=sigmoid)  # (1, K, Z, Y, X)
     target = torch.from_numpy(label.astype(np.int64))[None]  # (1, Z, Y, X)
     mask = torch.ones_like(target, dtype=torch.bool)
     device = next(iter(loss_fn.buffers()), logits).device
@@ -84,8 +90,9 @@ def validation_loss(loss_fn: nn.Module, probs: np.ndarray, label: np.ndarray) ->
     return float(value)
 
 
-def dice_record(summary: dict[str, Any]) -> dict[str, float]:
-    """``val_dice`` (mean over foreground classes) and per class / region Dice means.
+def dice_record(summary: dict[str, Any], *, by: str = "classes") -> dict[str, float]:
+    """``val_dice`` (mean over the foreground classes, or over the regions with
+    ``by="regions"``: a region-trained model) and per class / region Dice means.
 
     Example:
         >>> dice_record({"classes": {"tumor": {"dice": {"mean": 0.5}}}})
@@ -97,7 +104,7 @@ def dice_record(summary: dict[str, Any]) -> dict[str, float]:
         record[f"val_dice_{name}"] = stats["dice"]["mean"]
     for name, stats in summary.get("regions", {}).items():
         record[f"val_dice_{name}"] = stats["dice"]["mean"]
-    values = [stats["dice"]["mean"] for stats in classes.values()]
+    values = [stats["dice"]["mean"] for stats in summary.get(by, {}).values()]
     record["val_dice"] = float(np.mean(values)) if values else 0.0
     return record
 
@@ -125,12 +132,14 @@ def validate_cases(
 
     Returns:
         ``val_dice``, ``val_dice_<class or region>``, ``val_loss`` (mean over cases) and
-        ``val_time_s``.
+        ``val_time_s``. A region model (``predictor.regions``) is scored per region and its
+        ``val_dice`` is the mean over the regions.
     """
     from partseg.geometry import Box
     from partseg.metrics import evaluate_case, original_diagonal, regions_for, summarize
 
-    classes = store.classes
+    classes, trained = store.classes, predictor.regions
+    regions = trained.evaluation() if trained is not None else regions_for(classes)
     start = time.perf_counter()
     results, losses = {}, []
     for case_id in case_ids:
@@ -139,20 +148,17 @@ def validate_cases(
         _, gt = case.read(Box.whole(case.shape))
         diagonal = original_diagonal(case.attrs, case.shape, case.spacing)  # BraTS: 373.13
         results[case_id] = evaluate_case(
-            prediction.labels,
-            gt,
-            classes,
-            case.spacing,
-            regions_for(classes),
-            max_distance=diagonal,
+            prediction.labels, gt, classes, case.spacing, regions, max_distance=diagonal
         )
-        losses.append(validation_loss(loss_fn, prediction.probabilities, gt))  # the same probs
+        losses.append(  # the same probabilities
+            validation_loss(loss_fn, prediction.probabilities, gt, sigmoid=trained is not None)
+        )
         del prediction, gt  # one case in memory at a time
     summary = summarize(results)
     if report is not None:
         write_run_json(report, {"cases": results, "summary": summary})
     return {
-        **dice_record(summary),
+        **dice_record(summary, by="regions" if trained is not None else "classes"),
         "val_loss": float(np.mean(losses)),
         "val_time_s": round(time.perf_counter() - start, 3),
     }

@@ -104,7 +104,7 @@ def test_build_model_looks_the_name_up_in_the_registry(name):
 def test_unknown_model_name_is_refused_not_built_as_unet():
     with pytest.raises(ConfigError, match=r"model\.name='unett'; did you mean 'unet'\?"):
         ModelConfig(name="unett")
-    cfg = ModelConfig()
+    cfg = ModelConfig(in_channels=4, out_channels=4)
     object.__setattr__(cfg, "name", "vnet")  # bypass validation: the lookup still refuses
     with pytest.raises(ConfigError, match="choose one of: unet, dilated_unet"):
         build_model(cfg)
@@ -122,3 +122,12 @@ def test_unet_variants_differ_only_in_their_level_blocks():
     assert type(plain.encoder[-1].body[-1]).__name__ == "DoubleConv"
     assert type(residual.encoder[1].body[-1]).__name__ == "ResidualContext"
     assert plain.is_local and not residual.is_local  # squeeze-and-excitation is global
+
+
+def test_unset_channels_are_taken_from_the_store_and_refuse_to_build_without_one():
+    cfg = ModelConfig()
+    assert cfg.in_channels is None and cfg.out_channels is None  # training fills them in
+    with pytest.raises(ConfigError, match=r"model\.in_channels is not set.*data\.store"):
+        build_model(cfg)
+    with pytest.raises(ConfigError, match=r"set model\.out_channels to build"):
+        build_model(ModelConfig(in_channels=2))

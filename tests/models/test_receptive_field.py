@@ -28,7 +28,7 @@ def test_stride_phase_is_accounted_for():
 def test_plain_unet_depth4_value():
     # textbook recursion: 5, 6, 14, 16, 32, 36, 68 (bottleneck), 84, 92, 96 ... plus the phase
     # spread of the three 2-pool / 2-transposed-conv pairs
-    model = build_model(ModelConfig(spatial_dims=3, depth=4))
+    model = build_model(ModelConfig(spatial_dims=3, depth=4, in_channels=4, out_channels=4))
     assert model.receptive_field == 103
     assert model.receptive_halo == (51, 51)
 

@@ -108,6 +108,58 @@ def write_msd(
     return root
 
 
+#: nnU-Net v2's region-based BraTS labels (Dataset137 style) and their regions_class_order.
+NNUNET_BRATS_LABELS = {
+    "background": 0,
+    "whole_tumor": [1, 2, 3],
+    "tumor_core": [2, 3],
+    "enhancing_tumor": 3,
+}
+NNUNET_BRATS_ORDER = [1, 2, 3]
+
+
+def write_nnunet_regions(
+    root: Path,
+    ids: Sequence[str] = ("BraTS_00", "BraTS_01"),
+    test_ids: Sequence[str] = (),
+    order: Sequence[int] | None = NNUNET_BRATS_ORDER,
+) -> Path:
+    """An nnU-Net v2 raw folder with the region-based BraTS ``dataset.json`` (4 channels named
+    as nnU-Net's conversion names them, labels {0, 1, 2, 3}); ``order=None`` leaves out
+    ``regions_class_order``."""
+    for sub in ("imagesTr", "labelsTr", "imagesTs"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for k, case in enumerate([*ids, *test_ids]):
+        image = make_image(4, seed=k)
+        folder = root / ("imagesTr" if case in ids else "imagesTs")
+        for c in range(4):
+            save_nifti(folder / f"{case}_{c:04d}.nii.gz", image[c])
+        if case in ids:
+            save_nifti(root / "labelsTr" / f"{case}.nii.gz", make_label((1, 2, 3), seed=k))
+    meta = {
+        "channel_names": {"0": "T1", "1": "T1ce", "2": "T2", "3": "Flair"},
+        "labels": NNUNET_BRATS_LABELS,
+        "numTraining": len(ids),
+        "file_ending": ".nii.gz",
+    }
+    if order is not None:
+        meta["regions_class_order"] = list(order)
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def write_nnunet_images(
+    root: Path, ids: Sequence[str] = ("case_a", "case_b"), channels: int = 2
+) -> Path:
+    """nnU-Net's flat ``imagesTs``: ``<id>_0000.nii.gz``, ... without dataset.json or labels."""
+    root.mkdir(parents=True, exist_ok=True)
+    for k, case in enumerate(ids):
+        image = make_image(channels, seed=k)
+        for c in range(channels):
+            save_nifti(root / f"{case}_{c:04d}.nii.gz", image[c])
+    return root
+
+
 def write_hdf5(
     root: Path, ids: Sequence[str] = ("h_0", "h_1"), channels: int = 2, label: bool = True
 ) -> Path:

@@ -20,6 +20,7 @@ from rawdata import (
     write_brats,
     write_hdf5,
     write_msd,
+    write_nnunet_regions,
     write_numpy,
 )
 
@@ -42,6 +43,7 @@ LAYOUTS = {
     "brats2023": (lambda p: write_brats(p, year=2023), (1, 2, 3), 4),
     "msd4d": (lambda p: write_msd(p), (1, 2), 2),
     "nnunet": (lambda p: write_msd(p, nnunet=True), (1, 2), 2),
+    "nnunet_regions": (lambda p: write_nnunet_regions(p), (1, 2, 3), 4),
     "hdf5": (lambda p: write_hdf5(p), (1, 2), 2),
     "npy": (lambda p: write_numpy(p), (1, 2), 3),
     "npz": (lambda p: write_numpy(p, npz=True), (1, 2), 3),

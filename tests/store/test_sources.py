@@ -241,11 +241,11 @@ def test_layouts_come_from_one_registry(tmp_path: Path) -> None:
     from partseg.cli import build_parser
     from partseg.store.sources import LAYOUTS
 
-    assert LAYOUTS.names() == ("msd", "brats", "hdf5", "numpy")  # the order auto tries
+    assert LAYOUTS.names() == ("msd", "brats", "nnunet-images", "hdf5", "numpy")  # auto's order
     ingest = build_parser()._subparsers._group_actions[0].choices["ingest"]
     layout = next(a for a in ingest._actions if a.dest == "layout")
     assert tuple(layout.choices) == ("auto", *LAYOUTS.names())
-    with pytest.raises(InputError, match="use one of auto, msd, brats, hdf5, numpy"):
+    with pytest.raises(InputError, match="use one of auto, msd, brats, nnunet-images, hdf5, numpy"):
         discover(tmp_path, layout="nifti")
     with pytest.raises(InputError, match=r"no numpy cases found.*expected \*\.npy images"):
         discover(tmp_path, layout="numpy")

@@ -93,6 +93,31 @@ def test_store_mismatch_names_the_fix(store: str, tmp_path: Path) -> None:
         Trainer(tiny(store, "model.out_channels=4"), tmp_path, log=print).run()
 
 
+def test_every_store_mismatch_of_a_run_is_reported_at_once(store: str, tmp_path: Path) -> None:
+    wrong = ("model.in_channels=4", "model.out_channels=5", "partition.margin=[24, 2, 2]")
+    with pytest.raises(ConfigError) as info:
+        Trainer(tiny(store, *wrong), tmp_path, log=print).run()
+    message = str(info.value)
+    assert message.startswith(f"the config does not fit store {store}: ")
+    assert "model.in_channels=4 but the store gives 2 channels ['a', 'b']" in message
+    assert "model.out_channels=5 but the store gives 3 classes" in message
+    assert "partition.margin=[24, 2, 2] is larger than the largest volume" in message
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_unset_channels_come_from_the_store(store: str, tmp_path: Path) -> None:
+    config = tiny(store, "model.in_channels=null", "model.out_channels=null", "train.epochs=1")
+    assert config.model.in_channels is None and config.model.out_channels is None
+    Trainer(config, tmp_path, log=lambda _m: None).run()
+    loaded = load_model(tmp_path / "checkpoints" / "last.pt")
+    assert (loaded.model_config.in_channels, loaded.model_config.out_channels) == (2, 3)
+    saved = load_config(tmp_path / "config.yaml")  # the request, so a resume fits the store again
+    assert saved.model.in_channels is None
+    again = Trainer(tiny(store, "model.in_channels=null", "model.out_channels=null",
+                         "train.epochs=2"), tmp_path, resume=True, log=lambda _m: None)  # fmt: skip
+    assert again.run()["last"]["epoch"] == 1
+
+
 def test_unwritable_run_dir(store: str, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
