@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from partseg.errors import InputError
+from partseg.store.editions import BRATS23_CHANNELS, BRATS_CHANNELS
 from partseg.store.preprocess import label_mapping
-from partseg.store.sources import BRATS23_CHANNELS, BRATS_CHANNELS, Source
+from partseg.store.sources import Source
 
 __all__ = [
     "Convention",

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from partseg.errors import InputError
 from partseg.evaluation.conventions import Convention, brats_2023_hint, has_scans, of_source
-from partseg.store.sources import LAYOUTS, ReadOptions, Source, find_msd
+from partseg.store.nifti_layouts import find_msd
+from partseg.store.sources import LAYOUTS, ReadOptions, Source
 
 __all__ = ["Found", "case_id_from_name", "find_files", "is_nifti", "nifti_stem"]
 
