@@ -358,7 +358,8 @@ def held_bytes(model: torch.nn.Module, shape: Sequence[int]) -> int:
 
     Example:
         >>> from partseg.models import ModelConfig, build_model
-        >>> round(held_bytes(build_model(ModelConfig()), (256, 512, 512)) / 2**30, 1)
+        >>> model = build_model(ModelConfig(in_channels=4, out_channels=4))  # the default model
+        >>> round(held_bytes(model, (256, 512, 512)) / 2**30, 1)
         8.4
     """
     plane = math.prod(int(s) for s in shape[1:])
