@@ -215,6 +215,7 @@ class CasePredictor:
         output: str = "values",
         dtype: np.dtype | type = np.float32,
         sink: SinkFactory | None = None,
+        progress: Callable[[float], None] | None = None,
     ) -> CaseJob:
         """The :class:`CaseJob` of ``case`` for the mode (see :meth:`predict`)."""
         s = self.settings
@@ -223,7 +224,7 @@ class CasePredictor:
             derive=self.derive, device=self.device, precision=self.precision, tta=s.tta,
             blend=s.blend, overlap=self.overlap, batch_size=s.batch_size,
             activation=default_activation(self.out_channels), output=output, dtype=np.dtype(dtype),
-            sink=sink,
+            sink=sink, progress=progress,
         )  # fmt: skip
 
     def predict(
@@ -233,6 +234,7 @@ class CasePredictor:
         probabilities: bool = True,
         dtype: np.dtype | type = np.float32,
         sink: SinkFactory | None = None,
+        progress: Callable[[float], None] | None = None,
     ) -> Prediction:
         """Predict one case.
 
@@ -243,12 +245,13 @@ class CasePredictor:
             dtype: dtype of the probabilities (float16 halves their RAM or disk).
             sink: where the mode's output goes (e.g. a zarr array, see
                 :func:`~partseg.infer.outputs.zarr_sink`); default memory.
+            progress: called with the share of the case done (0..1) as it is written.
 
         Returns:
             labels (post-processed) and, if asked, the probabilities.
         """
         output = "values" if probabilities else "labels"
-        job = self.job(case, output=output, dtype=dtype, sink=sink)
+        job = self.job(case, output=output, dtype=dtype, sink=sink, progress=progress)
         was_training = self.model.training
         self.model.eval()
         try:
