@@ -3,9 +3,9 @@
 A thin layer over :func:`partseg.evaluation.evaluate_folders`, which documents how cases are
 found and matched (NIfTI files, folders, stores), how labels become class ids, and the seam
 measures. This module parses the options, prints the table (the HD95 convention used, then Dice
-and HD95 per case and target with the means, then the seam measures) or the JSON, and writes
-``--json`` (the full per-case metrics, summary and settings) and ``--csv`` (one row per case,
-section and target, then mean/std/median rows) atomically.
+and HD95 per case and target with the means, then the seam measures) or, with ``--json``, the
+JSON, and writes ``--json-out`` (the full per-case metrics, summary and settings) and ``--csv``
+(one row per case, section and target, then mean/std/median rows) atomically.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sys
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``partseg evaluate``."""
+    from partseg.cli.options import add_deprecated, add_json, value_class
     from partseg.metrics import DEFAULT_HD95, HD95_CONVENTIONS
 
     p = subparsers.add_parser(
@@ -29,15 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("pred", metavar="PRED", help="predicted labels: NIfTI file, folder or store")
     p.add_argument("gt", metavar="GT", help="ground-truth labels: NIfTI file, folder or store")
-    p.add_argument(
-        "--json",
-        nargs="?",
-        const="-",
-        default=None,
-        metavar="FILE",
-        help="write all metrics as JSON to FILE; without FILE print the JSON instead of the "
-        "table (default: no JSON)",
-    )
+    add_json(p, "all metrics", legacy_file=True)
     p.add_argument(
         "--csv", metavar="FILE", default=None, help="write a CSV table to FILE (default: none)"
     )
@@ -58,12 +51,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(default: auto)",
     )
     p.add_argument(
-        "--labels-map",
+        "--label-map",
+        nargs="+",
+        type=value_class,
         default=None,
-        metavar="MAP",
-        help="original label value -> class id for NIfTI files, e.g. 0:0,1:1,2:2,4:3 "
+        metavar="VALUE=ID",
+        help="original label value -> class id for NIfTI files, e.g. 0=0 1=1 2=2 4=3 "
         "(default: the store's mapping, else BraTS 4->3 when detected, else identity)",
     )
+    add_deprecated(p, "--labels-map", "--label-map 0=0 1=1 2=2 4=3", dest="label_map",
+                   nargs="+", type=value_class)  # fmt: skip
     p.add_argument(
         "--allow-missing",
         action="store_true",
@@ -106,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from partseg.atomic import write_text
+    from partseg.cli.options import label_map_text
     from partseg.evaluation import csv_rows, evaluate_folders, format_table, to_csv
 
     report = evaluate_folders(
@@ -113,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         args.gt,
         classes=args.classes,
         regions=args.regions,
-        labels_map=args.labels_map,
+        labels_map=label_map_text(args.label_map),
         allow_missing=args.allow_missing,
         seams=args.seams,
         seam_reference=args.seam_reference,
@@ -122,11 +120,11 @@ def run(args: argparse.Namespace) -> int:
     )
     cases, summary = report["cases"], report["summary"]
     text = json.dumps(report, indent=2)
-    if args.json and args.json != "-":
-        write_text(args.json, text + "\n")
+    if args.json_out:
+        write_text(args.json_out, text + "\n")
     if args.csv:
         write_text(args.csv, to_csv(*csv_rows(cases, summary)))
-    if args.json == "-":
+    if args.json:
         print(text)
     else:
         print(f"HD95 in mm, {args.hd95} convention (--hd95)")
