@@ -67,6 +67,27 @@ def positive_float(text: str) -> float:
     return value
 
 
+def memory_size(text: str) -> str:
+    """A ``--gpu-mem`` budget (``4GiB``, ``4GB``, ``4096MiB``, ``6g``) larger than zero; the text
+    is kept for the logs (:func:`partseg.train.estimate.parse_size` reads it).
+
+    Example:
+        >>> memory_size("0GiB")
+        Traceback (most recent call last):
+        argparse.ArgumentTypeError: expected a memory budget > 0 such as 4GiB, got '0GiB'
+    """
+    from partseg.errors import ConfigError
+    from partseg.train.estimate import parse_size
+
+    try:
+        size = parse_size(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if size <= 0:
+        raise argparse.ArgumentTypeError(f"expected a memory budget > 0 such as 4GiB, got {text!r}")
+    return text
+
+
 def safe_name(text: str) -> str:
     """A name that becomes a file or folder name: one safe path component
     (:func:`partseg.names.name_problem`)."""
@@ -280,6 +301,7 @@ __all__ = [
     "device_name",
     "int_range",
     "label_map_text",
+    "memory_size",
     "nonnegative_int",
     "positive_float",
     "positive_int",

@@ -20,7 +20,7 @@ import json
 import sys
 from typing import Any
 
-from partseg.cli.options import add_deprecated, add_json, add_no_progress
+from partseg.cli.options import add_deprecated, add_json, add_no_progress, memory_size
 from partseg.cli.train import add_config, add_overrides, load_run_config
 
 
@@ -36,7 +36,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_config(p)
     add_overrides(p, "config overrides such as model.base_width=16 (default: none)")
     p.add_argument(
-        "--gpu-mem", required=True, metavar="SIZE", help="budget: 4GiB, 4GB, 4096MiB or 6g"
+        "--gpu-mem",
+        type=memory_size,
+        required=True,
+        metavar="SIZE",
+        help="budget: 4GiB, 4GB, 4096MiB or 6g",
     )
     p.add_argument(
         "--safety",

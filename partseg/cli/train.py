@@ -36,6 +36,7 @@ from partseg.cli.options import (
     add_json,
     add_no_progress,
     add_overwrite,
+    memory_size,
     nonnegative_int,
     positive_int,
 )
@@ -135,6 +136,7 @@ def add_common_arguments(p: argparse.ArgumentParser, result: str) -> None:
     )
     p.add_argument(
         "--gpu-mem",
+        type=memory_size,
         default=None,
         metavar="SIZE",
         help="memory budget (4GiB, 4GB, 4096MiB, 6g): the planner picks core, batch, mixed "
