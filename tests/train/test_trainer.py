@@ -151,10 +151,14 @@ def test_2d_with_context_slices(store: str, tmp_path: Path) -> None:
     assert load_model(tmp_path).layout.spatial_dims == 2
 
 
-def test_cv_writes_folds_and_summary(store: str, tmp_path: Path) -> None:
+def test_cv_writes_folds_and_summary(store: str, tmp_path: Path, capsys) -> None:
     out = tmp_path / "cv"
     args = ["cv", str(CONFIG), "--folds", "2", "--out", str(out), f"data.store={store}"]
     assert main([*args, "train.epochs=1"]) == 0
+    capsys.readouterr()
+    assert main([*args, "train.epochs=1", "--json"]) == 0  # a rerun: both folds finished
+    printed = json.loads(capsys.readouterr().out)  # stdout holds the JSON only
+    assert printed == {"out": str(out), **json.loads((out / "cv_summary.json").read_text())}
     splits = json.loads((out / "splits.json").read_text())
     assert sorted(splits[0]["val"] + splits[1]["val"]) == [f"case{i}" for i in range(4)]
     assert json.loads((out / "fold_1" / "splits.json").read_text()) == splits
