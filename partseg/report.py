@@ -437,7 +437,7 @@ def plot_loss_curves(
         for j, fold_records in enumerate(folds):
             for ax, (_, key) in zip(axes[0], shown, strict=True):
                 points = [
-                    (float(r["epoch"]) + 1, float(r[key]))
+                    (float(r["epoch"]), float(r[key]))  # epochs count from 1
                     for r in fold_records
                     if r.get(key) is not None and "epoch" in r
                 ]

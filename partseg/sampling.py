@@ -33,6 +33,9 @@ slices (2.5D context) that :class:`~partseg.dataset.InputLayout` folds into chan
 Determinism and DDP: :meth:`Sampler.epoch` depends only on ``(seed, epoch)``; ranks take strided
 shards of the epoch list, padded by repeating its first samples to a multiple of
 ``world_size``, so shards are disjoint (as positions in the epoch), complete and equally long.
+With a fixed number of steps per epoch the epoch list is cycled to ``length`` samples *before*
+it is sharded, so step ``k`` of ``N`` processes with batch ``b`` trains on positions
+``[k N b, (k + 1) N b)`` of the one list, as step ``k`` of one process with batch ``N b`` does.
 """
 
 from __future__ import annotations
@@ -108,8 +111,11 @@ class SamplerConfig:
 class Sampler(Protocol):
     """Anything that lists an epoch's samples for one DDP rank."""
 
-    def epoch(self, epoch: int, rank: int = 0, world_size: int = 1) -> list[Sample]:
-        """This rank's samples of ``epoch`` (deterministic in the sampler's seed and epoch)."""
+    def epoch(
+        self, epoch: int, rank: int = 0, world_size: int = 1, length: int | None = None
+    ) -> list[Sample]:
+        """This rank's samples of ``epoch`` (deterministic in the sampler's seed and epoch);
+        ``length``: the epoch's samples cycled (or cut) to this many before sharding."""
         ...
 
 
@@ -132,6 +138,17 @@ def shard(samples: Sequence[Sample], rank: int = 0, world_size: int = 1) -> list
         return []
     padded = items + [items[i % len(items)] for i in range(-len(items) % world_size)]
     return padded[rank::world_size]
+
+
+def cycle(samples: Sequence[Sample], length: int) -> list[Sample]:
+    """``samples`` repeated in order (or cut) to ``length`` items.
+
+    Example:
+        >>> cycle(list("abc"), 5)
+        ['a', 'b', 'c', 'a', 'b']
+    """
+    items = list(samples)
+    return [items[i % len(items)] for i in range(length)] if items else []
 
 
 @dataclass(frozen=True)
@@ -165,9 +182,12 @@ class _BaseSampler:
         self.seed = int(seed)
         self.cases = tuple(_case_info(store, cid) for cid in _check_case_ids(store, case_ids))
 
-    def epoch(self, epoch: int, rank: int = 0, world_size: int = 1) -> list[Sample]:
-        """This rank's samples of ``epoch``; see :func:`shard`."""
-        return shard(self.draw(int(epoch)), rank, world_size)
+    def epoch(
+        self, epoch: int, rank: int = 0, world_size: int = 1, length: int | None = None
+    ) -> list[Sample]:
+        """This rank's samples of ``epoch``; see :func:`shard` and :func:`cycle`."""
+        samples = self.draw(int(epoch))
+        return shard(samples if length is None else cycle(samples, length), rank, world_size)
 
     def draw(self, epoch: int) -> list[Sample]:
         """Every sample of ``epoch`` before sharding."""

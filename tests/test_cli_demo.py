@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 from partseg.cli import build_parser, main
+from partseg.cli.compare import COMPARE_OUTPUTS
+from partseg.train.rundir import clear_outputs
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -49,3 +51,10 @@ def test_demo_quick_end_to_end_and_rerun(tmp_path: Path, capsys) -> None:
     assert data["variants"] == ["2d", "3d", "3d_context"]
     assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
     assert printed.count("| 2d |") == capsys.readouterr().out.count("| 2d |")
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)  # a resumed run; stdout holds the JSON only
+    assert result["variants"] == data["variants"] and result["report"].endswith("report.md")
+    (out / "notes.txt").write_text("mine")
+    removed = clear_outputs(out, COMPARE_OUTPUTS, "demo")  # what --overwrite does first
+    assert sorted(p.name for p in removed) == ["data", "report", "runs", "split.json"]
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]  # only partseg's outputs go

@@ -100,10 +100,18 @@ def test_labels_map_errors_exit_2(tmp_path: Path, capsys) -> None:
     gt = np.zeros(SHAPE, np.int16)
     gt[1, 1, 1] = 7
     argv = ["evaluate", str(save(tmp_path / "p.nii.gz", gt)), str(save(tmp_path / "g.nii.gz", gt))]
-    assert main([*argv, "--labels-map", "0:0,1:1"]) == 2
+    assert main([*argv, "--label-map", "0=0", "1=1"]) == 2
     assert "[7]" in capsys.readouterr().err
-    assert main([*argv, "--labels-map", "0-0"]) == 2
-    assert "--labels-map '0-0'" in capsys.readouterr().err
+    assert main([*argv, "--labels-map", "0:0,1:1"]) == 2  # the old spelling and syntax
+    err = capsys.readouterr().err
+    assert "[7]" in err and "--labels-map is deprecated; use --label-map" in err
+    with pytest.raises(SystemExit) as stop:  # refused when the command line is parsed
+        main([*argv, "--label-map", "0-0"])
+    assert stop.value.code == 2
+    assert "expected VALUE=ID pairs such as 0=0 1=1 2=2 4=3, got '0-0'" in capsys.readouterr().err
+    assert main([*argv, "--label-map", "0=0", "7=1", "--json"]) == 0  # 7 -> class 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["cases"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,7 +225,7 @@ def test_unexpected_prediction_label_is_a_clear_error(folders, capsys, case: str
 def test_json_under_a_file_is_one_line_and_exit_2(folders, tmp_path: Path, capsys) -> None:
     pred_dir, gt_dir = folders
     (tmp_path / "file").write_text("x")
-    argv = ["evaluate", str(pred_dir), str(gt_dir), "--json", str(tmp_path / "file" / "m.json")]
+    argv = ["evaluate", str(pred_dir), str(gt_dir), "--json-out", str(tmp_path / "file" / "m.json")]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("partseg evaluate: error: cannot write ") and "\n" not in err
@@ -257,8 +265,9 @@ def test_swapped_order_exits_2_with_the_named_command(tmp_path: Path, capsys) ->
 def test_pred_labels_map_option(tmp_path: Path, capsys) -> None:
     pred, gt = brats_2023(tmp_path, 4)
     assert main(["evaluate", str(pred), str(gt)]) == 2
-    assert "--pred-labels-map 0:0,1:1,2:2,4:3" in capsys.readouterr().err
-    argv = ["evaluate", str(pred), str(gt), "--pred-labels-map", "0:0,1:1,2:2,4:3", "--json"]
+    assert "--pred-label-map 0=0 1=1 2=2 4=3" in capsys.readouterr().err
+    argv = ["evaluate", str(pred), str(gt), "--pred-label-map", "0=0", "1=1", "2=2", "4=3"]
+    argv += ["--json"]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["cases"]["c1"]["classes"]["enhancing"]["dice"] == 1.0

@@ -14,8 +14,8 @@ recipe's first variant (the recipe's ``--quick`` command, also documented, runs 
 ``demo`` and ``compare`` commands, whose outputs no later command reads, each run in a fresh
 folder (the docs show them as alternatives writing the same default output folder) and once
 per session even when several files show them; those another test already runs end to end
-(:data:`COVERED`: every recipe's ``--quick`` run and ``demo --quick``) are parsed and their
-config loaded instead.
+(:data:`COVERED`: every recipe's ``--quick`` run and ``demo --quick``; :data:`COVERED_OPTIONS`:
+``train --nproc``) are parsed and their config loaded instead.
 :data:`OFFLINE` lists the commands that cannot run here, with the reason (none today).
 
 A failure names the file, the line, the command as documented and as run, and the output.
@@ -113,6 +113,12 @@ COVERED: dict[tuple[str, ...], str] = {
         )
         for name in RECIPES
     },
+}
+
+#: Options whose commands start processes another test runs end to end: such a command is
+#: parsed and its config loaded here.
+COVERED_OPTIONS: dict[str, str] = {
+    "--nproc": "tests/train/test_distributed.py (slow: 2 CPU processes equal 1 process)",
 }
 
 #: Subcommands whose outputs no later command reads: run once per session.
@@ -331,7 +337,10 @@ def alternative_folder(folder: Path, index: int) -> Path:
 
 
 def covered_elsewhere(argv: list[str]) -> bool:
-    """Whether another test runs this command end to end (see :data:`COVERED`)."""
+    """Whether another test runs this command end to end (:data:`COVERED`,
+    :data:`COVERED_OPTIONS`)."""
+    if any(option in argv for option in COVERED_OPTIONS):
+        return True
     key, skip = [], False
     for token in argv:
         if skip or token == "--out":
@@ -348,6 +357,11 @@ def check_covered(argv: list[str]) -> None:
     from partseg.recipes import recipe_path, resolve_config
 
     args = build_parser().parse_args(argv)
+    if argv[0] in ("train", "cv"):
+        from partseg.cli.train import load_run_config, train_overrides
+
+        load_run_config(args, train_overrides(args, args.overrides))
+        return
     path = recipe_path("demo") if argv[0] == "demo" else resolve_config(args.config)
     load_compare_config(path, quick=True)
 

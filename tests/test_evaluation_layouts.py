@@ -106,7 +106,7 @@ def test_a_prediction_in_the_other_brats_labels_is_refused(
     gt_set = "{0, 1, 2, 3}" if gt_edition == "2023" else "{0, 1, 2, 4}"
     assert f"values {{0, 1, 2, {pred_et}}}" in message and f"label set {gt_set}" in message
     assert "c1.nii.gz" in message and "seg.nii.gz" in message and "enhancing tumour" in message
-    assert f"--pred-labels-map 0:0,1:1,2:2,{fix}" in message
+    assert f"--pred-label-map 0=0 1=1 2=2 {fix.replace(':', '=')}" in message
     report = evaluate_folders(pred, gt, pred_labels_map=f"0:0,1:1,2:2,{fix}")
     check_scores(report)
 
@@ -119,7 +119,7 @@ def test_flat_folders_without_a_layout_refuse_the_brats_mix_up(
     gt_dir.mkdir()
     for case in CASES:
         save(gt_dir / f"{case}.nii.gz", labels(case, gt_et))
-    with pytest.raises(InputError, match=r"enhancing tumour is .*--pred-labels-map 0:0,1:1,2:2"):
+    with pytest.raises(InputError, match=r"enhancing tumour is .*--pred-label-map 0=0 1=1 2=2"):
         evaluate_folders(predictions(tmp_path / "pred", pred_et), gt_dir)
 
 

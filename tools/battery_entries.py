@@ -42,32 +42,32 @@ def E(name: str, argv: list[str], *setups, **kwargs) -> Entry:
 def phantom() -> list[Entry]:
     base = ["phantom", "{d}/o", "--shape", "16", "16", "16"]
     return [
-        E("phantom_cases_zero", [*base, "--cases", "0"]),
-        E("phantom_cases_negative", [*base, "--cases", "-3"]),
-        E("phantom_cases_text", [*base, "--cases", "many"]),
-        E("phantom_shape_zero", ["phantom", "{d}/o", "--cases", "1", "--shape", "0", "8", "8"]),
+        E("phantom_cases_zero", [*base, "--count", "0"]),
+        E("phantom_cases_negative", [*base, "--count", "-3"]),
+        E("phantom_cases_text", [*base, "--count", "many"]),
+        E("phantom_shape_zero", ["phantom", "{d}/o", "--count", "1", "--shape", "0", "8", "8"]),
         E(
             "phantom_shape_huge",
-            ["phantom", "{d}/o", "--cases", "1", "--shape", "99999", "99999", "99999"],
+            ["phantom", "{d}/o", "--count", "1", "--shape", "99999", "99999", "99999"],
         ),
-        E("phantom_seed_negative", [*base, "--cases", "1", "--seed", "-1"]),
+        E("phantom_seed_negative", [*base, "--count", "1", "--seed", "-1"]),
         E(
             "phantom_out_under_file",
-            ["phantom", "{file}/o", "--cases", "1", "--shape", "16", "16", "16"],
+            ["phantom", "{file}/o", "--count", "1", "--shape", "16", "16", "16"],
         ),
         E(
             "phantom_out_is_file",
-            ["phantom", "{file}", "--cases", "1", "--shape", "16", "16", "16"],
+            ["phantom", "{file}", "--count", "1", "--shape", "16", "16", "16"],
         ),
         E(
             "phantom_prefix_escape",
-            [*base, "--cases", "1", "--prefix", "../x"],
+            [*base, "--count", "1", "--prefix", "../x"],
             absent=("{d}/x_001",),
         ),
-        E("phantom_prefix_separator", [*base, "--cases", "1", "--prefix", "a/b"]),
-        E("phantom_prefix_hidden", [*base, "--cases", "1", "--prefix", ".tmp"]),
-        E("phantom_kind_unknown", [*base, "--cases", "1", "--kind", "liver"]),
-        E("phantom_full_disk", [*base, "--cases", "1"], patch="enospc_nibabel"),
+        E("phantom_prefix_separator", [*base, "--count", "1", "--prefix", "a/b"]),
+        E("phantom_prefix_hidden", [*base, "--count", "1", "--prefix", ".tmp"]),
+        E("phantom_kind_unknown", [*base, "--count", "1", "--kind", "liver"]),
+        E("phantom_full_disk", [*base, "--count", "1"], patch="enospc_nibabel"),
     ]
 
 
@@ -269,7 +269,7 @@ def plan() -> list[Entry]:
     return [
         E("plan_config_missing", ["plan", "{d}/none.yaml", "--gpu-mem", "4GiB"]),
         E("plan_gpu_mem_garbage", ["plan", "{tiny}", "--gpu-mem", "lots"]),
-        E("plan_gpu_mem_zero", ["plan", "{tiny}", "--gpu-mem", "0GiB", "--device-type", "cpu"]),
+        E("plan_gpu_mem_zero", ["plan", "{tiny}", "--gpu-mem", "0GiB", "--device", "cpu"]),
         E("plan_gpu_mem_negative", ["plan", "{tiny}", "--gpu-mem", "-4GiB"]),
         E("plan_unknown_key", ["plan", "{tiny}", "--gpu-mem", "4GiB", "model.widht=4"]),
     ]
@@ -313,7 +313,7 @@ def train() -> list[Entry]:
         E("train_fold_too_large", [*TRAIN, st, "--fold", "9"]),
         E("train_gpu_mem_garbage", [*TRAIN, st, "--gpu-mem", "lots"]),
         E("train_resume_without_run", [*TRAIN, st, "--resume"]),
-        E("train_rerun_without_resume", ["train", "{tiny}", "--out", "{r}", st]),
+        E("train_rerun_other_config", ["train", "{tiny}", "--out", "{r}", st, "optim.lr=0.5"]),
         E(
             "train_resume_truncated_last",
             ["train", "{tiny}", "--out", "{r}", st, "--resume"],

@@ -6,8 +6,9 @@ heavy dependencies (torch, zarr) inside that callable so ``partseg --help`` stay
 
 Errors: a :class:`~partseg.errors.PartsegError` becomes one line on stderr and exit status 2;
 so does any ``OSError`` that reaches :func:`main` (a full disk, a read-only folder, a path under
-a file), with its file name and what to do. Numeric options are range-checked at parse time
-(:mod:`partseg.cli.options`).
+a file), with its file name and what to do. Numeric options are range-checked at parse time,
+and the flags commands share (``--json``, ``--no-progress``, ``--device``, ``--amp``,
+``--overwrite``) come from one builder each (:mod:`partseg.cli.options`).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``partseg`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for train --nproc
     _log_to_stderr(args.command)
     try:
         status = args.func(args)
@@ -88,10 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     except KeyboardInterrupt:
-        print(
-            f"partseg {args.command}: interrupted; rerun the same command to resume",
-            file=sys.stderr,
-        )
+        from partseg.cli.options import RESUMING_COMMANDS
+
+        hint = "; rerun the same command to resume" if args.command in RESUMING_COMMANDS else ""
+        print(f"partseg {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
     return int(status or 0)
 

@@ -11,10 +11,13 @@ runs are neither retrained nor re-scored.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+from partseg.cli.options import add_json, add_no_progress, add_overwrite
 from partseg.cli.train import add_overrides
 
 
@@ -67,12 +70,42 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "variants.1.overrides.model.base_width=8 (merged into that variant's model section) "
         "(default: none)",
     )
-    parser.add_argument(
-        "--no-progress",
-        action="store_true",
-        help="hide the progress bars (default: shown on a terminal)",
-    )
+    add_no_progress(parser)
+    add_overwrite(parser, "what an earlier run left in the output folder (data, runs, report)")
+    add_json(parser, "the results (per variant, class and region) and where the report is")
     parser.set_defaults(func=run)
+
+
+#: What a comparison writes into its output folder (``--overwrite`` removes these only).
+COMPARE_OUTPUTS = ("data", "runs", "report", "split.json")
+
+
+def execute(config: Any, out: Path, args: argparse.Namespace) -> tuple[Any, float]:
+    """Run a comparison as ``compare`` and ``demo`` do; returns (outcome, seconds).
+
+    ``--overwrite`` first removes an earlier comparison's outputs (holding the folder's lock);
+    with ``--json`` the log lines go to stderr, so stdout holds the JSON only.
+    """
+    from partseg.experiments import run_compare
+    from partseg.train.rundir import clear_outputs
+
+    log = _stderr if args.json else print
+    if args.overwrite and clear_outputs(out, COMPARE_OUTPUTS, args.command):
+        log(f"--overwrite: removed the earlier outputs in {out}")
+    start = time.perf_counter()
+    outcome = run_compare(config, out, progress=not args.no_progress, log=log)
+    return outcome, time.perf_counter() - start
+
+
+def print_results(outcome: Any, seconds: float) -> None:
+    """``--json``: the report's ``results.json``, where the report is and the time taken."""
+    results = json.loads((outcome.report_dir / "results.json").read_text())
+    report = outcome.report_dir / "report.md"
+    print(json.dumps({"report": str(report), "seconds": round(seconds, 1), **results}, indent=2))
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def default_out(config: Path, *, quick: bool) -> Path:
@@ -87,7 +120,7 @@ def default_out(config: Path, *, quick: bool) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Run the comparison and print the Dice table and where the report is."""
-    from partseg.experiments import load_compare_config, run_compare
+    from partseg.experiments import load_compare_config
     from partseg.experiments.config import select_variants
     from partseg.recipes import resolve_config
 
@@ -102,12 +135,14 @@ def run(args: argparse.Namespace) -> int:
         for note in notes:
             print(f"partseg compare: note: {note}", file=sys.stderr)
     out = args.out or default_out(args.config, quick=args.quick)
-    start = time.perf_counter()
-    outcome = run_compare(config, out, progress=not args.no_progress)
+    outcome, seconds = execute(config, out, args)
+    if args.json:
+        print_results(outcome, seconds)
+        return 0
     print()
     print(outcome.table)
     print(
-        f"\npartseg compare: {len(config.names)} variant(s) in "
-        f"{time.perf_counter() - start:.0f} s; report: {outcome.report_dir / 'report.md'}"
+        f"\npartseg compare: {len(config.names)} variant(s) in {seconds:.0f} s; report: "
+        f"{outcome.report_dir / 'report.md'}"
     )
     return 0

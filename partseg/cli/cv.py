@@ -5,8 +5,9 @@ CONFIG is a training config or a recipe with ``--variant NAME`` (see :mod:`parts
 Each fold trains into ``DIR/fold_K`` (a normal run directory); the folds are drawn once and
 stored as ``DIR/splits.json`` (and in every fold's directory). When all folds are done,
 ``DIR/cv_summary.json`` holds each fold's best validation metrics and their mean and standard
-deviation across folds. Folds that already finished (``summary.json`` present) are skipped, so
-rerunning the command with ``--resume`` completes an interrupted cross-validation.
+deviation across folds. Rerunning the same command completes an interrupted cross-validation:
+finished folds (``summary.json`` present) are skipped, an interrupted fold resumes from its
+``last.pt``; folds of another config are refused unless ``--overwrite`` retrains them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from typing import Any
 
 from partseg.atomic import write_json
 from partseg.cli.options import int_range
-from partseg.cli.train import add_common_arguments, fit_to_budget, load_run_config
+from partseg.cli.train import (
+    add_common_arguments,
+    add_resume_or_overwrite,
+    command_log,
+    fit_to_budget,
+    load_run_config,
+    prepare_run,
+    train_overrides,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Train the folds of a k-fold split one after another into DIR/fold_K and "
         "write the mean and std of their best validation metrics to DIR/cv_summary.json.",
     )
-    add_common_arguments(p)
+    add_common_arguments(p, "the cross-validation summary (cv_summary.json)")
     p.add_argument("--folds", type=int_range(2), default=5, help="number of folds k (default: 5)")
     p.add_argument(
         "--out",
@@ -37,12 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="output folder (default: runs/<config name>[/<variant>]_cv)",
     )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="resume an interrupted fold from its last.pt (default: refuse to overwrite it); "
-        "finished folds are always skipped",
-    )
+    add_resume_or_overwrite(p, "every fold's run in --out")
     p.set_defaults(func=run)
 
 
@@ -68,14 +72,17 @@ def summarize_folds(records: list[dict[str, Any]]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from partseg.locking import acquire
     from partseg.store.zarrstore import open_store
-    from partseg.train.distributed import init_distributed, shutdown
+    from partseg.train.distributed import init_distributed, launch, shutdown
     from partseg.train.splits import kfold_splits, write_splits
     from partseg.train.trainer import train
 
-    base = [*args.overrides, f"data.folds={args.folds}"]
+    base = train_overrides(args, [*args.overrides, f"data.folds={args.folds}"])
     first, name = load_run_config(args, [*base, "data.fold=0"])
+    if args.nproc:
+        return launch(args.nproc, args.argv)
     out = args.out or Path("runs") / f"{name}_cv"
     ctx = init_distributed(first.train.device)
+    say = command_log(args, ctx)
     lock = None
     try:
         if ctx.is_main:
@@ -87,13 +94,15 @@ def run(args: argparse.Namespace) -> int:
         for fold in range(args.folds):
             run_dir = out / f"fold_{fold}"
             summary_path = run_dir / "summary.json"
-            if not summary_path.is_file():
-                config, _ = load_run_config(args, [*base, f"data.fold={fold}"])
-                if args.gpu_mem:
-                    log = print if ctx.is_main else (lambda _message: None)
-                    config = fit_to_budget(config, args.gpu_mem, ctx.device.type, log)
-                resume = args.resume and (run_dir / "checkpoints" / "last.pt").is_file()
-                train(config, run_dir, resume=resume, dist=ctx)
+            config, _ = load_run_config(args, [*base, f"data.fold={fold}"])
+            if args.gpu_mem:
+                config = fit_to_budget(config, args.gpu_mem, ctx.device.type, say)
+            started = (run_dir / "checkpoints" / "last.pt").is_file()
+            state = prepare_run(run_dir, config, args, ctx, say, resume=args.resume and started)
+            if state == "finished":
+                say(f"fold {fold}: finished run found in {run_dir}, not retrained")
+            else:
+                train(config, run_dir, resume=state == "resume", dist=ctx, log=say)
             if ctx.is_main:
                 summary = json.loads(summary_path.read_text())
                 records.append({"fold": fold, **summary["best"].get("record", {})})
@@ -104,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
     if ctx.is_main:
         result = {"folds": records, "summary": summarize_folds(records)}
         write_json(out / "cv_summary.json", result)
+        if args.json:
+            print(json.dumps({"out": str(out), **result}, indent=2))
+            return 0
         for key, stats in result["summary"].items():
             print(f"{key}: {stats['mean']:.4f} +- {stats['std']:.4f} over {stats['n']} folds")
         print(f"cross-validation summary: {out / 'cv_summary.json'}")

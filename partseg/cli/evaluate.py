@@ -18,6 +18,7 @@ import sys
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``partseg evaluate``."""
+    from partseg.cli.options import add_deprecated, add_json, value_class
     from partseg.evaluation.lesionwise import CONFIGS as LESIONWISE_CONFIGS
     from partseg.metrics import DEFAULT_HD95, HD95_CONVENTIONS
 
@@ -48,15 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--pred", default=None, help="predicted labels: NIfTI file, folder or store")
     p.add_argument("--gt", default=None, help="ground-truth labels: NIfTI file, folder or store")
-    p.add_argument(
-        "--json",
-        nargs="?",
-        const="-",
-        default=None,
-        metavar="FILE",
-        help="write all metrics as JSON to FILE; without FILE print the JSON instead of the "
-        "table (default: no JSON)",
-    )
+    add_json(p, "all metrics", legacy_file=True)
     p.add_argument(
         "--csv", metavar="FILE", default=None, help="write a CSV table to FILE (default: none)"
     )
@@ -77,21 +70,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(default: auto)",
     )
     p.add_argument(
-        "--labels-map",
+        "--label-map",
+        nargs="+",
+        type=value_class,
         default=None,
-        metavar="MAP",
-        help="original label value -> class id for NIfTI files, e.g. 0:0,1:1,2:2,4:3 "
+        metavar="VALUE=ID",
+        help="original label value -> class id for NIfTI files, e.g. 0=0 1=1 2=2 4=3 "
         "(default: the ground truth's convention: its BraTS edition (2017-2021: 4->3, 2023: "
         "identity), dataset.json or store; else BraTS 4->3 when detected, else identity)",
     )
+    add_deprecated(p, "--labels-map", "--label-map 0=0 1=1 2=2 4=3", dest="label_map",
+                   nargs="+", type=value_class)  # fmt: skip
     p.add_argument(
-        "--pred-labels-map",
+        "--pred-label-map",
+        nargs="+",
+        type=value_class,
         default=None,
-        metavar="MAP",
+        metavar="VALUE=ID",
         help="the same for the prediction's NIfTI files when they use other values than the "
-        "ground truth, e.g. 0:0,1:1,2:2,4:3 for predictions with enhancing tumour = 4 against "
+        "ground truth, e.g. 0=0 1=1 2=2 4=3 for predictions with enhancing tumour = 4 against "
         "BraTS 2023 ground truth (default: as the ground truth; other values are an error)",
     )
+    add_deprecated(p, "--pred-labels-map", "--pred-label-map 0=0 1=1 2=2 4=3",
+                   dest="pred_label_map", nargs="+", type=value_class)  # fmt: skip
     p.add_argument(
         "--allow-missing",
         action="store_true",
@@ -170,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from partseg.atomic import write_text
+    from partseg.cli.options import label_map_text
     from partseg.evaluation import csv_rows, evaluate_folders, format_table, to_csv
 
     pred, gt = sides(args)
@@ -178,8 +180,8 @@ def run(args: argparse.Namespace) -> int:
         gt,
         classes=args.classes,
         regions=args.regions,
-        labels_map=args.labels_map,
-        pred_labels_map=args.pred_labels_map,
+        labels_map=label_map_text(args.label_map),
+        pred_labels_map=label_map_text(args.pred_label_map),
         allow_missing=args.allow_missing,
         seams=args.seams,
         seam_reference=args.seam_reference,
@@ -189,11 +191,11 @@ def run(args: argparse.Namespace) -> int:
     )
     cases, summary = report["cases"], report["summary"]
     text = json.dumps(report, indent=2)
-    if args.json and args.json != "-":
-        write_text(args.json, text + "\n")
+    if args.json_out:
+        write_text(args.json_out, text + "\n")
     if args.csv:
         write_text(args.csv, to_csv(*csv_rows(cases, summary)))
-    if args.json == "-":
+    if args.json:
         print(text)
     else:
         print(f"labels: {report['label_convention']}")

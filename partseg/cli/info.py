@@ -9,6 +9,8 @@ from typing import Any
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``partseg info``."""
+    from partseg.cli.options import add_json
+
     p = subparsers.add_parser(
         "info",
         help="summarise a partseg store: cases, shapes, channels, classes, chunks, size",
@@ -16,7 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "shares, chunking, dtype and size on disk of a partseg store.",
     )
     p.add_argument("store", metavar="STORE", help="store path or fsspec URL")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text (default: text)")
+    add_json(p, "the summary")
     p.set_defaults(func=run)
 
 

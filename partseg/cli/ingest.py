@@ -9,7 +9,16 @@ import sys
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``partseg ingest``."""
-    from partseg.cli.options import int_range, nonnegative_int, positive_float, positive_int
+    from partseg.cli.options import (
+        add_json,
+        add_no_progress,
+        add_overwrite,
+        int_range,
+        nonnegative_int,
+        positive_float,
+        positive_int,
+        value_name,
+    )
     from partseg.store.encoding import DTYPES
     from partseg.store.ingest import IngestSettings
     from partseg.store.preprocess import NORMALIZATIONS
@@ -25,7 +34,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "resume an interrupted run.",
     )
     p.add_argument("src", metavar="SRC", help="raw dataset folder (or one HDF5/NumPy file)")
-    p.add_argument("store", metavar="STORE", help="store path or fsspec URL (e.g. memory://x)")
+    p.add_argument(
+        "store",
+        metavar="STORE",
+        help="store path, or an fsspec URL (s3://bucket/brats.zarr; remote protocols need "
+        "pip install 'partseg[remote]')",
+    )
     p.add_argument(
         "--layout",
         choices=("auto", *LAYOUTS.names()),
@@ -108,7 +122,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--label-names",
         nargs="+",
-        type=_label_name,
+        type=value_name,
         default=(),
         metavar="VALUE=NAME",
         help="class names for label values the layout does not name, e.g. 1=aneurysm "
@@ -143,7 +157,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="leave bad cases out and report them at the end; exit 0 if the store has at least "
         "one case (default: the first bad case stops the run with exit status 2)",
     )
-    p.add_argument("--json", action="store_true", help="print the summary as JSON (default: text)")
+    add_json(p, "the ingest summary")
     p.add_argument(
         "--hdf5-image",
         default="image",
@@ -156,14 +170,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="HDF5 dataset (or .npz key) of the label (default: label)",
     )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an existing partseg store instead of resuming it (default: resume)",
-    )
-    p.add_argument(
-        "--no-progress", action="store_true", help="hide the progress bar (default: shown)"
-    )
+    add_overwrite(p, "an existing partseg store")
+    add_no_progress(p)
     p.set_defaults(func=run)
 
 
@@ -196,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         skip_bad=args.skip_bad,
         overwrite=args.overwrite,
-        progress=not (args.no_progress or args.json),
+        progress=not args.no_progress,
     )
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
@@ -206,14 +214,6 @@ def run(args: argparse.Namespace) -> int:
         print("partseg ingest: error: no case could be ingested", file=sys.stderr)
         return 2
     return 0
-
-
-def _label_name(text: str) -> tuple[int, str]:
-    """Parse ``VALUE=NAME`` (e.g. ``1=aneurysm``) for ``--label-names``."""
-    value, sep, name = text.partition("=")
-    if not sep or not value.strip().lstrip("-").isdigit() or not name.strip():
-        raise argparse.ArgumentTypeError(f"expected VALUE=NAME such as 1=aneurysm, got {text!r}")
-    return int(value), name.strip()
 
 
 def _channel_map(text: str) -> tuple[tuple[str, str], ...]:

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``phantom`` subcommand."""
-    from partseg.cli.options import int_range, nonnegative_int, positive_int, safe_name
+    from partseg.cli.options import (
+        add_deprecated,
+        add_json,
+        add_no_progress,
+        add_overwrite,
+        int_range,
+        nonnegative_int,
+        positive_int,
+        safe_name,
+    )
     from partseg.phantom.cases import KINDS
 
     parser = subparsers.add_parser(
@@ -22,9 +32,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(resume).",
     )
     parser.add_argument("out", metavar="OUT", type=Path, help="output folder (created)")
-    parser.add_argument(
-        "--cases", type=positive_int, required=True, metavar="N", help="number of cases (required)"
+    count = parser.add_mutually_exclusive_group(required=True)
+    count.add_argument(
+        "--count", type=positive_int, metavar="N", help="number of cases to write (required)"
     )
+    # --cases names case ids elsewhere (predict --cases ID...): the count was renamed --count
+    add_deprecated(count, "--cases", "--count N", dest="count", type=positive_int, metavar="N")
     parser.add_argument(
         "--shape",
         type=int_range(1, 1024),
@@ -51,11 +64,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default="Phantom",
         help="case id prefix, ids <prefix>_001... (default: Phantom)",
     )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="rewrite cases that already exist (default: skip complete cases)",
-    )
+    add_overwrite(parser, "the cases already in OUT")
+    add_no_progress(parser)
+    add_json(parser, "the case folders written")
     parser.set_defaults(func=run)
 
 
@@ -65,12 +76,17 @@ def run(args: argparse.Namespace) -> int:
 
     folders = write_phantoms(
         args.out,
-        cases=args.cases,
+        cases=args.count,
         shape=tuple(args.shape),
         seed=args.seed,
         kind=args.kind,
         prefix=args.prefix,
         overwrite=args.overwrite,
+        progress=not args.no_progress,
     )
-    print(f"partseg phantom: {len(folders)} {args.kind} cases in {args.out}")
+    if args.json:
+        print(json.dumps({"out": str(args.out), "kind": args.kind,
+                          "cases": [str(f) for f in folders]}, indent=2))  # fmt: skip
+    else:
+        print(f"partseg phantom: {len(folders)} {args.kind} cases in {args.out}")
     return 0

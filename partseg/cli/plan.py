@@ -20,6 +20,7 @@ import json
 import sys
 from typing import Any
 
+from partseg.cli.options import add_deprecated, add_json, add_no_progress, memory_size
 from partseg.cli.train import add_config, add_overrides, load_run_config
 
 
@@ -35,7 +36,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_config(p)
     add_overrides(p, "config overrides such as model.base_width=16 (default: none)")
     p.add_argument(
-        "--gpu-mem", required=True, metavar="SIZE", help="budget: 4GiB, 4GB, 4096MiB or 6g"
+        "--gpu-mem",
+        type=memory_size,
+        required=True,
+        metavar="SIZE",
+        help="budget: 4GiB, 4GB, 4096MiB or 6g",
     )
     p.add_argument(
         "--safety",
@@ -45,11 +50,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="share of the budget to keep free, e.g. 0.1 (default: train.memory_safety, 0.1)",
     )
     p.add_argument(
-        "--device-type",
-        choices=("cuda", "cpu"),
+        "--device",
+        type=_device_type,
         default="cuda",
-        help="plan for a GPU (adds the CUDA context) or for CPU RAM (default: cuda)",
+        metavar="DEVICE",
+        help="the device to plan for: cuda (or cuda:N; a GPU: adds the CUDA context) or cpu "
+        "(CPU RAM); no GPU is needed to plan for one (default: cuda)",
     )
+    add_deprecated(p, "--device-type", "--device", dest="device", type=_device_type)
     p.add_argument(
         "--no-calibrate",
         action="store_true",
@@ -62,16 +70,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="skip the measured steps of the chosen configuration on the GPU (default: "
         "verify when a GPU is visible)",
     )
-    p.add_argument(
-        "--no-progress",
-        action="store_true",
-        help="no progress lines on stderr (default: one line per measurement; a bar on a terminal)",
-    )
-    p.add_argument("--json", action="store_true", help="print the plan as JSON (default: text)")
+    add_no_progress(p)
+    add_json(p, "the plan")
     p.set_defaults(func=run)
 
 
+def _device_type(text: str) -> str:
+    """``--device`` of plan: the device type planned for (``cuda:1`` plans for ``cuda``).
+
+    Example:
+        >>> _device_type("cuda:1")
+        'cuda'
+    """
+    from partseg.cli.options import device_name
+
+    name = device_name(text)
+    if name == "auto":
+        raise argparse.ArgumentTypeError("plan for cuda or cpu: name the device to plan for")
+    return name.split(":")[0]
+
+
 def run(args: argparse.Namespace) -> int:
+    from partseg.progress import Progress
     from partseg.train.planner import (
         amp_modes,
         default_probe,
@@ -85,27 +105,28 @@ def run(args: argparse.Namespace) -> int:
     config, _ = load_run_config(args, args.overrides)
     config = fit_to_data(config, _stderr)
     budget = parse_size(args.gpu_mem)
-    probe = None if args.no_calibrate else default_probe(args.device_type)
-    measurements = 2 * len(amp_modes(config, args.device_type)) * 2
-    with Progress(measurements, enabled=not args.no_progress) as progress:
+    probe = None if args.no_calibrate else default_probe(args.device)
+    measurements = 2 * len(amp_modes(config, args.device)) * 2
+    with Progress(measurements, "plan", unit="measurement", enabled=not args.no_progress,
+                  interval=0) as bar:  # fmt: skip
         plan = plan_memory(
             config,
             budget,
-            device_type=args.device_type,
+            device_type=args.device,
             safety=args.safety,
             probe=probe,
-            progress=progress,
+            progress=lambda message: bar.update(note=message),
         )
     result = plan.as_dict()
     if plan.chosen is not None and not args.no_verify:
-        verify_probe = probe or default_probe(args.device_type)
+        verify_probe = probe or default_probe(args.device)
         if verify_probe is not None:
             result["check"] = _check(config, plan.chosen, verify_probe)
     if args.json:
         print(json.dumps(result, indent=1))
         return 0 if plan.chosen is not None else 1
     print(
-        f"budget {format_size(budget)} ({args.device_type}), keeping {plan.safety:.0%} free: "
+        f"budget {format_size(budget)} ({args.device}), keeping {plan.safety:.0%} free: "
         f"limit {format_size(plan.limit)}; {plan.n_parameters:,} parameters; device context "
         f"{format_size(plan.context)} ({plan.context_source})"
     )
@@ -157,32 +178,6 @@ def _check(config: Any, chosen: Any, probe: Any) -> dict[str, Any]:
         "device_total": peak.reserved + context,
         "error": estimate_errors(chosen, peak, context),
     }
-
-
-class Progress:
-    """One stderr line per measurement, or a tqdm bar when stderr is a terminal."""
-
-    def __init__(self, total: int, *, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self.bar: Any = None
-        if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc="plan", file=sys.stderr, leave=False)
-
-    def __call__(self, message: str) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(message, refresh=False)
-            self.bar.update()
-        elif self.enabled:
-            _stderr(f"plan: {message}")
-
-    def __enter__(self) -> Progress:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _stderr(message: str) -> None:

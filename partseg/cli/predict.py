@@ -8,16 +8,25 @@ Parses the options into :class:`~partseg.infer.settings.PredictSettings` and
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``partseg predict``."""
+    from partseg.cli.options import (
+        add_amp,
+        add_device,
+        add_json,
+        add_no_progress,
+        add_overwrite,
+        positive_int,
+    )
     from partseg.infer.blends import BLENDS
     from partseg.infer.modes import MODES
     from partseg.infer.settings import PredictSettings
-    from partseg.precision import PRECISION_MODES
 
     p = subparsers.add_parser(
         "predict",
@@ -37,6 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--store", help="partseg store (path or fsspec URL) holding the cases")
     source.add_argument(
+        "-i",
         "--input",
         metavar="NIFTI_DIR",
         help="raw folder (BraTS 2017-2023, MSD / nnU-Net, or a flat nnU-Net imagesTs folder of "
@@ -44,8 +54,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "into a temporary store in OUT first, with the ingest settings the model was trained "
         "with; channel names match the model's by alias (t1 = t1n, ...)",
     )
-    p.add_argument("--out", required=True, help="output folder, created if missing")
-    p.add_argument("--cases", nargs="+", default=None, help="case ids (default: every case)")
+    p.add_argument("-o", "--out", required=True, help="output folder, created if missing")
+    p.add_argument(
+        "--cases", nargs="+", default=None, metavar="ID", help="case ids (default: every case)"
+    )
     p.add_argument(
         "--partition",
         choices=MODES.names(),
@@ -75,7 +87,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "core (0.5: half a core) or even whole voxels (16); the network reads that region plus "
         "the margin, so blends work with --margin 0 (default: 0.5 for blends, none for crop)",
     )
-    p.add_argument("--tta", action="store_true", help="average all axis flips (default: off)")
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time mirroring, nnU-Net's default: average the logits of all 8 flips of the "
+        "three axes (2D models: the 4 of the slice plane), in every --partition mode; 8x the "
+        "time (default: off)",
+    )
     p.add_argument(
         "--min-component-size",
         type=int,
@@ -107,24 +125,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default="nifti",
         help="label export format; none writes no label file (default: nifti)",
     )
-    p.add_argument("--batch", type=int, default=2, help="minicubes per forward pass (default: 2)")
     p.add_argument(
-        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto: cuda if any)"
+        "--batch", type=positive_int, default=2, help="minicubes per forward pass (default: 2)"
     )
-    p.add_argument(
-        "--amp",
-        choices=PRECISION_MODES,
-        default="off",
-        help="autocast precision: auto (bf16 where native, fp16 on older GPUs, fp32 on CPUs "
-        "without native bf16), bf16, fp16, or off = fp32 (default: off, so probabilities are "
-        "exact to float rounding and equal the reference)",
-    )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="redo every case, replacing existing outputs (default: skip finished cases and "
-        "refuse outputs of other models or settings)",
-    )
+    add_device(p)
+    add_amp(p, default="off", note="; off keeps the probabilities exact to float rounding")
+    add_overwrite(p, "every case's outputs in OUT (also those of other models or settings)")
+    add_no_progress(p)
+    add_json(p, "what was predicted (cases written, skipped, outputs)")
     p.set_defaults(func=run)
 
 
@@ -156,12 +164,16 @@ def run(args: argparse.Namespace) -> int:
     )
     predictor = CasePredictor.from_checkpoints(args.models, settings, log=_note)
     out = Path(args.out)
-    common = {"cases": args.cases, "overwrite": args.overwrite}
+    log = _note if args.json else print
+    common = {"cases": args.cases, "overwrite": args.overwrite, "log": log,
+              "progress": not args.no_progress}  # fmt: skip
     with run_lock(out, "predict"):  # one prediction per output folder
         if args.store is not None:
-            predict_store(predictor, args.store, out, outputs, **common)
+            report = predict_store(predictor, args.store, out, outputs, **common)
         else:
-            predict_input(predictor, args.input, out, outputs, **common)
+            report = predict_input(predictor, args.input, out, outputs, **common)
+    if args.json:
+        print(json.dumps({"out": str(out), **dataclasses.asdict(report)}, indent=2))
     return 0
 
 

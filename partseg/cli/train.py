@@ -6,20 +6,42 @@ when the recipe has one). The run directory receives the resolved ``config.yaml`
 ``metrics.jsonl`` / ``metrics.csv``, ``checkpoints/last.pt`` and ``checkpoints/best.pt`` (see
 :mod:`partseg.train.trainer`). ``--gpu-mem 4GiB`` lets the memory planner pick the largest core
 / batch (and mixed precision, checkpointing) that fits; ``key=value`` arguments override config
-keys, e.g. ``train.epochs=20 data.store=brats.zarr``. For several GPUs or CPU processes launch
-it with ``torchrun --nproc_per_node N -m partseg train CONFIG``.
+keys, e.g. ``train.epochs=20 data.store=brats.zarr``.
+
+A rerun of the same command resumes an interrupted run from ``checkpoints/last.pt`` (a finished
+run is left as it is); a run of another config in the same folder is refused unless
+``--overwrite`` replaces it or ``--resume`` continues it with the new training settings (e.g.
+more epochs; :func:`partseg.train.rundir.run_state`).
+
+Data-parallel training: ``--nproc N`` starts N processes on this machine through
+``torch.distributed.run`` (the same as ``torchrun --standalone --nproc_per_node N -m partseg
+train CONFIG``); ``train.batch_size`` is per process, BatchNorm is synchronised across them
+(``train.sync_batchnorm``).
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from partseg.config import ExperimentConfig
+    from partseg.train.distributed import DistContext
 
-from partseg.cli.options import nonnegative_int
+from partseg.cli.options import (
+    add_amp,
+    add_device,
+    add_json,
+    add_no_progress,
+    add_overwrite,
+    memory_size,
+    nonnegative_int,
+    positive_int,
+)
+
+Log = Callable[[str], None]
 
 
 class IntermixedParser(argparse.ArgumentParser):
@@ -87,18 +109,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "mixed precision, gradient checkpointing, stitched full-volume validation and exact "
         "resume.",
     )
-    add_common_arguments(p)
+    add_common_arguments(p, "the run's summary (best and last epoch records, run directory)")
     p.add_argument(
         "--out",
         type=Path,
         default=None,
         help="run directory (default: runs/<config name>[/<variant>], plus /fold_K with --fold)",
     )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --out from checkpoints/last.pt (default: start fresh)",
-    )
+    add_resume_or_overwrite(p, "the run in --out (checkpoints, metrics, config)")
     p.add_argument(
         "--fold",
         type=nonnegative_int,
@@ -109,19 +127,88 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def add_common_arguments(p: argparse.ArgumentParser) -> None:
-    """CONFIG, --gpu-mem and the key=value overrides, shared by train and cv."""
+def add_common_arguments(p: argparse.ArgumentParser, result: str) -> None:
+    """CONFIG, the key=value overrides, --gpu-mem, --device, --amp, --nproc, --no-progress,
+    --json (printing ``result``) and the deprecated --resume, shared by train and cv."""
     add_config(p)
     add_overrides(
         p, "config overrides such as train.epochs=10 partition.core=[64,64,64] (default: none)"
     )
     p.add_argument(
         "--gpu-mem",
+        type=memory_size,
         default=None,
         metavar="SIZE",
         help="memory budget (4GiB, 4GB, 4096MiB, 6g): the planner picks core, batch, mixed "
         "precision and checkpointing to fit it (default: use the config as is)",
     )
+    add_device(p, default=None, note="; sets train.device")
+    add_amp(p, default=None, note="; sets train.amp")
+    p.add_argument(
+        "--nproc",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="data-parallel training in N processes on this machine (one per GPU, or CPU "
+        "processes), started through torch.distributed.run; train.batch_size is per process, "
+        "so the global batch is N x train.batch_size (default: one process)",
+    )
+    add_no_progress(p)
+    add_json(p, result)
+
+
+def add_resume_or_overwrite(p: argparse.ArgumentParser, what: str) -> None:
+    """``--overwrite`` (replace ``what``) or ``--resume`` (continue with changed settings)."""
+    group = p.add_mutually_exclusive_group()
+    add_overwrite(group, what)  # type: ignore[arg-type]
+    group.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from checkpoints/last.pt even when training settings changed, e.g. "
+        "train.epochs=30 to train a finished run longer; the model must be the same (default: "
+        "a rerun resumes only the same config)",
+    )
+
+
+def train_overrides(args: argparse.Namespace, overrides: list[str]) -> list[str]:
+    """``--device``, ``--amp`` and ``--no-progress`` as config overrides (after the others).
+
+    Example:
+        >>> ns = argparse.Namespace(device="cpu", amp=None, no_progress=True)
+        >>> train_overrides(ns, ["train.epochs=2"])
+        ['train.epochs=2', 'train.device=cpu', 'train.progress=false']
+    """
+    extra = [] if args.device is None else [f"train.device={args.device}"]
+    extra += [] if args.amp is None else [f"train.amp={args.amp}"]
+    extra += ["train.progress=false"] if args.no_progress else []
+    return [*overrides, *extra]
+
+
+def prepare_run(
+    run_dir: Path,
+    config: ExperimentConfig,
+    args: argparse.Namespace,
+    ctx: DistContext,
+    log: Log,
+    *,
+    resume: bool | None = None,
+) -> str:
+    """What to do in ``run_dir``: ``empty`` (train), ``resume`` or ``finished`` (nothing).
+
+    ``--overwrite`` removes an earlier run's outputs first (rank 0, holding the folder's lock);
+    otherwise a run of another config there is refused unless ``--resume`` (``resume``, default
+    ``args.resume``; :func:`~partseg.train.rundir.run_state`).
+    """
+    from partseg.train.distributed import barrier
+    from partseg.train.rundir import RUN_OUTPUTS, clear_outputs, run_state
+
+    if not args.overwrite:
+        resume = args.resume if resume is None else resume
+        return run_state(run_dir, config.to_dict(), resume=resume)
+    if ctx.is_main and clear_outputs(run_dir, RUN_OUTPUTS, "train"):
+        log(f"--overwrite: removed the earlier run in {run_dir}")
+    barrier(ctx)
+    return "empty"
 
 
 def fold_overrides(fold: int | None, overrides: list[str]) -> list[str]:
@@ -152,11 +239,16 @@ def fit_to_budget(config, size: str, device_type: str, log=print):  # type: igno
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
+
     from partseg.errors import ConfigError
-    from partseg.train.distributed import init_distributed, shutdown
+    from partseg.train.distributed import init_distributed, launch, shutdown
     from partseg.train.trainer import train
 
-    config, name = load_run_config(args, fold_overrides(args.fold, args.overrides))
+    overrides = train_overrides(args, fold_overrides(args.fold, args.overrides))
+    config, name = load_run_config(args, overrides)  # a bad config stops before any process starts
+    if args.nproc:
+        return launch(args.nproc, args.argv)
     if args.fold is not None and config.data.folds and args.fold >= config.data.folds:
         raise ConfigError(f"--fold {args.fold} is outside 0..{config.data.folds - 1}")
     run_dir = args.out
@@ -165,13 +257,33 @@ def run(args: argparse.Namespace) -> int:
         if config.data.folds:
             run_dir = run_dir / f"fold_{config.data.fold}"
     ctx = init_distributed(config.train.device)
+    say = command_log(args, ctx)
     try:
         if args.gpu_mem:
-            log = print if ctx.is_main else (lambda _message: None)
-            config = fit_to_budget(config, args.gpu_mem, ctx.device.type, log)
-        train(config, run_dir, resume=args.resume, dist=ctx)
+            config = fit_to_budget(config, args.gpu_mem, ctx.device.type, say)
+        state = prepare_run(run_dir, config, args, ctx, say)
+        if state == "finished":
+            say(f"{run_dir} holds a finished run of this config; nothing to do (--overwrite "
+                "trains it again)")  # fmt: skip
+        else:
+            train(config, run_dir, resume=state == "resume", dist=ctx, log=say)
     finally:
         shutdown(ctx)
     if ctx.is_main:
-        print(f"run directory: {run_dir}")
+        if args.json:
+            summary = json.loads((run_dir / "summary.json").read_text())
+            print(json.dumps({"run_dir": str(run_dir), **summary}, indent=2))
+        else:
+            print(f"run directory: {run_dir}")
     return 0
+
+
+def command_log(args: argparse.Namespace, ctx: DistContext) -> Log:
+    """Rank 0's log lines: stdout, or stderr with ``--json`` (stdout then holds only JSON)."""
+    import sys
+
+    if not ctx.is_main:
+        return lambda _message: None
+    if args.json:
+        return lambda message: print(message, file=sys.stderr, flush=True)
+    return print

@@ -252,7 +252,9 @@ class TrainConfig:
         workers: DataLoader worker processes (0: load in the main process).
         reuse: augmented samples drawn from each minicube read (see MinicubeDataset).
         deterministic: ask torch for deterministic algorithms (slower on GPU).
-        progress: show a tqdm progress bar.
+        sync_batchnorm: under torchrun / ``--nproc`` with several processes, compute BatchNorm
+            statistics over the global batch (``N x batch_size``) instead of per process.
+        progress: show progress on stderr (a bar on a terminal, else a line every 30 s).
         memory_safety: share of a ``--gpu-mem`` budget the memory planner keeps free.
     """
 
@@ -271,6 +273,7 @@ class TrainConfig:
     workers: int = 2
     reuse: int = 1
     deterministic: bool = False
+    sync_batchnorm: bool = True
     progress: bool = True
     memory_safety: float = 0.1
 

@@ -120,20 +120,20 @@ def _text(values: Iterable[int]) -> str:
     return "{" + ", ".join(str(v) for v in sorted(values)) + "}"
 
 
-#: Enhancing tumour's value -> the BraTS labels using it, and the --pred-labels-map that maps
+#: Enhancing tumour's value -> the BraTS labels using it, and the --pred-label-map that maps
 #: a prediction using it onto the other value. nnU-Net's converted BraTS (Dataset137) also has
 #: enhancing tumour = 3 but swaps 1 and 2 (1 = edema, 2 = necrotic); values cannot tell, so
 #: the hint names both maps.
 _ET_VALUES = {
-    4: ("BraTS 2017-2021", "0:0,1:1,2:2,4:3 (for nnU-Net's converted BraTS ground truth, where "
-        "1 and 2 are swapped: 0:0,1:2,2:1,4:3)"),
-    3: ("BraTS 2023, nnU-Net", "0:0,1:1,2:2,3:3 (BraTS 2023 labels; nnU-Net's converted BraTS "
-        "swaps 1 and 2: 0:0,1:2,2:1,3:3)"),
+    4: ("BraTS 2017-2021", "0=0 1=1 2=2 4=3 (for nnU-Net's converted BraTS ground truth, where "
+        "1 and 2 are swapped: 0=0 1=2 2=1 4=3)"),
+    3: ("BraTS 2023, nnU-Net", "0=0 1=1 2=2 3=3 (BraTS 2023 labels; nnU-Net's converted BraTS "
+        "swaps 1 and 2: 0=0 1=2 2=1 3=3)"),
 }  # fmt: skip
 
 
 def _brats_note(pred: set[int], gt: set[int]) -> tuple[str, str]:
-    """(explanation, suggested --pred-labels-map) for the BraTS enhancing-tumour mix-up."""
+    """(explanation, suggested --pred-label-map) for the BraTS enhancing-tumour mix-up."""
     for mine, theirs in ((4, 3), (3, 4)):
         if mine in pred and theirs in gt and mine not in gt and pred <= {0, 1, 2, mine}:
             note = (
@@ -157,7 +157,7 @@ def mismatch_error(
     Example:
         >>> err = mismatch_error("c1", "p/c1.nii.gz", "g/c1-seg.nii.gz", [0, 2, 4], [0, 1, 2, 3],
         ...                      "the BraTS 2023 layout of g")
-        >>> "--pred-labels-map 0:0,1:1,2:2,4:3" in err.hint
+        >>> "--pred-label-map 0=0 1=1 2=2 4=3" in err.hint
         True
     """
     pred, gt = {int(v) for v in pred_values}, {int(v) for v in gt_values}
@@ -167,7 +167,7 @@ def mismatch_error(
         f"the prediction's label values {_text(pred)} do not fit the ground truth's label set "
         f"{_text(gt)} ({gt_source}{where}): {_text(pred - gt)} outside it{note}"
     )
-    fix = f"--pred-labels-map {suggestion}" if suggestion else "--pred-labels-map VALUE:CLASS,..."
+    fix = f"--pred-label-map {suggestion}" if suggestion else "--pred-label-map VALUE=CLASS ..."
     hint = (
         f"map the prediction's values to the ground truth's classes with {fix}, or re-export "
         "the predictions in the ground truth's labels"

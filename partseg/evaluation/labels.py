@@ -54,7 +54,7 @@ def apply_mapping(
             case_id,
             where,
             f"label values {unknown} are not in the label mapping {dict(mapping)}",
-            "pass --labels-map with every label value",
+            "pass --label-map with every label value",
         )
     lut = np.zeros(int(values.max()) + 1 if values.size else 1, dtype=np.int64)
     for key, value in mapping.items():
@@ -101,7 +101,7 @@ mismatch_error` names both label sets. Mutable on purpose: without a convention 
         class_names: class names by id, or None (decided at the end).
         regions_choice: ``"auto"``, ``"brats"`` or ``"none"``.
         pred_mapping: prediction label value -> class id when it differs from the ground
-            truth's (``--pred-labels-map``), else None.
+            truth's (``--pred-label-map``), else None.
         convention: where ``mapping`` comes from, for messages and the report.
         hint: auto mode: the BraTS labels the file names suggest (2023: {0, 1, 2, 3}).
     """
@@ -146,14 +146,13 @@ mismatch_error` names both label sets. Mutable on purpose: without a convention 
             if unknown and pred_of is not None and self.pred_mapping is None:
                 raise mismatch_error(case_id, where, pred_of[2], values, mapping, self._gt_source())
             if unknown:
-                which = "--pred-labels-map" if pred_of is not None else self._gt_source()
+                which = "--pred-label-map" if pred_of is not None else self._gt_source()
                 raise InputError(
                     case_id,
                     where,
                     f"label values {unknown} are not in the label mapping {dict(mapping)} "
                     f"({which})",
-                    "pass --labels-map (--pred-labels-map for the prediction) with every "
-                    "label value",
+                    "pass --label-map (--pred-label-map for the prediction) with every label value",
                 )
             labels = apply_mapping(labels, mapping, case_id, where)
         if labels.size and labels.min() < 0:
@@ -232,7 +231,7 @@ mismatch_error` names both label sets. Mutable on purpose: without a convention 
                 gt[2],
                 f"label values {sorted(values)} do not fit the BraTS labels {sorted(brats)} "
                 "that earlier cases had",
-                "pass --labels-map, e.g. 0:0,1:1,2:2,4:3",
+                "pass --label-map, e.g. 0=0 1=1 2=2 4=3",
             )
         self.brats_possible = False
         top = max(values, default=0)

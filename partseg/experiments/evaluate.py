@@ -15,6 +15,7 @@ import numpy as np
 from partseg.atomic import atomic_path, write_json
 from partseg.experiments.config import EvaluationSpec
 from partseg.experiments.predictors import Predictor
+from partseg.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,6 @@ def evaluate_predictor(
         The evaluation dict (``summary`` from :func:`partseg.metrics.summarize`, ``cases``,
         ``seam_index``, ``predict_seconds``) and the predicted overlay slices, (Y, X) uint8 each.
     """
-    from tqdm import tqdm
-
     from partseg.infer.postprocess import postprocess
     from partseg.infer.seams import seam_index
     from partseg.metrics import evaluate_case, original_diagonal, regions_for, summarize
@@ -90,7 +89,8 @@ def evaluate_predictor(
     regions = regions_for(classes)
     cases, seams, picked = {}, [], {}
     start = time.perf_counter()
-    for case_id in tqdm(test, desc=f"evaluate {predictor.name}", unit="case", disable=not progress):
+    bar = Progress(len(test), f"evaluate {predictor.name}", unit="case", enabled=progress)
+    for case_id in test:
         case = store[case_id]
         labels, probs = predictor.predict(case)  # (Z, Y, X), (K, Z, Y, X) | None
         if spec.min_component_size > 1:
@@ -106,6 +106,8 @@ def evaluate_predictor(
         for i, s in enumerate(slices):
             if s.case_id == case_id:
                 picked[i] = labels[s.z]
+        bar.update(note=case_id)
+    bar.close()
     seconds = time.perf_counter() - start
     finite = [s for s in seams if np.isfinite(s)]
     result = {

@@ -8,27 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from partseg.atomic import write_json
 from partseg.errors import ConfigError
 from partseg.experiments.config import CompareConfig, Variant, experiment_dict
 from partseg.experiments.data import Split
-
-#: Keys of the run configs that do not change results (ignored when checking a rerun).
-_VOLATILE = {("train", "progress"), ("train", "workers"), ("train", "device")}
+from partseg.train.rundir import config_changes
 
 
 def run_dir_of(out: Path, name: str, fold: int) -> Path:
     """Where variant ``name`` trains on fold ``fold``: ``OUT/runs/<name>/fold<k>``."""
     return out / "runs" / name / f"fold{fold}"
-
-
-def _comparable(raw: Mapping[str, Any]) -> dict[str, Any]:
-    data = json.loads(json.dumps(raw, default=list))
-    for section, key in _VOLATILE:
-        data.get(section, {}).pop(key, None)
-    return data
 
 
 def train_variant(
@@ -57,14 +47,12 @@ def train_variant(
     raw.setdefault("train", {})["progress"] = progress and bool(raw["train"].get("progress", True))
     experiment = config_from_dict(raw)
     run_dir = run_dir_of(out, variant.name, fold)
-    stored = run_dir / "config.yaml"
-    if stored.is_file():
-        previous = yaml.safe_load(stored.read_text()) or {}
-        if _comparable(previous) != _comparable(experiment.to_dict()):
-            raise ConfigError(
-                f"{run_dir} holds a run of variant {variant.name} with another config; use "
-                "another --out, or delete that folder to retrain it"
-            )
+    changed = config_changes(run_dir, experiment.to_dict())
+    if changed:
+        raise ConfigError(
+            f"{run_dir} holds a run of variant {variant.name} with another config "
+            f"({'; '.join(changed[:4])}); use another --out, or --overwrite to retrain"
+        )
     if (run_dir / "summary.json").is_file():
         log(f"{variant.name} fold {fold}: finished run found in {run_dir}, not retrained")
         return run_dir

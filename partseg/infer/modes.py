@@ -77,6 +77,8 @@ class CaseJob:
         sink: makes the output backend; None keeps the output in memory.
         region_order: the class id each output channel writes for region outputs
             (:func:`~partseg.infer.labels.labels_from_regions`); None for class outputs.
+        progress: called with the share of the case written so far (0..1), for progress
+            within long volumes; None: not reported.
     """
 
     model: torch.nn.Module
@@ -95,6 +97,7 @@ class CaseJob:
     dtype: np.dtype
     sink: SinkFactory | None = None
     region_order: tuple[int, ...] | None = None
+    progress: Callable[[float], None] | None = None
 
     @property
     def shape(self) -> Shape:
@@ -123,10 +126,42 @@ class CaseJob:
         from partseg.infer.stitch import MemoryBackend
 
         if self.sink is None:
-            return MemoryBackend(self.output_shape, self.output_dtype)
-        spatial = tuple(min(int(c), s) for c, s in zip(chunks, self.shape, strict=True))
-        full = spatial if self.output == "labels" else (self.channels, *spatial)
-        return self.sink(self.output_shape, full, self.output_dtype)
+            backend = MemoryBackend(self.output_shape, self.output_dtype)
+        else:
+            spatial = tuple(min(int(c), s) for c, s in zip(chunks, self.shape, strict=True))
+            full = spatial if self.output == "labels" else (self.channels, *spatial)
+            backend = self.sink(self.output_shape, full, self.output_dtype)
+        if self.progress is None:
+            return backend
+        return ReportingBackend(backend, int(np.prod(self.shape)), self.progress)
+
+
+class ReportingBackend:
+    """A backend that reports the share of the volume written after every write.
+
+    Every mode writes each output voxel once (the stitcher emits finished chunks, the engine
+    finished rows), so the share of voxels written is the share of the case done.
+
+    Example:
+        >>> from partseg.infer.stitch import MemoryBackend
+        >>> shares = []
+        >>> backend = ReportingBackend(MemoryBackend((2, 2, 2), np.uint8), 8, shares.append)
+        >>> backend.write((slice(0, 1),), np.ones((1, 2, 2), np.uint8))
+        >>> shares
+        [0.5]
+    """
+
+    def __init__(self, backend: Backend, voxels: int, report: Callable[[float], None]) -> None:
+        self.backend, self.voxels, self.report = backend, max(1, voxels), report
+        self.written = 0
+
+    def write(self, index: tuple[slice, ...], array: np.ndarray) -> None:
+        self.backend.write(index, array)
+        self.written += int(np.prod(array.shape[-3:]))  # (K, z, y, x) or (z, y, x)
+        self.report(min(1.0, self.written / self.voxels))
+
+    def result(self) -> Any:
+        return self.backend.result()
 
 
 def _any_model(model: Any, layout: Any) -> str | None:

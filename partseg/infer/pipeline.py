@@ -236,6 +236,7 @@ class CasePredictor:
         output: str = "values",
         dtype: np.dtype | type = np.float32,
         sink: SinkFactory | None = None,
+        progress: Callable[[float], None] | None = None,
     ) -> CaseJob:
         """The :class:`CaseJob` of ``case`` for the mode (see :meth:`predict`)."""
         s = self.settings
@@ -245,6 +246,7 @@ class CasePredictor:
             blend=s.blend, overlap=self.overlap, batch_size=s.batch_size,
             activation=default_activation(self.out_channels, regions=self.regions is not None),
             output=output, dtype=np.dtype(dtype), sink=sink, region_order=self.region_order,
+            progress=progress,
         )  # fmt: skip
 
     @property
@@ -270,6 +272,7 @@ class CasePredictor:
         probabilities: bool = True,
         dtype: np.dtype | type = np.float32,
         sink: SinkFactory | None = None,
+        progress: Callable[[float], None] | None = None,
     ) -> Prediction:
         """Predict one case.
 
@@ -280,12 +283,15 @@ class CasePredictor:
             dtype: dtype of the probabilities (float16 halves their RAM or disk).
             sink: where the mode's output goes (e.g. a zarr array, see
                 :func:`~partseg.infer.outputs.zarr_sink`); default memory.
+            progress: called with the share of the case done (0..1) as it is written.
 
         Returns:
             labels (post-processed) and, if asked, the probabilities.
         """
         output = "values" if probabilities else "labels"
-        job = self.job(self.in_model_order(case), output=output, dtype=dtype, sink=sink)
+        job = self.job(
+            self.in_model_order(case), output=output, dtype=dtype, sink=sink, progress=progress
+        )
         was_training = self.model.training
         self.model.eval()
         try:

@@ -42,6 +42,7 @@ from partseg.infer.outputs import (
     write_prediction,
     zarr_sink,
 )
+from partseg.progress import Progress
 
 if TYPE_CHECKING:
     from partseg.infer.pipeline import CasePredictor
@@ -69,6 +70,7 @@ def predict_store(
     overwrite: bool = False,
     source: str | None = None,
     log: Log = print,
+    progress: bool = False,
 ) -> RunReport:
     """Predict the cases of the store at ``url`` into ``out``; see the module docstring.
 
@@ -82,6 +84,8 @@ def predict_store(
         source: what the manifest names as the input (default ``url``; a raw folder for
             :func:`predict_input`).
         log: where the per-case lines go.
+        progress: show progress on stderr, per case and within each case
+            (:class:`~partseg.progress.Progress`: a bar on a terminal, else a line every 30 s).
 
     Raises:
         StoreError: unknown case ids, an empty store, or a case id that cannot name a file.
@@ -117,14 +121,26 @@ def predict_store(
             f"skipped {len(report.skipped)} of {len(case_ids)} cases already predicted in {out} "
             f"with these models and settings ({shown}); --overwrite redoes them"
         )
-    for case_id in todo:
-        start = time.perf_counter()
-        written = _predict_one(predictor, store, store[case_id], out, outputs)
-        manifest.record(case_id, [p.name for p in written])
-        report.written.append(case_id)
-        names = ", ".join(str(p) for p in written) or "nothing written (--export none)"
-        log(f"{case_id}: {time.perf_counter() - start:.1f} s -> {names}")
+    with Progress(len(todo), "predict", unit="case", enabled=progress, final=False) as bar:
+        for i, case_id in enumerate(todo):
+            start = time.perf_counter()
+            within = _within(bar, i, case_id)
+            written = _predict_one(predictor, store, store[case_id], out, outputs, within)
+            manifest.record(case_id, [p.name for p in written])
+            report.written.append(case_id)
+            bar.set(i + 1, note=case_id)
+            names = ", ".join(str(p) for p in written) or "nothing written (--export none)"
+            seconds = time.perf_counter() - start
+            line = f"{case_id}: {seconds:.1f} s -> {names} ({i + 1}/{len(todo)})"
+            (bar.write if bar.bar is not None else log)(line)
     return report
+
+
+def _within(bar: Progress, index: int, case_id: str) -> Callable[[float], None] | None:
+    """Progress within case ``index`` (share 0..1 of it written), when progress is shown."""
+    if not bar.enabled:
+        return None
+    return lambda share: bar.set(index + share, note=f"{case_id} {share:.0%}")
 
 
 def predict_input(
@@ -136,6 +152,7 @@ def predict_input(
     cases: Sequence[str] | None = None,
     overwrite: bool = False,
     log: Log = print,
+    progress: bool = False,
 ) -> RunReport:
     """Ingest a raw folder with the model's ingest settings, then :func:`predict_store` it.
 
@@ -161,7 +178,7 @@ def predict_input(
     ingest(input_dir, tmp / "input.zarr", settings, progress=False)
     report = predict_store(
         predictor, str(tmp / "input.zarr"), out, outputs, cases=cases, overwrite=overwrite,
-        source=source, log=log,
+        source=source, log=log, progress=progress,
     )  # fmt: skip
     shutil.rmtree(tmp, ignore_errors=True)
     return report
@@ -244,15 +261,21 @@ def name_input_channels(
 
 
 def _predict_one(
-    predictor: CasePredictor, store: Any, case: Any, out: Path, outputs: OutputSettings
+    predictor: CasePredictor,
+    store: Any,
+    case: Any,
+    out: Path,
+    outputs: OutputSettings,
+    progress: Callable[[float], None] | None = None,
 ) -> list[Path]:
     sink = None
     if outputs.probabilities == "zarr":
         attrs = {"case_id": case.id, "core": list(predictor.partition.core)}
         sink = zarr_sink(out / outputs.names(case.id)[-1], attrs)
     prediction = predictor.predict(
-        case, probabilities=outputs.probabilities is not None, dtype=np.float16, sink=sink
-    )
+        case, probabilities=outputs.probabilities is not None, dtype=np.float16, sink=sink,
+        progress=progress,
+    )  # fmt: skip
     return write_prediction(prediction, case, out, store.label_mapping, outputs)
 
 

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+_BATCH_NORMS = (nn.modules.batchnorm._BatchNorm,)  # any BatchNorm, synchronised too
 
 
 def autocast_dtype(device_type: str) -> torch.dtype | None:

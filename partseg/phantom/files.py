@@ -101,7 +101,7 @@ def write_phantoms(
         cases: number of cases (ids ``<prefix>_001`` ... ).
         shape, seed, kind, prefix: as in :func:`make_case`.
         overwrite: rewrite complete cases instead of skipping them.
-        progress: show a tqdm bar (hidden anyway when stderr is not a terminal).
+        progress: show progress on stderr (a bar on a terminal, else lines).
 
     Returns:
         The case folders, in index order.
@@ -112,19 +112,18 @@ def write_phantoms(
         >>> [f.name for f in folders]
         ['Phantom_001', 'Phantom_002']
     """
-    from tqdm import tqdm
+    from partseg.progress import Progress
 
     if cases < 1:
-        raise ConfigError(f"phantom --cases must be >= 1, got {cases}")
+        raise ConfigError(f"phantom --count must be >= 1, got {cases}")
     check_args(0, shape, seed, kind, prefix)
     out_dir = Path(out_dir)
     folders = []
-    bar = tqdm(
-        range(cases), desc=f"phantom {kind}", unit="case", disable=None if progress else True
-    )
-    for index in bar:
-        folder = out_dir / case_id(index, prefix)
-        if overwrite or not is_complete(folder, kind):
-            folder = write_case(make_case(index, shape, seed, kind, prefix), out_dir)
-        folders.append(folder)
+    with Progress(cases, f"phantom {kind}", unit="case", enabled=progress) as bar:
+        for index in range(cases):
+            folder = out_dir / case_id(index, prefix)
+            if overwrite or not is_complete(folder, kind):
+                folder = write_case(make_case(index, shape, seed, kind, prefix), out_dir)
+            folders.append(folder)
+            bar.update()
     return folders

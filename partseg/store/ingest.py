@@ -129,7 +129,7 @@ def ingest(
         workers: processes working on cases in parallel (1: in this process).
         skip_bad: report bad cases and go on; otherwise the first bad case raises.
         overwrite: replace an existing partseg store instead of resuming it.
-        progress: show a tqdm progress bar on stderr.
+        progress: show progress on stderr (:class:`partseg.progress.Progress`).
 
     Raises:
         InputError: a bad case (without ``skip_bad``), or no dataset found in ``src``.
@@ -348,10 +348,10 @@ def _run_cases(
 ) -> None:
     """Apply ``func`` to every case, serially or in a process pool; stop at a bad case unless
     ``skip_bad`` (cases already running finish and are recorded, so nothing is half-written)."""
-    from tqdm import tqdm
+    from partseg.progress import Progress
 
     cases = list(cases)
-    bar = tqdm(total=len(cases), desc="ingest", unit="case", disable=not progress or not cases)
+    bar = Progress(len(cases), "ingest", unit="case", enabled=progress and bool(cases))
     first_bad: dict[str, str] | None = None
 
     def handle(outcome: Outcome) -> None:

@@ -6,7 +6,14 @@ Nothing here reads the environment at import time. The train command calls
 them (a plain ``partseg train``) it returns a single-process context and starts no process group.
 The backend is ``nccl`` on GPUs and ``gloo`` on CPUs.
 
-Launch: ``torchrun --nproc_per_node 2 -m partseg train CONFIG --out RUN``.
+Launch: ``partseg train CONFIG --nproc 2`` (:func:`launch` starts ``torch.distributed.run``), or
+``torchrun --standalone --nproc_per_node 2 -m partseg train CONFIG --out RUN`` yourself.
+
+Batches: ``train.batch_size`` is per process; each process trains on its strided shard of the
+epoch's samples (:func:`partseg.sampling.shard`), so step ``k`` of ``N`` processes covers the same
+``N * batch_size`` samples as step ``k`` of one process with that global batch. BatchNorm layers
+are synchronised (``train.sync_batchnorm``, :mod:`partseg.train.syncnorm`), so the two train
+the same model (``tests/train/test_distributed.py``: 2 CPU processes equal 1 to 1e-5).
 
 Example:
     >>> ctx = init_distributed("cpu", env={})
@@ -16,8 +23,11 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,11 +120,65 @@ def _comm_device(ctx: DistContext) -> torch.device:
     return ctx.device if ctx.device.type == "cuda" else torch.device("cpu")
 
 
-def wrap_model(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
-    """``DistributedDataParallel(model)`` when distributed, else the model itself."""
+def wrap_model(
+    model: torch.nn.Module, ctx: DistContext, *, sync_batchnorm: bool = True
+) -> torch.nn.Module:
+    """``DistributedDataParallel(model)`` when distributed, else the model itself.
+
+    With ``sync_batchnorm`` its BatchNorm layers are first made synchronised in place
+    (:func:`partseg.train.syncnorm.convert_sync_batchnorm`: parameter names unchanged), so
+    ``model`` itself, whose ``state_dict`` the checkpoints hold, keeps its keys.
+    """
     if not ctx.distributed:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
+    from partseg.train.syncnorm import convert_sync_batchnorm, has_batchnorm
+
+    if sync_batchnorm and has_batchnorm(model):
+        convert_sync_batchnorm(model, ctx.device.type)
+        if ctx.is_main:
+            logging.getLogger("partseg").info(
+                f"BatchNorm synchronised across {ctx.world_size} processes "
+                "(train.sync_batchnorm=false keeps per-process statistics)"
+            )
     ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
+
+
+def launch(nproc: int, argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+    """Run ``partseg ARGV`` (without ``--nproc``) in ``nproc`` processes on this machine.
+
+    Starts ``python -m torch.distributed.run --standalone --nproc_per_node N -m partseg ...``
+    and returns its exit status.
+
+    Raises:
+        ConfigError: already inside a torchrun process group (``WORLD_SIZE`` is set).
+    """
+    from partseg.errors import ConfigError
+
+    env = os.environ if env is None else env
+    if "WORLD_SIZE" in env:
+        raise ConfigError("--nproc cannot be used under torchrun: drop --nproc, or torchrun")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", str(nproc), "-m", "partseg", *without_nproc(argv)]  # fmt: skip
+    logging.getLogger("partseg").info(f"starting {nproc} processes: {' '.join(command[1:])}")
+    return subprocess.call(command, env=dict(env))
+
+
+def without_nproc(argv: Sequence[str]) -> list[str]:
+    """``argv`` without ``--nproc N`` / ``--nproc=N``.
+
+    Example:
+        >>> without_nproc(["train", "tiny", "--nproc", "2", "--out", "r"])
+        ['train', 'tiny', '--out', 'r']
+    """
+    out, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--nproc":
+            skip = True
+        elif not token.startswith("--nproc="):
+            out.append(token)
+    return out

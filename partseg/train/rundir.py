@@ -1,7 +1,10 @@
-"""The files of a run directory that are not checkpoints: metrics logs and JSON summaries.
+"""The files of a run directory that are not checkpoints, and what a rerun does with them.
 
-``RUN/metrics.jsonl`` (appended) and ``RUN/metrics.csv`` (rewritten) hold one record per epoch;
-``RUN/tensorboard/`` gets the numeric fields when tensorboard is installed. ``summary.json`` and
+``RUN/metrics.jsonl`` (appended) and ``RUN/metrics.csv`` (rewritten) hold one record per epoch,
+epochs counted from 1 as on the console (record ``epoch: 3`` is the third epoch);
+``RUN/progress.png`` (rewritten atomically after every epoch, like nnU-Net's) plots the training
+and validation loss and the validation Dice; ``RUN/tensorboard/`` gets the numeric fields when
+the ``tensorboard`` package is installed (``tensorboard --logdir runs``). ``summary.json`` and
 ``validation.json`` are written atomically with :func:`write_run_json`.
 
 Nothing is lost to a crash: the trainer appends an epoch's record before it writes that epoch's
@@ -10,28 +13,34 @@ from (the record of a later, interrupted epoch is written again when that epoch 
 record missing from the log is taken from the checkpoint). :func:`clean_run_temps` removes the
 temporary files a killed run left (``checkpoints/.last.pt.<random>.tmp``, ...).
 
+A rerun of the same command resumes: :func:`run_state` tells an empty folder, a run of the same
+config to resume, a finished run, and refuses a run of another config (naming the keys that
+differ); :func:`clear_outputs` empties a folder for ``--overwrite``.
+
 Example:
     >>> import tempfile, pathlib
     >>> run = pathlib.Path(tempfile.mkdtemp()) / "run"
     >>> check_writable(run)
-    >>> log = MetricsLog(run)
-    >>> log.append({"epoch": 0, "train_loss": 0.5})
+    >>> log = MetricsLog(run, plot=False)
+    >>> log.append({"epoch": 1, "train_loss": 0.5})
     >>> (run / "metrics.csv").read_text().splitlines()
-    ['epoch,train_loss', '0,0.5']
+    ['epoch,train_loss', '1,0.5']
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from partseg.atomic import atomic_path, write_json, write_text
-from partseg.errors import TrainingError
+from partseg.errors import ConfigError, TrainingError
 
 
 def check_writable(run_dir: Path) -> None:
@@ -48,11 +57,13 @@ def check_writable(run_dir: Path) -> None:
 
 
 class MetricsLog:
-    """``metrics.jsonl`` (appended) and ``metrics.csv`` (rewritten) of epoch records."""
+    """``metrics.jsonl`` (appended), ``metrics.csv`` and ``progress.png`` (rewritten) of epoch
+    records; ``plot=False`` skips the PNG."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, *, plot: bool = True) -> None:
         self.jsonl = run_dir / "metrics.jsonl"
         self.csv = run_dir / "metrics.csv"
+        self.png = run_dir / "progress.png" if plot else None
         self.records: list[dict[str, Any]] = []
         self.tensorboard = _tensorboard(run_dir / "tensorboard")
 
@@ -60,7 +71,7 @@ class MetricsLog:
         """Keep the records up to ``last_epoch`` (an interrupted epoch's line is dropped).
 
         Args:
-            last_epoch: the epoch of the checkpoint training resumes from (-1: none).
+            last_epoch: the epoch of the checkpoint training resumes from (0: none).
             last_record: that checkpoint's own record, added when the log lacks it.
         """
         if self.jsonl.is_file():
@@ -84,6 +95,8 @@ class MetricsLog:
             self._write_csv()
         except OSError as err:
             raise TrainingError(f"cannot write {self.jsonl}: {err.strerror or err}") from err
+        if self.png is not None:
+            plot_progress(self.records, self.png)
         if self.tensorboard is not None:
             for key, value in record.items():
                 if isinstance(value, int | float) and key != "epoch":
@@ -115,11 +128,149 @@ def _tensorboard(path: Path) -> Any:
     return SummaryWriter(str(path))
 
 
+def plot_progress(records: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """``progress.png``: training / validation loss and validation Dice per epoch (atomic)."""
+    from partseg.report import plot_loss_curves
+
+    try:
+        return plot_loss_curves({path.parent.name: [list(records)]}, path)
+    except OSError as err:
+        raise TrainingError(f"cannot write {path}: {err.strerror or err}") from err
+
+
 #: Files of a run directory written through :mod:`partseg.atomic`, whose temporary files a
 #: killed run may leave (checkpoints are in ``checkpoints/``).
 RUN_FILES = ("config.yaml", "splits.json", "metrics.csv", "metrics.jsonl", "summary.json",
-             "validation.json", "cost.json")  # fmt: skip
+             "validation.json", "cost.json", "progress.png")  # fmt: skip
 CHECKPOINT_FILES = ("last.pt", "best.pt")
+#: What ``--overwrite`` removes from a run directory.
+RUN_OUTPUTS = (*RUN_FILES, "checkpoints", "tensorboard", "evaluation")
+
+#: Config keys that do not change a run's results (a rerun may change them and still resume).
+VOLATILE = {("train", "progress"), ("train", "workers"), ("train", "device")}
+
+
+def comparable(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A config dict without the :data:`VOLATILE` keys, as two runs of one job agree on it.
+
+    Example:
+        >>> comparable({"train": {"epochs": 2, "progress": False}})
+        {'train': {'epochs': 2}}
+    """
+    data = json.loads(json.dumps(raw, default=list))
+    for section, key in VOLATILE:
+        data.get(section, {}).pop(key, None)
+    return data
+
+
+def differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ, as ``key: old -> new``.
+
+    Example:
+        >>> differences({"train": {"epochs": 2}}, {"train": {"epochs": 3}})
+        ['train.epochs: 2 -> 3']
+    """
+    found = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            found += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            found.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return found
+
+
+def run_state(run_dir: Path, config: Mapping[str, Any], *, resume: bool = False) -> str:
+    """What ``run_dir`` holds for a run of ``config`` (its ``to_dict()``).
+
+    Args:
+        run_dir: the run directory.
+        config: the config of the run asked for.
+        resume: ``--resume``: continue from ``checkpoints/last.pt`` even when training
+            settings changed (more epochs, another learning rate); the trainer still refuses
+            another model.
+
+    Returns:
+        ``"empty"`` (no checkpoint: train from the start), ``"resume"`` (a run of this config
+        was interrupted, or ``resume``: continue from ``checkpoints/last.pt``) or
+        ``"finished"`` (``summary.json`` written, or ``resume`` with every epoch done).
+
+    Raises:
+        ConfigError: the folder holds a run of another config and ``resume`` is not set (the
+            message names the keys that differ, ``--resume`` and ``--overwrite``).
+    """
+    last, summary = run_dir / "checkpoints" / "last.pt", run_dir / "summary.json"
+    if resume:  # a missing last.pt is the trainer's error ("cannot resume")
+        return "finished" if _epochs_done(last) >= int(config["train"]["epochs"]) else "resume"
+    if not last.is_file() and not summary.is_file():
+        return "empty"
+    changed = config_changes(run_dir, config)
+    if changed:
+        shown = "; ".join(changed[:4]) + (" ..." if len(changed) > 4 else "")
+        raise ConfigError(
+            f"{run_dir} holds a run of another config ({shown}); rerun with the same config to "
+            "resume it, --resume to continue it with these settings, --overwrite to replace it, "
+            "or choose another --out"
+        )
+    return "finished" if summary.is_file() else "resume"
+
+
+def _epochs_done(last: Path) -> int:
+    """Epochs ``last.pt`` holds (0 without it)."""
+    if not last.is_file():
+        return 0
+    from partseg.checkpoint import load_checkpoint
+
+    return int(load_checkpoint(last).get("epoch", -1)) + 1
+
+
+def config_changes(run_dir: Path, config: Mapping[str, Any]) -> list[str]:
+    """How ``config`` differs from the run's ``config.yaml`` (none: the same job, or no file).
+
+    The stored config is read through the schema first, so a key partseg added since (with
+    its default) is no change; :data:`VOLATILE` keys are ignored.
+    """
+    import yaml
+
+    from partseg.config import config_from_dict
+
+    stored = run_dir / "config.yaml"
+    if not stored.is_file():
+        return []
+    raw = yaml.safe_load(stored.read_text()) or {}
+    with contextlib.suppress(ConfigError):  # a key partseg no longer knows: compare as written
+        raw = config_from_dict(raw).to_dict()
+    return differences(comparable(raw), comparable(config))
+
+
+def clear_outputs(folder: Path, names: Sequence[str], command: str) -> list[Path]:
+    """Remove ``names`` (files or folders) from ``folder`` holding its lock (``--overwrite``).
+
+    Only partseg's own outputs are named, so nothing else in the folder is touched.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> run = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (run / "metrics.csv").write_text("epoch")
+        >>> [p.name for p in clear_outputs(run, RUN_OUTPUTS, "train")]
+        ['metrics.csv']
+    """
+    from partseg.locking import run_lock
+
+    removed = []
+    if not folder.is_dir():
+        return removed
+    with run_lock(folder, command):
+        for name in names:
+            path = folder / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+            else:
+                continue
+            removed.append(path)
+    return removed
 
 
 def clean_run_temps(run_dir: Path) -> list[Path]:
@@ -152,9 +303,17 @@ def write_run_json(path: Path, data: Any) -> None:
 
 
 __all__: Sequence[str] = (
+    "RUN_OUTPUTS",
+    "VOLATILE",
     "MetricsLog",
     "check_writable",
     "clean_run_temps",
+    "clear_outputs",
+    "comparable",
+    "config_changes",
+    "differences",
     "json_safe",
+    "plot_progress",
+    "run_state",
     "write_run_json",
 )

@@ -192,7 +192,7 @@ class Trainer:
                 "--resume to continue it or choose another --out"
             )
         elif self.metrics is not None:
-            self.metrics.resume(-1)  # a fresh run: drop lines of an attempt without checkpoint
+            self.metrics.resume(0)  # a fresh run: drop lines of an attempt without checkpoint
         if self.dist.is_main:
             save_config(cfg, self.run_dir / "config.yaml")
 
@@ -239,7 +239,7 @@ class Trainer:
         cfg = self.config
         self.model = build_model(cfg.model).to(self.device)
         self.model.set_grad_checkpointing(cfg.train.checkpointing)
-        self.net = ddp.wrap_model(self.model, self.dist)
+        self.net = ddp.wrap_model(self.model, self.dist, sync_batchnorm=cfg.train.sync_batchnorm)
         loss_fn = cfg.loss.build(self.regions.labels if self.regions is not None else None)
         if cfg.model.deep_supervision:
             loss_fn = DeepSupervisionLoss(loss_fn)
@@ -252,9 +252,12 @@ class Trainer:
         self.log(
             f"model {cfg.model.name} ({self.model.num_parameters():,} parameters), input "
             f"{self.layout.spatial_size(self.partition)}, core {self.partition.core}, "
-            f"batch {cfg.train.batch_size} x {cfg.train.accumulate}, amp={self.amp.mode}, "
-            f"checkpointing={'on' if cfg.train.checkpointing else 'off'}, device={self.device}, "
-            f"world size {self.dist.world_size}; {len(self.train_cases)} training / "
+            f"batch {cfg.train.batch_size} per process x {cfg.train.accumulate} accumulated x "
+            f"{self.dist.world_size} process(es) = global batch "
+            f"{cfg.train.batch_size * cfg.train.accumulate * self.dist.world_size}, "
+            f"amp={self.amp.mode}, "
+            f"checkpointing={'on' if cfg.train.checkpointing else 'off'}, device={self.device}; "
+            f"{len(self.train_cases)} training / "
             f"{len(self.val_cases)} validation cases"
         )
 
@@ -295,13 +298,12 @@ class Trainer:
 
     def epoch_samples(self, epoch: int) -> list[Any]:
         """This rank's samples of ``epoch``, cycled or cut to ``steps_per_epoch`` steps."""
-        train = self.config.train
-        samples = self.sampler.epoch(epoch, self.dist.rank, self.dist.world_size)
+        train, rank, world = self.config.train, self.dist.rank, self.dist.world_size
         if not train.steps_per_epoch:
-            return samples
+            return self.sampler.epoch(epoch, rank, world)
         items = train.steps_per_epoch * train.accumulate * train.batch_size
-        needed = -(-items // train.reuse)
-        return [samples[i % len(samples)] for i in range(needed)]
+        needed = -(-items // train.reuse)  # per rank; the epoch list is cycled before sharding
+        return self.sampler.epoch(epoch, rank, world, length=needed * world)
 
     def loader(self, epoch: int) -> torch.utils.data.DataLoader:
         from partseg.dataset import MinicubeDataset
@@ -331,19 +333,14 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """One pass over the epoch's minicubes; returns the epoch's training record."""
-        from tqdm import tqdm
+        from partseg.progress import Progress
 
         train = self.config.train
         self.net.train()
         lr = self.schedule.start_epoch(epoch)
         loader = self.loader(epoch)
-        bar = tqdm(
-            total=len(loader),
-            desc=f"epoch {epoch + 1}/{train.epochs}",
-            disable=not (self.dist.is_main and train.progress),
-            leave=False,
-            dynamic_ncols=True,
-        )
+        bar = Progress(len(loader), f"epoch {epoch + 1}/{train.epochs}", unit="step",
+                       enabled=self.dist.is_main and train.progress, final=False)  # fmt: skip
         start, total, count = time.perf_counter(), 0.0, 0
         self.optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(loader):
@@ -353,15 +350,13 @@ class Trainer:
             if last_micro:
                 self.optimizer_step()
             seen = count * train.batch_size * self.dist.world_size
-            bar.set_postfix(
-                loss=f"{total / count:.4f}", mc_s=f"{seen / (time.perf_counter() - start):.1f}"
-            )
-            bar.update()
+            speed = seen / (time.perf_counter() - start)
+            bar.update(note=f"loss {total / count:.4f}, {speed:.1f} minicubes/s")
         bar.close()
         elapsed = time.perf_counter() - start
         loss = ddp.all_reduce_mean(self.dist, total / max(count, 1))
         return {
-            "epoch": epoch,
+            "epoch": epoch + 1,  # epochs count from 1 in records and on the console
             "step": self.step,
             "lr": lr,
             "train_loss": loss,
@@ -430,7 +425,7 @@ class Trainer:
         metric, value = self._monitored(record)
         improved = self.best["value"] is None or value > self.best["value"]
         if improved:
-            self.best = {"value": value, "epoch": epoch, "metric": metric}
+            self.best = {"value": value, "epoch": epoch + 1, "metric": metric}
             self.since_best = 0
         elif metric == "val_dice" and "val_dice" in record:
             self.since_best += 1
@@ -472,7 +467,7 @@ class Trainer:
             self.log(
                 f"early stop after epoch {epoch + 1}: no better {self.best['metric']} for "
                 f"{self.since_best} validations (best {self.best['value']:.4f} at epoch "
-                f"{self.best['epoch'] + 1})"
+                f"{self.best['epoch']})"
             )
             return True
         return False
@@ -547,7 +542,7 @@ class Trainer:
         self.best = best
         set_rng_state(payload["rng"])
         if self.metrics is not None:
-            self.metrics.resume(self.epoch - 1, payload.get("metrics"))
+            self.metrics.resume(self.epoch, payload.get("metrics"))
         self.log(f"resumed from {path} after epoch {self.epoch} (step {self.step})")
 
 

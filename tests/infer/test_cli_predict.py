@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -123,6 +124,10 @@ def test_rerun_predicts_only_unfinished_cases(store_path, tmp_path, capsys):
             else:
                 assert path.stat().st_mtime_ns == mtime  # skipped, not rewritten
             np.testing.assert_array_equal(_nifti(path)[0], data)  # identical outputs
+    capsys.readouterr()
+    assert main([*args, "--json"]) == 0  # nothing left to do; stdout holds only the JSON
+    report = json.loads(capsys.readouterr().out)
+    assert report["skipped"] == list(store.case_ids) and report["written"] == []
     assert main([*args, "--overwrite"]) == 0
     assert all(p.stat().st_mtime_ns > before[p][0] for ps in files.values() for p in ps)
 
@@ -160,7 +165,10 @@ def test_bad_inputs_exit_2_with_one_clear_line(store_path, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "trained on channels ['t1', 't2']" in err and "takes 2 input channels" in err
     assert main([*base, "--margin", "lots"]) == 2
-    assert main([*base, "--device", "tpu"]) == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:  # refused when parsed, as on every command
+        main([*base, "--device", "tpu"])
+    assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "unknown device 'tpu'; use auto, cpu, cuda or cuda:N" in err and "checkpoint" not in err
     assert main([*base, "--overlap", "0.5"]) == 2  # crop with an overlap

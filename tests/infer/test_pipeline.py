@@ -192,3 +192,17 @@ def test_ensemble_members_must_agree_on_everything_they_share():
 def test_settings_are_checked_when_made(settings, match):
     with pytest.raises(ConfigError, match=match):
         PredictSettings(**settings)
+
+
+@pytest.mark.parametrize(("mode", "tta"), [("exact", False), ("exact", True), ("grid", False),
+                                           ("none", True)])  # fmt: skip
+def test_progress_within_a_case_rises_to_one_in_every_mode(mode: str, tta: bool) -> None:
+    model, case = _model(), _case()
+    predictor = _predictor(model, make_partition((4, 8, 8), 2, stride=2), mode=mode, tta=tta)
+    shares: list[float] = []
+    with_progress = predictor.predict(case, progress=shares.append)
+    assert shares and shares == sorted(shares) and shares[-1] == 1.0
+    if mode == "grid":
+        assert len(shares) > 1  # one report per finished chunk of the output
+    without = predictor.predict(case)  # reporting changes nothing
+    np.testing.assert_array_equal(with_progress.labels, without.labels)

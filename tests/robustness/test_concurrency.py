@@ -66,4 +66,4 @@ def test_two_trainings_into_one_run_folder(tmp_path: Path) -> None:
     assert (code1, code2) == (0, 2), err2
     assert "is in use by partseg train (pid" in err2.strip().splitlines()[-1]
     lines = (run / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in lines] == list(range(150))  # one run's records
+    assert [json.loads(line)["epoch"] for line in lines] == list(range(1, 151))  # one run's records

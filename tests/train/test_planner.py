@@ -137,7 +137,7 @@ def test_plan_cli(capsys: pytest.CaptureFixture[str]) -> None:
     from partseg.cli import main
 
     config = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
-    assert main(["plan", config, "--gpu-mem", "1GiB", "--json", "--device-type", "cpu"]) == 0
+    assert main(["plan", config, "--gpu-mem", "1GiB", "--json", "--device", "cpu"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["chosen"]["core"] == [8, 8, 8] and data["chosen"]["batch_size"] == 2
     assert data["chosen"]["total"] <= data["budget"]
@@ -300,9 +300,13 @@ def test_plan_progress_lines_on_cpu(capsys) -> None:
     from partseg.cli import main
 
     config = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
-    assert main(["plan", config, "--gpu-mem", "1GiB", "--device-type", "cpu"]) == 0
+    assert main(["plan", config, "--gpu-mem", "1GiB", "--device", "cpu"]) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if line]
-    assert len(lines) == 4 and all(line.startswith("plan: measuring activations") for line in lines)
+    assert len(lines) == 4 and all(line.startswith("plan: ") for line in lines)
+    assert lines[0].startswith("plan: 1/4 measurement (25%), ") and lines[-1].startswith(
+        "plan: 4/4"
+    )
+    assert all("measuring activations" in line for line in lines)
 
 
 # -- a core larger than the data --------------------------------------------------------------
@@ -334,7 +338,7 @@ def test_plan_and_training_shrink_the_core_to_the_store(store, tmp_path, capsys)
 
     tiny = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
     overrides = [f"data.store={store}", "partition.core=[32,24,32]", "partition.margin=0"]
-    args = ["plan", tiny, *overrides, "--gpu-mem", "1GiB", "--json", "--device-type", "cpu"]
+    args = ["plan", tiny, *overrides, "--gpu-mem", "1GiB", "--json", "--device", "cpu"]
     assert main([*args, "--no-progress"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["chosen"]["core"] == [16, 16, 16]  # the store's 16^3

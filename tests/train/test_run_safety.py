@@ -80,11 +80,11 @@ def test_a_crash_at_any_point_of_an_epoch_end_loses_nothing(
     assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == (
         1 if point == "after_last" else 0
     )
-    assert _epochs(run) == [0, 1]  # the record comes first, so it is never lost
+    assert _epochs(run) == [1, 2]  # the record comes first, so it is never lost
     (run / "checkpoints" / ".last.pt.k3j2h1g0.tmp").write_bytes(b"")  # a killed write's leftover
     monkeypatch.setattr(Trainer, "save", save)
     Trainer(tiny(store), run, resume=True, **QUIET).run()
-    assert _epochs(run) == [0, 1]
+    assert _epochs(run) == [1, 2]
     for key, value in _weights(straight).items():
         assert torch.equal(value, _weights(run)[key]), key
     summary = json.loads((run / "summary.json").read_text())
@@ -100,8 +100,8 @@ def test_resume_survives_a_torn_metrics_line_and_restores_a_lost_record(
     (run / "metrics.jsonl").write_text(lines[0] + "\n" + lines[1][:10])  # epoch 1 torn
     trainer = Trainer(tiny(store, "train.epochs=3"), run, resume=True, **QUIET)
     trainer.setup()
-    assert [r["epoch"] for r in trainer.metrics.records] == [0, 1]  # epoch 1 from last.pt
-    assert _epochs(run) == [0, 1]
+    assert [r["epoch"] for r in trainer.metrics.records] == [1, 2]  # epoch 2 from last.pt
+    assert _epochs(run) == [1, 2]
 
 
 def test_a_locked_run_folder_refuses_a_second_trainer(store: str, tmp_path: Path) -> None:

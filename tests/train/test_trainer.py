@@ -30,7 +30,7 @@ def test_cli_train_writes_run_dir(store: str, tmp_path: Path) -> None:
     for name in ("config.yaml", "metrics.jsonl", "metrics.csv", "summary.json"):
         assert (out / name).is_file(), name
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [0, 1]
+    assert [r["epoch"] for r in records] == [1, 2]  # epochs count from 1, as on the console
     assert all(0.0 <= r["val_dice"] <= 1.0 for r in records)
     assert records[-1]["step"] == 4  # 2 epochs x 2 steps
     assert (out / "metrics.csv").read_text().splitlines()[0].startswith("epoch,step,lr")
@@ -60,7 +60,7 @@ def test_resume_ends_with_identical_weights(store: str, tmp_path: Path) -> None:
     for key in a:
         assert torch.equal(a[key], b[key]), key
     lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in lines] == [0, 1]
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
 
 
 def test_existing_run_needs_resume(store: str, tmp_path: Path) -> None:
@@ -176,10 +176,14 @@ def test_2d_with_context_slices(store: str, tmp_path: Path) -> None:
     assert load_model(tmp_path).layout.spatial_dims == 2
 
 
-def test_cv_writes_folds_and_summary(store: str, tmp_path: Path) -> None:
+def test_cv_writes_folds_and_summary(store: str, tmp_path: Path, capsys) -> None:
     out = tmp_path / "cv"
     args = ["cv", str(CONFIG), "--folds", "2", "--out", str(out), f"data.store={store}"]
     assert main([*args, "train.epochs=1"]) == 0
+    capsys.readouterr()
+    assert main([*args, "train.epochs=1", "--json"]) == 0  # a rerun: both folds finished
+    printed = json.loads(capsys.readouterr().out)  # stdout holds the JSON only
+    assert printed == {"out": str(out), **json.loads((out / "cv_summary.json").read_text())}
     splits = json.loads((out / "splits.json").read_text())
     assert sorted(splits[0]["val"] + splits[1]["val"]) == [f"case{i}" for i in range(4)]
     assert json.loads((out / "fold_1" / "splits.json").read_text()) == splits
@@ -204,6 +208,9 @@ def payload_val_cases(run: Path) -> list[str]:
     return sorted(data["cases"])
 
 
+_DDP_RUN = ("train.epochs=1", "train.val_every=0", "sampler.samples_per_case=1")
+
+
 def _ddp_worker(rank: int, store: str, out: str, port: int) -> None:
     from partseg.train.distributed import init_distributed, shutdown
 
@@ -211,7 +218,7 @@ def _ddp_worker(rank: int, store: str, out: str, port: int) -> None:
     os.environ.update({**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(1)
     ctx = init_distributed("cpu")
-    config = tiny(store, "train.epochs=1", "train.val_every=0", "sampler.samples_per_case=1")
+    config = tiny(store, *_DDP_RUN)  # batch 2 per process
     trainer = Trainer(config, out, dist=ctx, log=lambda _m: None)
     trainer.run()
     digest = hashlib.sha256()
@@ -236,3 +243,10 @@ def test_ddp_two_cpu_processes_keep_identical_weights(store: str, tmp_path: Path
     initial._setup_model()
     state = _state(tmp_path)
     assert not all(torch.equal(state[k], v) for k, v in initial.model.state_dict().items())
+    # one process with the global batch (2 processes x 2) trains the same weights: the shards
+    # cover its batches and BatchNorm is synchronised (1e-2 apart without train.sync_batchnorm)
+    one = tiny(store, *_DDP_RUN, "train.batch_size=4")
+    Trainer(one, tmp_path / "one", log=lambda _m: None).run()
+    single = _state(tmp_path / "one")
+    worst = max((single[k].double() - state[k].double()).abs().max().item() for k in state)
+    assert worst <= 1e-5, worst

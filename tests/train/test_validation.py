@@ -62,7 +62,7 @@ def run(store: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_val_loss_logged_at_validation_epochs(run: Path, store: str) -> None:
     recs = records(run)
-    assert [r["epoch"] for r in recs] == [0, 1, 2]
+    assert [r["epoch"] for r in recs] == [1, 2, 3]
     assert "val_loss" not in recs[0] and "val_dice" not in recs[0]
     for record in recs[1:]:
         assert math.isfinite(record["val_loss"]) and record["val_loss"] > 0.0
