@@ -219,7 +219,7 @@ def test_unexpected_prediction_label_is_a_clear_error(folders, capsys, case: str
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"partseg evaluate: error: case '{case}': ") and "\n" not in err
     assert "{9} outside it" in err and path.name in err and "label set {0, 1, 2, 4}" in err
-    assert "--pred-labels-map" in err
+    assert "--pred-label-map" in err
 
 
 def test_json_under_a_file_is_one_line_and_exit_2(folders, tmp_path: Path, capsys) -> None:

@@ -13,6 +13,7 @@ PACKAGE = Path(__file__).parents[1] / "partseg"
 LAYERS: list[set[str]] = [
     {"errors", "lazy", "precision_modes", "registry"},
     {"atomic", "names", "geometry", "devices", "precision", "channels", "augment", "recipes"},
+    {"progress"},
     {"locking", "metrics", "sampling", "models", "losses"},
     {"store", "phantom"},
     {"dataset", "config", "checkpoint"},
