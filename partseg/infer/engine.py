@@ -204,6 +204,7 @@ def predict_layerwise(
     slab: int = 8,
     buffers: str = "auto",
     stats: EngineStats | None = None,
+    border: Sequence[tuple[int, int]] | None = None,
     region_order: Sequence[int] | None = None,
 ):
     """Predict a whole case with the layer-wise engine; equals the padded whole-volume forward.
@@ -226,6 +227,9 @@ def predict_layerwise(
         buffers: ``memory``, ``zarr`` (feature rows in a scratch folder on disk) or ``auto``
             (zarr when :func:`held_bytes` exceeds half the available RAM).
         stats: filled with what the run held and did.
+        border: zero voxels (before, after) around the case per axis in the network input,
+            e.g. the trained context margin (what :data:`EXACT` passes): a model trained on
+            minicubes saw zero *input* beyond the volume, not zero-padded features.
         region_order: for region outputs, the class id each channel writes (labels by
             :func:`~partseg.infer.labels.labels_from_regions`); None for class outputs.
 
@@ -252,7 +256,7 @@ def predict_layerwise(
     stats = stats if stats is not None else EngineStats()
     writer = _Writer(backend, activation, output, dtype, shape, region_order)
     with torch.inference_mode(), precision.autocast():
-        _run_volume(model, case, derive, device, tta, slab, buffers, stats, writer)
+        _run_volume(model, case, derive, device, tta, slab, buffers, stats, writer, border)
     return backend.result()
 
 
@@ -285,15 +289,19 @@ def _flips(ndim: int, tta: bool) -> list[tuple[int, ...]]:
     return sets
 
 
-def _run_volume(model, case, derive, device, tta, slab, buffers, stats, writer) -> None:
+def _run_volume(model, case, derive, device, tta, slab, buffers, stats, writer, border) -> None:
     """3D: stream the padded volume through the lowered graph, once per flip set."""
     shape = writer.shape
-    padded = stride_padded(shape, int(model.total_stride))
+    pairs = [(0, 0)] * 3 if border is None else [(int(b), int(a)) for b, a in border]
+    grown = tuple(b + n + a for n, (b, a) in zip(shape, pairs, strict=True))
+    padded = stride_padded(grown, int(model.total_stride))
+    offset = tuple(b for b, _ in pairs)  # where the case starts in the network input
     flips = _flips(3, tta)
     total = None  # summed logits of the flip passes (K, *shape), only with tta
     with tempfile.TemporaryDirectory(prefix="partseg-rows-") as scratch:
         for flip in flips:
-            source = N.Source("input", (), read=_reader(case, derive, padded, flip, device))
+            read = _reader(case, derive, padded, offset, flip, device)
+            source = N.Source("input", (), read=read)
             graph = lower_model(model, rows=padded[0], source=source)
             stats.nodes, stats.passes = len(graph.nodes), stats.passes + 1
             folder = Path(scratch) / f"pass{stats.passes}"
@@ -301,7 +309,7 @@ def _run_volume(model, case, derive, device, tta, slab, buffers, stats, writer) 
                              scratch=folder, stats=stats)  # fmt: skip
             for lo, hi, rows in runner.slabs():
                 logits = rows[0].float().cpu().numpy()  # (K, hi - lo, *padded plane)
-                lo, hi, logits = _unflip(lo, hi, logits, flip, padded, shape)
+                lo, hi, logits = _unflip(lo, hi, logits, flip, padded, offset, shape)
                 if hi <= lo:
                     continue
                 if not tta:
@@ -316,7 +324,7 @@ def _run_volume(model, case, derive, device, tta, slab, buffers, stats, writer) 
             writer.write(0, lo, total[:, lo : lo + slab])
 
 
-def _unflip(lo: int, hi: int, logits: np.ndarray, flip, padded, shape):
+def _unflip(lo: int, hi: int, logits: np.ndarray, flip, padded, offset, shape):
     """Rows of a (flipped) pass -> rows of the volume, flipped back and cropped to it."""
     for axis in (1, 2):
         if axis in flip:
@@ -324,19 +332,23 @@ def _unflip(lo: int, hi: int, logits: np.ndarray, flip, padded, shape):
     if 0 in flip:
         logits = np.flip(logits, 1)
         lo, hi = padded[0] - hi, padded[0] - lo
+    lo, hi = lo - offset[0], hi - offset[0]  # network-input rows -> volume rows
     first, last = max(lo, 0), min(hi, shape[0])
-    logits = logits[:, first - lo : last - lo, : shape[1], : shape[2]]
+    plane = tuple(slice(o, o + n) for o, n in zip(offset[1:], shape[1:], strict=True))
+    logits = logits[(slice(None), slice(first - lo, last - lo), *plane)]
     return first, last, np.ascontiguousarray(logits)
 
 
-def _reader(case, derive, padded, flip, device):
-    """``read(lo, hi)``: image rows of the padded (flipped) volume as (1, C, n, Y, X)."""
+def _reader(case, derive, padded, offset, flip, device):
+    """``read(lo, hi)``: image rows of the padded (flipped) volume as (1, C, n, Y, X); the
+    case starts at ``offset`` in it, zeros elsewhere."""
     halo = int(getattr(derive, "halo", 0)) if derive is not None else 0
     rows = padded[0]
 
     def read(lo: int, hi: int) -> torch.Tensor:
         a, b = (rows - hi, rows - lo) if 0 in flip else (lo, hi)
-        box = Box((a - halo, 0, 0), (b - a + 2 * halo, padded[1], padded[2]))
+        start = (a - halo - offset[0], -offset[1], -offset[2])
+        box = Box(start, (b - a + 2 * halo, padded[1], padded[2]))
         image, _ = case.read(box, label=False)  # (C, n + 2 halo, Y, X), zeros outside
         if derive is not None:
             image = derive(image)[:, halo : halo + b - a]
@@ -392,7 +404,18 @@ def _predict_exact(job: CaseJob) -> Any:
         job.model, job.case, job.layout, derive=job.derive, device=job.device,
         precision=job.precision, tta=job.tta, activation=job.activation, output=job.output,
         dtype=job.dtype, backend=backend, slab=SLAB, region_order=job.region_order,
+        border=trained_border(job.partition),
     )  # fmt: skip
+
+
+def trained_border(partition: Any) -> list[tuple[int, int]]:
+    """The zeros around a case in the network input: the trained context margin per side.
+
+    Training reads minicubes whose context beyond the volume is zero input; a volume run
+    whole with no such border would put each layer's zero padding right at its edge, which a
+    model trained with context never saw (it predicts false bands along the border).
+    """
+    return list(zip(partition.margin_before, partition.margin_after, strict=True))
 
 
 def _unsupported(model: torch.nn.Module, layout: Any) -> str | None:

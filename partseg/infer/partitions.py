@@ -5,8 +5,9 @@
 * :func:`blend_partition`: that partition with every margin grown by the blend overlap, so the
   network reads the predicted region (core + overlap) plus the full context margin.
 * :func:`whole_partition`: the one minicube of the whole-volume reference (``--partition
-  none``): the volume padded with zeros only at the end of each axis, up to a multiple of the
-  network stride: ``model(volume)`` as a user with enough memory would run it.
+  none``): ``model(volume)`` as a user with enough memory would run it, the volume with the
+  trained margin of zeros around it (what training's minicubes saw beyond a volume) and zeros
+  at the end up to a multiple of the network stride.
 
 2D models keep the trained context slices on their slice axis in every partition: they are the
 network's input channels.
@@ -17,8 +18,8 @@ Example:
     >>> trained = make_partition((8, 8, 8), 2, stride=4)
     >>> whole_partition(trained, (10, 7, 9), InputLayout(3)).core     # ends padded to 4
     (12, 8, 12)
-    >>> whole_partition(trained, (10, 7, 9), InputLayout(3)).margin_before
-    (0, 0, 0)
+    >>> whole_partition(trained, (10, 7, 9), InputLayout(3)).margin_before  # trained: 2 + 2
+    (2, 2, 2)
     >>> blend_partition(trained, (2, 2, 2)).margin_before               # context 2 + overlap 2
     (4, 4, 4)
 """
@@ -140,19 +141,19 @@ def blend_partition(
 
 
 def whole_partition(partition: Partition, shape: Sequence[int], layout: Any) -> Partition:
-    """The one-minicube partition of ``model(volume)``: zeros only at the end, to the stride.
+    """The one-minicube partition of ``model(volume)``: the volume with the trained margin of
+    zeros on each side (the input training's minicubes saw beyond a volume), then zeros at the
+    end up to the stride.
 
     Per axis the core is the volume size rounded up to a multiple of the stride and the margins
-    are 0, so the only input box is ``[0, padded)``. The slice axis of a 2D model keeps core 1
-    and the trained context slices: the reference runs whole slices.
+    are the trained ones (their sum is a multiple of the stride), so the only input box is
+    ``[-margin_before, padded + margin_after)``. A model trained without margin runs the plain
+    volume. The slice axis of a 2D model keeps core 1 and the trained context slices: the
+    reference runs whole slices.
     """
     slice_axis = int(layout.slice_axis) if int(layout.spatial_dims) == 2 else None
     core, margins = [], []
     for a, (n, s) in enumerate(zip(shape, partition.stride, strict=True)):
-        if a == slice_axis:
-            core.append(1)
-            margins.append((partition.margin_before[a], partition.margin_after[a]))
-        else:
-            core.append(-(-int(n) // s) * s)
-            margins.append((0, 0))
+        margins.append((partition.margin_before[a], partition.margin_after[a]))
+        core.append(1 if a == slice_axis else -(-int(n) // s) * s)
     return make_partition(tuple(core), margins, partition.stride, ndim=partition.ndim)

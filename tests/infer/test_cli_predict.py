@@ -15,7 +15,7 @@ from partseg.checkpoint import load_model, partition_to_dict, save_checkpoint
 from partseg.cli import main
 from partseg.dataset import InputLayout
 from partseg.geometry import make_partition
-from partseg.infer.engine import predict_layerwise
+from partseg.infer.engine import predict_layerwise, trained_border
 from partseg.models import ModelConfig, build_model
 from partseg.phantom import write_phantoms
 from partseg.store import open_store
@@ -92,7 +92,9 @@ def test_predict_writes_labels_in_original_geometry(store_path, tmp_path):
         labels, affine = _nifti(out / f"{case.id}.nii.gz")
         assert labels.shape == tuple(case.attrs["original_shape"])
         np.testing.assert_allclose(affine, case.affine)
-        expected = predict_layerwise(loaded.model, case, loaded.layout).argmax(0)  # default
+        expected = predict_layerwise(
+            loaded.model, case, loaded.layout, border=trained_border(loaded.partition)
+        ).argmax(0)  # default
         crop = case.crop_box
         np.testing.assert_array_equal(labels[crop.slices()], np.vectorize(inverse.get)(expected))
         outside = np.ones(labels.shape, bool)
@@ -198,10 +200,11 @@ def test_partition_none_is_the_model_of_the_volume_and_zarr_probabilities(store_
     assert grid.chunks == (len(store.classes), 8, 8, 8) and grid.dtype == np.float16
     np.testing.assert_allclose(grid[...].astype(np.float32).sum(0), 1, atol=5e-3)
     loaded = load_model(ckpt)
-    image, _ = case.read(case_box(case), label=False)  # (C, *padded to the stride 2)
+    image, _ = case.read(case_box(case), label=False)  # the trained margin 2, then the stride
     with torch.no_grad():
         logits = loaded.model(torch.from_numpy(image[None]))[0]
-    expected = torch.softmax(logits, 0).numpy()[(slice(None), *(slice(0, n) for n in case.shape))]
+    inside = tuple(slice(2, 2 + n) for n in case.shape)
+    expected = torch.softmax(logits, 0).numpy()[(slice(None), *inside)]
     assert np.abs(whole[...].astype(np.float32) - expected).max() < 2e-3  # float16 storage
     assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "grid").iterdir())
 
@@ -209,7 +212,7 @@ def test_partition_none_is_the_model_of_the_volume_and_zarr_probabilities(store_
 def case_box(case):
     from partseg.geometry import Box
 
-    return Box((0, 0, 0), tuple(-(-n // 2) * 2 for n in case.shape))
+    return Box((-2, -2, -2), tuple(-(-n // 2) * 2 + 4 for n in case.shape))
 
 
 def test_input_folder_ensemble_tta_and_postprocessing(store_path, raw_dir, tmp_path):

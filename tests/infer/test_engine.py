@@ -48,12 +48,14 @@ def volume(shape: tuple[int, ...], channels: int = 2) -> np.ndarray:
     return np.random.default_rng(1).normal(size=(channels, *shape)).astype(np.float32)
 
 
-def reference(model, image: np.ndarray, *, flips=((),)) -> np.ndarray:
-    """Softmax of ``model(image zero-padded at the end to the stride)``, cropped back."""
+def reference(model, image: np.ndarray, *, flips=((),), border: int = 0) -> np.ndarray:
+    """Softmax of ``model(image)``: ``border`` zeros before and after each axis, then zeros at
+    the end to the stride; cropped back."""
     shape = image.shape[1:]
-    padded = stride_padded(shape, int(model.total_stride))
+    padded = stride_padded(tuple(s + 2 * border for s in shape), int(model.total_stride))
+    inside = tuple(slice(border, border + s) for s in shape)
     x = torch.zeros(1, image.shape[0], *padded)
-    x[(0, slice(None), *(slice(0, s) for s in shape))] = torch.from_numpy(image)
+    x[(0, slice(None), *inside)] = torch.from_numpy(image)
     total = 0
     with torch.no_grad():
         for flip in flips:
@@ -61,7 +63,7 @@ def reference(model, image: np.ndarray, *, flips=((),)) -> np.ndarray:
             out = model(x.flip(dims) if dims else x)
             total = total + (out.flip(dims) if dims else out)
     probs = torch.softmax(total / len(flips), 1)[0]
-    return probs[(slice(None), *(slice(0, s) for s in shape))].numpy()
+    return probs[(slice(None), *inside)].numpy()
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -158,10 +160,17 @@ def test_the_exact_mode_falls_back_to_the_grid_for_instance_norm() -> None:
 def test_the_exact_mode_of_the_pipeline_is_the_engine() -> None:
     model = make_model()
     image = volume((21, 14, 11))
-    partition = make_partition((8, 8, 8), 4, stride=4)
+    partition = make_partition((8, 8, 8), 4, stride=4)  # trained with 4 voxels of context
     predictor = CasePredictor.from_model(model, partition, InputLayout(), PredictSettings())
     prediction = predictor.predict(ArrayCase("c", image))
-    assert np.abs(prediction.probabilities - reference(model, image)).max() <= 1e-5
+    # the network input has the trained margin of zeros around the case, as training saw
+    expected = reference(model, image, border=4)
+    assert np.abs(prediction.probabilities - expected).max() <= 1e-5
+    assert np.abs(prediction.probabilities - reference(model, image)).max() > 1e-3
+    tta = CasePredictor.from_model(model, partition, InputLayout(), PredictSettings(tta=True))
+    flips = [(), (0,), (1,), (0, 1), (2,), (0, 2), (1, 2), (0, 1, 2)]
+    expected = reference(model, image, flips=flips, border=4)
+    assert np.abs(tta.predict(ArrayCase("c", image)).probabilities - expected).max() <= 1e-5
 
 
 @pytest.mark.parametrize("norm", ["instance", "group"])

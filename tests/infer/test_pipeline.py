@@ -84,9 +84,12 @@ def test_modes_none_and_grid_and_labels_only_output():
     assert labels_only.probabilities is None
     np.testing.assert_array_equal(labels_only.labels, grid.labels)
     whole = _predictor(model, trained, mode="none").predict(case)
-    with torch.no_grad():  # SHAPE is a multiple of the stride: model(volume) needs no padding
-        expected = torch.softmax(model(torch.from_numpy(case.image[None]))[0], 0).numpy()
+    x = torch.nn.functional.pad(torch.from_numpy(case.image[None]), (2,) * 6)  # trained margin
+    with torch.no_grad():  # SHAPE and the margins are multiples of the stride
+        expected = torch.softmax(model(x)[0], 0).numpy()[:, 2:-2, 2:-2, 2:-2]
     assert np.abs(whole.probabilities - expected).max() <= 1e-5
+    exact = _predictor(model, trained, mode="exact").predict(case)
+    assert np.abs(exact.probabilities - expected).max() <= 1e-5
 
 
 def test_predict_restores_the_training_mode_and_postprocesses():

@@ -107,6 +107,17 @@ def _margin_padded(model, case, partition, layout) -> np.ndarray:
     return out[(slice(None), *(slice(b, b + n) for b, n in zip(before, case.shape, strict=True)))]
 
 
+def _no_margin(partition, layout):
+    """The partition without in-plane context (2D keeps its context slices)."""
+    pairs = [
+        (b, a) if layout.spatial_dims == 2 and axis == layout.slice_axis else (0, 0)
+        for axis, (b, a) in enumerate(
+            zip(partition.margin_before, partition.margin_after, strict=True)
+        )
+    ]
+    return make_partition(partition.core, pairs, partition.stride, ndim=partition.ndim)
+
+
 def _interior(model, shape, layout) -> tuple[slice, ...]:
     """Voxels whose receptive field lies inside the volume (2D: every slice)."""
     half = model.receptive_field // 2
@@ -137,28 +148,39 @@ def test_exact_margin_grid_equals_the_references(family: str, dims: int):
     )
     whole_stitcher = _logits(case, whole_partition(partition, case.shape, layout))
     whole = predict_whole(model, case, partition, layout, batch_size=4, stitcher=whole_stitcher)
-    reference = _model_of_volume(model, case, partition, layout)
     assert stitched.shape == whole.shape == (3, *shape)
-    assert np.abs(whole - reference).max() <= TOLERANCE  # --partition none is model(volume)
-    inner = _interior(model, shape, layout)
-    assert np.abs(stitched[inner] - reference[inner]).max() <= TOLERANCE
-    assert np.abs(stitched - reference).max() > 1e-4  # the border: zero input vs zero features
     padded = _margin_padded(model, case, partition, layout)
-    assert np.abs(stitched - padded).max() <= TOLERANCE  # everywhere against its own pad rule
+    # --partition none: model(volume) with the trained margin of zeros around it
+    assert np.abs(whole - padded).max() <= TOLERANCE
+    assert np.abs(stitched - padded).max() <= TOLERANCE  # the grid adds nothing, border included
+    plain = _model_of_volume(model, case, partition, layout)  # no zeros around the volume
+    inner = _interior(model, shape, layout)
+    assert np.abs(stitched[inner] - plain[inner]).max() <= TOLERANCE
+    assert np.abs(stitched - plain).max() > 1e-4  # the border: zero input vs zero features
+    no_margin = _no_margin(partition, layout)  # a model trained without context runs plain
+    whole_stitcher = _logits(case, whole_partition(no_margin, case.shape, layout))
+    bare = predict_whole(model, case, no_margin, layout, batch_size=4, stitcher=whole_stitcher)
+    assert np.abs(bare - plain).max() <= TOLERANCE
     assert norm_warning(model) is None
 
 
 @pytest.mark.parametrize("dims", [3, 2])
-def test_whole_partition_pads_only_the_end_to_the_stride(dims: int):
+def test_whole_partition_pads_the_trained_margin_then_the_stride(dims: int):
     model = _model(dims)
     layout, partition = _layout_and_partition(dims, model)
+    before, after = partition.margin_before, partition.margin_after
     whole = whole_partition(partition, (7, 13, 10), layout)
     cubes = whole.grid((7, 13, 10))
+    plane = [(-before[a], before[a] + n + after[a]) for a, n in ((1, 14), (2, 10))]
     if dims == 3:
-        assert [c.input_box for c in cubes] == [Box((0, 0, 0), (8, 14, 10))]
+        z = (-before[0], before[0] + 8 + after[0])
+        assert [c.input_box for c in cubes] == [Box(*zip(z, *plane, strict=True))]
     else:  # whole slices, each with the trained context slices
         boxes = [c.input_box for c in cubes]
-        assert boxes == [Box((z - CONTEXT, 0, 0), (2 * CONTEXT + 1, 14, 10)) for z in range(7)]
+        expected = [
+            Box(*zip((z - CONTEXT, 2 * CONTEXT + 1), *plane, strict=True)) for z in range(7)
+        ]
+        assert boxes == expected
 
 
 def test_default_output_is_probabilities_of_the_stitched_logits():

@@ -13,7 +13,7 @@ import torch
 from partseg.checkpoint import load_model
 from partseg.config import load_config
 from partseg.geometry import Box
-from partseg.infer.engine import predict_layerwise
+from partseg.infer.engine import predict_layerwise, trained_border
 from partseg.losses import build_loss
 from partseg.store.zarrstore import open_store
 from partseg.train.trainer import Trainer
@@ -48,7 +48,9 @@ def test_one_channel_validation_dice_and_loss_come_from_thresholded_sigmoid(bina
     loss_fn = build_loss("dice_ce")
     for case_id in case_ids:
         case = opened[case_id]
-        probs = predict_layerwise(loaded.model, case, loaded.layout)  # (1, Z, Y, X), exact mode
+        probs = predict_layerwise(
+            loaded.model, case, loaded.layout, border=trained_border(loaded.partition)
+        )  # (1, Z, Y, X), exact mode
         assert probs.shape == (1, *case.shape)
         assert probs.min() >= 0.0 and probs.max() <= 1.0 and not np.allclose(probs, 1.0)
         _, gt = case.read(Box.whole(case.shape))

@@ -95,7 +95,9 @@ def test_conversion_keeps_names_so_checkpoints_load_into_the_plain_model(spatial
     fresh = build_model(config)
     fresh.load_state_dict(model.state_dict())  # what single-process predict does
     assert has_batchnorm(fresh)
-    assert not has_batchnorm(build_model(ModelConfig(spatial_dims=3, norm="instance", in_channels=1, out_channels=2)))
+    assert not has_batchnorm(
+        build_model(ModelConfig(spatial_dims=3, norm="instance", in_channels=1, out_channels=2))
+    )
 
 
 def test_shards_of_the_cycled_epoch_are_the_global_batches() -> None:

@@ -15,7 +15,7 @@ import torch
 from partseg.checkpoint import load_model
 from partseg.config import load_config
 from partseg.geometry import Box
-from partseg.infer.engine import predict_layerwise
+from partseg.infer.engine import predict_layerwise, trained_border
 from partseg.losses import AdaptiveTverskyCELoss, DeepSupervisionLoss, build_loss
 from partseg.store.zarrstore import open_store
 from partseg.train.trainer import Trainer
@@ -43,7 +43,9 @@ def loss_by_hand(loss_fn: torch.nn.Module, run: Path, store: str) -> float:
     values = []
     for case_id in val_case_ids(run):
         case = opened[case_id]
-        probs = predict_layerwise(loaded.model, case, loaded.layout)  # (K, Z, Y, X), exact mode
+        probs = predict_layerwise(
+            loaded.model, case, loaded.layout, border=trained_border(loaded.partition)
+        )  # (K, Z, Y, X), exact mode
         _, label = case.read(Box.whole(case.shape))
         logits = torch.log(torch.from_numpy(probs).clamp_min(1e-7))[None]  # (1, K, Z, Y, X)
         target = torch.from_numpy(label.astype(np.int64))[None]  # (1, Z, Y, X)
