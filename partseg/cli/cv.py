@@ -18,7 +18,12 @@ from typing import Any
 
 from partseg.atomic import write_json
 from partseg.cli.options import int_range
-from partseg.cli.train import add_common_arguments, fit_to_budget, load_run_config
+from partseg.cli.train import (
+    add_common_arguments,
+    budget_overrides,
+    fit_to_budget,
+    load_run_config,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -72,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from partseg.train.splits import kfold_splits, write_splits
     from partseg.train.trainer import train
 
-    base = [*args.overrides, f"data.folds={args.folds}"]
+    base = budget_overrides(args.budget, [*args.overrides, f"data.folds={args.folds}"])
     first, name = load_run_config(args, [*base, "data.fold=0"])
     out = args.out or Path("runs") / f"{name}_cv"
     ctx = init_distributed(first.train.device)

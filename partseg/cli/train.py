@@ -122,6 +122,37 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         help="memory budget (4GiB, 4GB, 4096MiB, 6g): the planner picks core, batch, mixed "
         "precision and checkpointing to fit it (default: use the config as is)",
     )
+    add_budget(p)
+
+
+def duration(text: str) -> str:
+    """An argparse type: a duration such as ``90s``, ``60m`` or ``1.5h`` (kept as written)."""
+    from partseg.errors import ConfigError
+    from partseg.train.budget import parse_duration
+
+    try:
+        parse_duration(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def add_budget(p: argparse.ArgumentParser) -> None:
+    """``--budget DURATION``: train for a wall time of steps instead of a number of epochs."""
+    p.add_argument(
+        "--budget",
+        type=duration,
+        default=None,
+        metavar="DURATION",
+        help="wall time of training steps (90s, 60m, 1.5h; sets train.budget): the step time "
+        "is measured and epochs x steps per epoch chosen to fill it; validation is not "
+        "counted and is capped (default: train.budget of the config, else its epochs)",
+    )
+
+
+def budget_overrides(budget: str | None, overrides: list[str]) -> list[str]:
+    """``--budget`` as a config override (after the others, so it wins)."""
+    return [*overrides, f"train.budget={budget}"] if budget else list(overrides)
 
 
 def fold_overrides(fold: int | None, overrides: list[str]) -> list[str]:
@@ -149,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
     from partseg.train.distributed import init_distributed, shutdown
     from partseg.train.trainer import train
 
-    config, name = load_run_config(args, fold_overrides(args.fold, args.overrides))
+    overrides = budget_overrides(args.budget, fold_overrides(args.fold, args.overrides))
+    config, name = load_run_config(args, overrides)
     if args.fold is not None and config.data.folds and args.fold >= config.data.folds:
         raise ConfigError(f"--fold {args.fold} is outside 0..{config.data.folds - 1}")
     run_dir = args.out
