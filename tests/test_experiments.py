@@ -361,3 +361,42 @@ def load_config_of(path: Path):
     from partseg.config import load_config
 
     return load_config(path)
+
+
+def test_compare_budget_and_folds_give_spread_tests_and_hardware(tmp_path: Path) -> None:
+    import yaml
+
+    from partseg.cli import main
+
+    raw = {**TINY, "phantom": {**TINY["phantom"], "cases": 6}, "evaluation": {
+        **TINY["evaluation"], "test_fraction": 0.34}}  # fmt: skip
+    raw["variants"] = [{"name": "ctx"}, {"name": "flat", "overrides": {"partition.margin": 0}}]
+    config = tmp_path / "cmp.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    args = ["compare", str(config), "--out", str(out), "--budget", "1s", "--folds", "2"]
+    assert main([*args, "--no-progress"]) == 0
+    data = json.loads((out / "report" / "results.json").read_text())
+    # every variant and fold trained for its own planned steps of the same budget
+    for name in ("ctx", "flat"):
+        for fold in (0, 1):
+            plan = json.loads((out / f"runs/{name}/fold{fold}/budget.json").read_text())
+            assert plan["budget_s"] == 1.0 and plan["total_steps"] >= 1
+    costs = {row["variant"]: row for row in data["costs"]}
+    assert costs["ctx"]["folds"] == 2 and costs["ctx"]["budget_seconds"] == 1.0
+    assert costs["ctx"]["step_seconds"] > 0 and costs["ctx"]["steps"] >= 1
+    assert "budget" in data["settings"] and "hardware" in data["settings"]
+    wt = [r for r in data["scores"] if r["target"] == "whole_tumor"]
+    assert [r["folds"] for r in wt] == [2, 2] and all("dice_std" in r for r in wt)
+    # paired tests: the two variants on every target, over the two test cases
+    tests = [r for r in data["paired_tests"] if r["target"] == "whole_tumor"]
+    assert [(r["a"], r["b"], r["n"]) for r in tests] == [("ctx", "flat", 2)]
+    assert all(len(run["cases"]) == 2 for run in data["runs"])
+    report = (out / "report" / "report.md").read_text()
+    assert "mean ± standard deviation over folds" in report and "Wilcoxon" in report
+    assert (out / "report" / "case_dice.png").read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(ConfigError, match="another config"):  # another budget: not mixed
+        run_compare(
+            compare_config_from_dict(raw, overrides=["budget=2s", "folds=2"]), out,
+            progress=False, log=lambda _m: None,
+        )  # fmt: skip

@@ -175,6 +175,7 @@ class CompareConfig:
     store: str = ""
     phantom: PhantomSpec | None = None
     folds: int = 0
+    budget: str | float = ""
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
     ensembles: tuple[EnsembleSpec, ...] = ()
     cascades: tuple[CascadeSpec, ...] = ()
@@ -189,8 +190,8 @@ class CompareConfig:
 
 
 _TOP_KEYS = (
-    "title", "store", "phantom", "folds", "evaluation", "base", "variants", "ensembles",
-    "cascades", "quick", "description",
+    "title", "store", "phantom", "folds", "budget", "evaluation", "base", "variants",
+    "ensembles", "cascades", "quick", "description",
 )  # fmt: skip
 
 
@@ -252,12 +253,26 @@ def compare_config_from_dict(
         store=str(raw.get("store") or ""),
         phantom=None if not phantom else _build(PhantomSpec, "phantom", phantom),
         folds=int(raw.get("folds", 0)),
+        budget=_budget(raw.get("budget")),
         evaluation=_build(EvaluationSpec, "evaluation", raw.get("evaluation")),
         ensembles=tuple(_build(EnsembleSpec, "ensembles", e) for e in raw.get("ensembles") or []),
         cascades=tuple(_build(CascadeSpec, "cascades", c) for c in raw.get("cascades") or []),
     )
     _check(config)
     return config
+
+
+def _budget(value: Any) -> str | float:
+    """The compare config's ``budget`` (checked), or ``""`` for none."""
+    if value in (None, "", 0):
+        return ""
+    from partseg.train.budget import parse_duration
+
+    try:
+        parse_duration(value)
+    except ConfigError as err:
+        raise ConfigError(f"compare config: {err}") from None
+    return value if isinstance(value, str) else float(value)
 
 
 def _merge_variant_overrides(raw: dict[str, Any], per_variant: Mapping[str, Any]) -> None:
@@ -333,11 +348,17 @@ def experiment_dict(
     train_cases: Sequence[str] = (),
     val_cases: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The raw experiment config of one variant: base, overrides, then the shared split."""
+    """The raw experiment config of one variant: base, overrides, the budget, then the split.
+
+    The compare config's ``budget`` is every variant's ``train.budget`` (it wins over the
+    variants' own), so every variant trains for the same wall time.
+    """
     raw = copy.deepcopy(dict(config.base))
     for entry, entry_value in variant.overrides.items():
         for key, value in dotted_items(entry, entry_value):
             set_path(raw, key, value)
+    if config.budget:
+        raw.setdefault("train", {})["budget"] = config.budget
     data = raw.setdefault("data", {})
     if store is not None:
         data["store"] = store
