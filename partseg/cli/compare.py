@@ -28,7 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="train several variants on the same data and split, and report them side by side",
         description="Train every variant of a compare config (configs/compare_brats.yaml, the "
         "recipes in configs/) on the same store, split, seeds and budget (--budget 60m: the same "
-        "wall time of training steps each), score them on the same held-out cases, and write OUT/report/{report.md,results.csv,results.json,*.png}. "
+        "wall time of training steps each), score them on the same held-out cases, and write "
+        "OUT/report/{report.md,results.csv,results.json,*.png}. "
         "Rerun the same command to resume: finished runs are not retrained.",
     )
     parser.add_argument(

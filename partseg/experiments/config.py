@@ -101,6 +101,8 @@ class EvaluationSpec:
             the core (float) or even voxels (int); None: 0.5 for blends (see
             :mod:`partseg.infer.blends`).
         min_component_size: remove predicted components smaller than this (0: keep all).
+        nonzero_mask: set predictions outside the head's nonzero mask to background (see
+            :func:`partseg.infer.postprocess.case_nonzero_mask`).
         overlay_slices: slices shown in the overlay figure.
         seam: compute the seam index of each stitched prediction.
         batch_size: minicubes per forward pass at prediction.
@@ -115,6 +117,7 @@ class EvaluationSpec:
     blend: str = "crop"
     overlap: float | int | None = None
     min_component_size: int = 0
+    nonzero_mask: bool = False
     overlay_slices: int = 3
     seam: bool = True
     batch_size: int = 2

@@ -68,11 +68,13 @@ def evaluate_predictor(
 
     Returns:
         The evaluation dict (``summary`` from :func:`partseg.metrics.summarize`, ``cases``,
-        ``seam_index``, ``predict_seconds``) and the predicted overlay slices, (Y, X) uint8 each.
+        ``seam_index``, ``predict_seconds``, ``air_voxels``: mean foreground voxels predicted
+        outside the head, where every input channel is 0) and the predicted overlay slices,
+        (Y, X) uint8 each.
     """
     from tqdm import tqdm
 
-    from partseg.infer.postprocess import postprocess
+    from partseg.infer.postprocess import case_nonzero_mask, postprocess
     from partseg.infer.seams import seam_index
     from partseg.metrics import evaluate_case, regions_for, summarize
 
@@ -88,13 +90,14 @@ def evaluate_predictor(
                 return stored, [archive[f"arr_{i}"] for i in range(len(slices))]
     classes = tuple(store.classes)
     regions = regions_for(classes)
-    cases, seams, picked = {}, [], {}
+    cases, seams, picked, air = {}, [], {}, []
     start = time.perf_counter()
     for case_id in tqdm(test, desc=f"evaluate {predictor.name}", unit="case", disable=not progress):
         case = store[case_id]
         labels, probs = predictor.predict(case)  # (Z, Y, X), (K, Z, Y, X) | None
         if spec.min_component_size > 1:
             labels = postprocess(labels, min_component_size=spec.min_component_size)
+        air.append(int((labels[~case_nonzero_mask(case)] > 0).sum()))
         gt = whole_label(case)
         cases[case_id] = evaluate_case(
             labels, gt, classes, case.spacing, regions, hd95=spec.hd95_convention
@@ -112,6 +115,7 @@ def evaluate_predictor(
         "cases": cases,
         "seam_index": float(np.mean(finite)) if finite else None,
         "predict_seconds": seconds / max(len(test), 1),
+        "air_voxels": float(np.mean(air)) if air else None,
     }
     overlay = [picked[i].astype(np.uint8) for i in range(len(slices))]
     with atomic_path(slices_file, suffix=".npz") as tmp, tmp.open("wb") as handle:

@@ -79,6 +79,7 @@ def run_result(
         **costs,
         "predict_seconds": evaluation.get("predict_seconds"),
         "seam_index": evaluation.get("seam_index"),
+        "air_voxels": evaluation.get("air_voxels"),
     }
     return RunResult(
         variant=name,

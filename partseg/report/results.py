@@ -54,6 +54,7 @@ COST_ORDER = (
     "val_seconds",
     "predict_seconds",
     "seam_index",
+    "air_voxels",
 )
 
 #: Metrics where lower is better (the rest: higher is better).

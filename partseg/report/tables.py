@@ -119,7 +119,8 @@ def cost_table(runs: Sequence[RunResult]) -> str:
     keys = ordered({k for r in rows for k in r if k not in ("variant", "folds")}, COST_ORDER)
     keys = [k for k in keys if not k.endswith("_std")]
     digits = {"parameters": 0, "peak_memory_mb": 1, "saved_activation_mb": 1, "epoch_seconds": 1,
-              "budget_seconds": 0, "steps": 0, "train_seconds": 1, "val_seconds": 1}  # fmt: skip
+              "budget_seconds": 0, "steps": 0, "train_seconds": 1, "val_seconds": 1,
+              "air_voxels": 0}  # fmt: skip
     body = [
         [r["variant"], *(fmt(r.get(k), r.get(f"{k}_std"), digits=digits.get(k, 3)) for k in keys)]
         for r in rows
@@ -230,7 +231,8 @@ def markdown_report(
         "Memory: `peak_memory_mb` is the CUDA peak allocated during training; on CPU, "
         "`saved_activation_mb` is the size of the tensors one training step keeps for backward. "
         "`seam_index`: mean change of the stitched probabilities across core faces divided by the "
-        "mean change inside cores (1.0 = no visible seam).",
+        "mean change inside cores (1.0 = no visible seam). `air_voxels`: foreground voxels "
+        "predicted outside the head (every input channel 0), mean per test case.",
         "",
     ]
     parts += list(notes) + ([""] if notes else [])

@@ -237,7 +237,7 @@ class Trainer(TrainerSetup, TrainerState):
         return [samples[i % len(samples)] for i in range(needed)]
 
     def loader(self, epoch: int, steps: int | None = None) -> torch.utils.data.DataLoader:
-        """The data loader of ``epoch`` (of ``steps`` optimizer steps; see :meth:`epoch_samples`)."""
+        """The data loader of ``epoch``, of ``steps`` optimizer steps (:meth:`epoch_samples`)."""
         from partseg.dataset import MinicubeDataset
 
         cfg = self.config
@@ -426,6 +426,7 @@ class Trainer(TrainerSetup, TrainerState):
                 self.metrics.tensorboard.close()
         ddp.barrier(self.dist)
         return summary
+
 
 def train(
     config: ExperimentConfig,
