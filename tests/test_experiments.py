@@ -400,3 +400,49 @@ def test_compare_budget_and_folds_give_spread_tests_and_hardware(tmp_path: Path)
             compare_config_from_dict(raw, overrides=["budget=2s", "folds=2"]), out,
             progress=False, log=lambda _m: None,
         )  # fmt: skip
+
+
+def test_resampled_phantoms_are_scored_on_their_full_resolution_store(tmp_path: Path) -> None:
+    from partseg.store import open_store
+
+    voxel = (155 / 16, 240 / 24, 240 / 24)  # a realistic phantom's voxel at this grid, mm
+    raw = {**TINY, "ingest": {"spacing": [2 * v for v in voxel]}}
+    cfg = compare_config_from_dict(raw)
+    outcome = run_compare(cfg, tmp_path / "cmp", progress=False, log=lambda _m: None)
+    low = open_store(tmp_path / "cmp/data/phantom.zarr")
+    full = open_store(tmp_path / "cmp/data/phantom_full.zarr")
+    test = json.loads((tmp_path / "cmp/split.json").read_text())["test"]
+    for case_id in test:
+        assert all(a < b for a, b in zip(low[case_id].shape, full[case_id].shape, strict=True))
+    evaluation = json.loads(
+        (tmp_path / "cmp/runs/ctx/fold0/evaluation/evaluation.json").read_text()
+    )
+    for case_id in test:  # scored on the original grid
+        assert evaluation["cases"][case_id]["shape"] == list(full[case_id].shape)
+    data = json.loads((outcome.report_dir / "results.json").read_text())
+    assert "scored on" in data["settings"]["store"]
+    assert np.asarray(data["runs"][0]["confusion"]).sum() == sum(
+        int(np.prod(full[c].shape)) for c in test
+    )
+    with pytest.raises(ConfigError, match=r"unknown key ingest\.spacin"):
+        compare_config_from_dict({**TINY, "ingest": {"spacin": [2, 2, 2]}})
+
+
+def test_regrid_labels_goes_through_the_original_grid() -> None:
+    from partseg.experiments.evaluate import regrid_labels
+    from partseg.infer.predictor import ArrayCase
+
+    low_attrs = {"original_shape": [4, 8, 8], "crop_box": {"start": [0, 2, 2], "size": [4, 4, 4]}}
+    full_attrs = {"original_shape": [4, 8, 8], "crop_box": {"start": [0, 1, 1], "size": [4, 6, 6]}}
+    low = ArrayCase("c", np.zeros((1, 2, 2, 2), np.float32), attrs=low_attrs)  # 2x coarser
+    full = ArrayCase("c", np.zeros((1, 4, 6, 6), np.float32), attrs=full_attrs)
+    labels = np.zeros((2, 2, 2), np.uint8)
+    labels[:, 1, 1] = 2
+    out = regrid_labels(labels, low, full, 3)
+    assert out.shape == (4, 6, 6)
+    expected = np.zeros((4, 8, 8), np.uint8)
+    expected[:, 4:6, 4:6] = 2  # the upper quarter of the crop box (2..6) in original voxels
+    np.testing.assert_array_equal(out, expected[:, 1:7, 1:7])
+    other = ArrayCase("c", full.image, attrs={**full_attrs, "original_shape": [5, 8, 8]})
+    with pytest.raises(ConfigError, match="same files"):
+        regrid_labels(labels, low, other, 3)

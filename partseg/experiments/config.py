@@ -103,6 +103,11 @@ class EvaluationSpec:
         min_component_size: remove predicted components smaller than this (0: keep all).
         nonzero_mask: set predictions outside the head's nonzero mask to background (see
             :func:`partseg.infer.postprocess.case_nonzero_mask`).
+        reference_store: a store of the same cases at their original resolution: predictions
+            are resampled to its grid (nearest) and scored against its labels, so a variant
+            trained on a resampled store (``ingest.spacing``) is scored like the others. Empty:
+            the phantom store at the original resolution when ``ingest.spacing`` resamples
+            phantoms, else the compared store itself.
         overlay_slices: slices shown in the overlay figure.
         seam: compute the seam index of each stitched prediction.
         batch_size: minicubes per forward pass at prediction.
@@ -118,6 +123,7 @@ class EvaluationSpec:
     overlap: float | int | None = None
     min_component_size: int = 0
     nonzero_mask: bool = False
+    reference_store: str = ""
     overlay_slices: int = 3
     seam: bool = True
     batch_size: int = 2
@@ -177,6 +183,7 @@ class CompareConfig:
     title: str = "partseg comparison"
     store: str = ""
     phantom: PhantomSpec | None = None
+    ingest: Mapping[str, Any] = field(default_factory=dict)
     folds: int = 0
     budget: str | float = ""
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
@@ -193,7 +200,7 @@ class CompareConfig:
 
 
 _TOP_KEYS = (
-    "title", "store", "phantom", "folds", "budget", "evaluation", "base", "variants",
+    "title", "store", "phantom", "ingest", "folds", "budget", "evaluation", "base", "variants",
     "ensembles", "cascades", "quick", "description",
 )  # fmt: skip
 
@@ -255,6 +262,7 @@ def compare_config_from_dict(
         title=str(raw.get("title", "partseg comparison")),
         store=str(raw.get("store") or ""),
         phantom=None if not phantom else _build(PhantomSpec, "phantom", phantom),
+        ingest=_ingest(raw.get("ingest")),
         folds=int(raw.get("folds", 0)),
         budget=_budget(raw.get("budget")),
         evaluation=_build(EvaluationSpec, "evaluation", raw.get("evaluation")),
@@ -263,6 +271,17 @@ def compare_config_from_dict(
     )
     _check(config)
     return config
+
+
+def _ingest(values: Any) -> dict[str, Any]:
+    """The ``ingest:`` section (phantom stores only), checked by building the settings."""
+    if not values:
+        return {}
+    from partseg.store.ingest import IngestSettings
+
+    settings = _build(IngestSettings, "ingest", values)
+    given = {k: getattr(settings, k) for k in values}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()}
 
 
 def _budget(value: Any) -> str | float:

@@ -110,8 +110,14 @@ def write_compare_report(
     results: Sequence[Any],
     slices: Sequence[OverlaySlice],
     overlays: Mapping[str, Sequence[np.ndarray]],
+    *,
+    trained_on: str | None = None,
 ) -> Path:
-    """Tables and figures of a comparison into ``out/report``."""
+    """Tables and figures of a comparison into ``out/report``.
+
+    ``store`` is the store the test cases were scored on; ``trained_on`` the store the variants
+    trained on when that differs (a resampled store scored on its reference).
+    """
     from partseg import report as rep
     from partseg.geometry import Box
 
@@ -156,7 +162,7 @@ def write_compare_report(
         figures["Predictions on the same test slices"] = "overlays.png"
     folds = len(split.folds)
     settings = {
-        "store": store.url,
+        "store": store.url if trained_on is None else f"{trained_on} (scored on {store.url})",
         "classes": ", ".join(classes),
         "test cases": f"{len(split.test)} held out ({', '.join(split.test)})",
         "training": f"{folds} fold(s); {len(split.folds[0][0])} training / "
