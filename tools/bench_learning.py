@@ -248,8 +248,7 @@ def targets(variants: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     comparison = {n: v for n, v in variants.items() if v["compare"] == "brats_comparison"}
     if comparison:
         result["brats_comparison_met"] = {
-            name: mean(entry, "WT") >= COMPARISON_TARGET["WT"]
-            for name, entry in comparison.items()
+            name: mean(entry, "WT") >= COMPARISON_TARGET["WT"] for name, entry in comparison.items()
         }
     return result
 
