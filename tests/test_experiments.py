@@ -446,3 +446,44 @@ def test_regrid_labels_goes_through_the_original_grid() -> None:
     other = ArrayCase("c", full.image, attrs={**full_attrs, "original_shape": [5, 8, 8]})
     with pytest.raises(ConfigError, match="same files"):
         regrid_labels(labels, low, other, 3)
+
+
+def test_cascade_second_stage_trains_on_the_upsampled_low_res_prediction(tmp_path: Path) -> None:
+    from partseg.experiments.evaluate import regrid_labels
+    from partseg.experiments.prior import one_hot_prior
+    from partseg.infer.pipeline import CasePredictor
+    from partseg.infer.settings import PredictSettings
+    from partseg.store import open_store
+
+    voxel = (155 / 16, 240 / 24, 240 / 24)
+    low_cfg = compare_config_from_dict({**TINY, "ingest": {"spacing": [2 * v for v in voxel]}})
+    run_compare(low_cfg, tmp_path / "low", progress=False, log=lambda _m: None)
+    low, full = tmp_path / "low/data/phantom.zarr", tmp_path / "low/data/phantom_full.zarr"
+    run = tmp_path / "low/runs/ctx/fold0"
+    raw = {**TINY, "store": str(full), "prior": {"run": str(run), "store": str(low)}}
+    raw["base"] = {**TINY["base"], "model": {**TINY["base"]["model"], "in_channels": 7}}
+    lines: list[str] = []
+    outcome = run_compare(compare_config_from_dict(raw), tmp_path / "fine", progress=False,
+                          log=lines.append)  # fmt: skip
+    prior = open_store(tmp_path / "fine/data/prior.zarr")
+    assert prior.channels == ("t1", "t1ce", "t2", "flair", "prior_necrotic", "prior_edema",
+                              "prior_enhancing")  # fmt: skip
+    coarse = CasePredictor.from_checkpoints([run], PredictSettings(nonzero_mask=True))
+    lows, fulls = open_store(low), open_store(full)
+    for case_id in prior.case_ids:
+        image = prior[case_id].read_image()
+        labels = coarse.predict(lows[case_id], probabilities=False).labels
+        expected = one_hot_prior(regrid_labels(labels, lows[case_id], fulls[case_id], 4), 4)
+        np.testing.assert_array_equal(image[4:], expected)
+        np.testing.assert_allclose(image[:4], fulls[case_id].read_image(), atol=1e-6)
+        np.testing.assert_array_equal(prior[case_id].read_label(), fulls[case_id].read_label())
+    data = json.loads((outcome.report_dir / "results.json").read_text())
+    assert "prior" in data["settings"] and not any("optimistic" in line for line in lines)
+    # a low-res run that trained on a test case is reported
+    trained = json.loads((tmp_path / "low/split.json").read_text())["folds"][0][0][0]
+    leaky = {**raw, "evaluation": {**raw["evaluation"], "test_cases": [trained]}}
+    run_compare(compare_config_from_dict(leaky), tmp_path / "leak", progress=False,
+                log=lines.append)  # fmt: skip
+    assert any("optimistic" in line and trained in line for line in lines)
+    with pytest.raises(ConfigError, match="prior needs both run"):
+        compare_config_from_dict({**TINY, "prior": {"run": str(run)}})

@@ -8,19 +8,21 @@ Steps (each resumable: a rerun with the same arguments continues where the last 
 2. ``partseg ingest``: the cases at full resolution (``full.zarr``) and resampled to 2 mm
    (``low.zarr``, ``--spacing 2 2 2``) for the low-resolution recipe.
 3. ``partseg compare`` with ``--budget`` per variant (and ``--folds K``): the BraTS comparison
-   (``configs/compare_brats.yaml``: 2D, 3D, 3D+context) on the full-resolution store, and the
-   CPU recipe ``configs/brats_cpu_lowres.yaml`` on the 2 mm store, scored on the
-   full-resolution store (predictions resampled back, nearest). The last ``--test-cases`` cases
-   are held out in both comparisons.
+   (``configs/compare_brats.yaml``: 2D, 3D, 3D+context) on the full-resolution store; the CPU
+   recipe ``configs/brats_cpu_lowres.yaml`` on the 2 mm store, scored on the full-resolution
+   store (predictions resampled back, nearest); and the cascade's second stage
+   ``configs/brats_cpu_cascade.yaml`` at full resolution on the image plus the 2 mm run's
+   (fold 0) prediction (it trains for one more budget: the cascade costs two). The last
+   ``--test-cases`` cases are held out in every comparison.
 4. A JSON summary (printed, and written to ``--out``): held-out Dice per region (WT, TC, ET)
    and variant as mean ± sd over folds with the per-case values, paired Wilcoxon tests between
    every two variants over the held-out cases, the budget, steps done and measured step time
    per variant, the hardware, the wall time of each stage, and the issue's targets (best CPU
    recipe WT >= 0.80, TC >= 0.60, ET >= 0.55; every BraTS-comparison variant WT >= 0.5).
 
-The full run takes hours on a CPU: four variants of one budget each, plus per run the step-time
-probe, at most 5 validations and the scoring of the held-out cases (about 5 h for a 60-minute
-budget on 2 cores, about 15 h with ``--folds 3``); run it on a quiet machine, niced if it must
+The full run takes hours on a CPU: five variants of one budget each, plus per run the step-time
+probe, at most 5 validations and the scoring of the held-out cases (about 6.5 h for a 60-minute
+budget on 2 cores, about 19 h with ``--folds 3``); run it on a quiet machine, niced if it must
 share one. ``--quick`` runs the same pipeline at tiny sizes with a seconds-long budget (the
 recipes' ``quick:`` models), as the test suite does.
 
@@ -48,7 +50,10 @@ REGIONS = {"WT": "whole_tumor", "TC": "tumor_core", "ET": "enhancing_tumor"}
 COMPARES = {
     "brats_comparison": ("compare_brats", "full", ("2d", "3d", "3d_context")),
     "cpu_lowres": ("brats_cpu_lowres", "low", None),
+    "cpu_cascade": ("brats_cpu_cascade", "full", None),
 }
+#: The cascade's first stage: the low-res comparison's run (fold 0).
+LOWRES_RUN = ("compare_cpu_lowres", "3d_context_2mm")
 #: The issue's targets: the best CPU recipe, and every variant of the BraTS comparison.
 CPU_TARGETS = {"WT": 0.80, "TC": 0.60, "ET": 0.55}
 COMPARISON_TARGET = {"WT": 0.5}
@@ -155,6 +160,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             argv += ["--variants", ",".join(variants)]
         if store == "low":
             argv.append(f"evaluation.reference_store={work / 'full.zarr'}")
+        if recipe == "brats_cpu_cascade":
+            folder, variant = LOWRES_RUN
+            run_dir = work / folder / "runs" / variant / "fold0"
+            if not (run_dir / "summary.json").is_file():
+                raise SystemExit(f"bench_learning: cpu_cascade needs the cpu_lowres run {run_dir}")
+            argv += [f"prior.run={run_dir}", f"prior.store={work / 'low.zarr'}"]
         if args.folds:
             argv += ["--folds", str(args.folds)]
         if args.quick:

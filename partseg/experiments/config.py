@@ -184,6 +184,7 @@ class CompareConfig:
     store: str = ""
     phantom: PhantomSpec | None = None
     ingest: Mapping[str, Any] = field(default_factory=dict)
+    prior: Mapping[str, str] = field(default_factory=dict)
     folds: int = 0
     budget: str | float = ""
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
@@ -200,7 +201,8 @@ class CompareConfig:
 
 
 _TOP_KEYS = (
-    "title", "store", "phantom", "ingest", "folds", "budget", "evaluation", "base", "variants",
+    "title", "store", "phantom", "ingest", "prior", "folds", "budget", "evaluation", "base",
+    "variants",
     "ensembles", "cascades", "quick", "description",
 )  # fmt: skip
 
@@ -263,6 +265,7 @@ def compare_config_from_dict(
         store=str(raw.get("store") or ""),
         phantom=None if not phantom else _build(PhantomSpec, "phantom", phantom),
         ingest=_ingest(raw.get("ingest")),
+        prior=_prior(raw.get("prior")),
         folds=int(raw.get("folds", 0)),
         budget=_budget(raw.get("budget")),
         evaluation=_build(EvaluationSpec, "evaluation", raw.get("evaluation")),
@@ -282,6 +285,25 @@ def _ingest(values: Any) -> dict[str, Any]:
     settings = _build(IngestSettings, "ingest", values)
     given = {k: getattr(settings, k) for k in values}
     return {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()}
+
+
+def _prior(values: Any) -> dict[str, str]:
+    """The ``prior:`` section of a cascade's second stage: ``run`` and ``store`` (both or none).
+
+    ``run`` is the low-resolution run (a run folder or checkpoint) whose prediction becomes the
+    prior channels, ``store`` the store it predicts from (see :mod:`partseg.experiments.prior`).
+    """
+    if not values:
+        return {}
+    if not isinstance(values, Mapping) or set(values) - {"run", "store"}:
+        raise ConfigError(f"compare config: prior takes run and store, got {values!r}")
+    run, store = str(values.get("run") or ""), str(values.get("store") or "")
+    if bool(run) != bool(store):
+        raise ConfigError(
+            "compare config: prior needs both run (the low-res run) and store (the store it "
+            f"predicts from), got run={run!r} store={store!r}"
+        )
+    return {"run": run, "store": store} if run else {}
 
 
 def _budget(value: Any) -> str | float:

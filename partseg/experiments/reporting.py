@@ -112,6 +112,7 @@ def write_compare_report(
     overlays: Mapping[str, Sequence[np.ndarray]],
     *,
     trained_on: str | None = None,
+    notes: Sequence[str] = (),
 ) -> Path:
     """Tables and figures of a comparison into ``out/report``.
 
@@ -174,6 +175,11 @@ def write_compare_report(
     settings.update(budget_settings(results))
     for e in config.ensembles:
         settings[f"ensemble {e.name}"] = e.description or f"mean of {', '.join(e.members)}"
+    if config.prior:
+        settings["prior"] = (
+            f"cascade second stage: inputs + the prediction of {config.prior['run']} on "
+            f"{config.prior['store']}, upsampled (channels {', '.join(store.channels)})"
+        )
     for c in config.cascades:
         settings[f"cascade {c.name}"] = c.description or f"{c.coarse} -> {c.voi}^3 VOIs -> {c.fine}"
     cleaned = ""
@@ -184,7 +190,8 @@ def write_compare_report(
     mode += f", blend={spec.blend}" if spec.partition == "grid" else ""
     notes = [
         f"Scores are means over the test cases (whole-volume predictions, {mode}{cleaned}). "
-        "Per-case values: `runs/<variant>/fold<k>/evaluation/evaluation.json`."
+        "Per-case values: `runs/<variant>/fold<k>/evaluation/evaluation.json`.",
+        *notes,
     ]
     rep.write_report(report_dir, results, title=config.title, settings=settings,
                      figures=figures, notes=notes,

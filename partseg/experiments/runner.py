@@ -15,6 +15,7 @@ from partseg.experiments.config import CompareConfig
 from partseg.experiments.data import Split, make_split, prepare_store, reference_store
 from partseg.experiments.evaluate import evaluate_predictor, overlay_slices
 from partseg.experiments.predictors import Predictor, cascade_predictor, model_predictor
+from partseg.experiments.prior import leaked_test_cases, prior_note, write_prior_store
 from partseg.experiments.reporting import run_result, write_compare_report
 from partseg.experiments.training import (
     best_value,
@@ -58,6 +59,11 @@ def _run_compare(
     from partseg.store.zarrstore import open_store
 
     store_url = prepare_store(config, out, progress=progress)
+    if config.prior:  # the cascade's second stage: the store plus the low-res prediction
+        store_url = write_prior_store(
+            config.prior["run"], config.prior["store"], store_url, out / "data" / "prior.zarr",
+            batch_size=config.evaluation.batch_size, log=log,
+        )  # fmt: skip
     store = open_store(store_url)
     reference_url = reference_store(config, out)
     reference = None if reference_url is None else open_store(reference_url)
@@ -67,6 +73,12 @@ def _run_compare(
     scored = reference or store
     split = make_split(store.case_ids, config)
     write_json(out / "split.json", dataclasses.asdict(split))
+    notes = []
+    if config.prior:
+        leaked = leaked_test_cases(
+            config.prior["run"], open_store(config.prior["store"]), split.test
+        )
+        notes += [prior_note(leaked)] if leaked else []
     log(
         f"store {store_url}: {len(store.case_ids)} cases, {len(split.test)} held out for test; "
         f"{len(config.variants)} variant(s) x {len(split.folds)} fold(s)"
@@ -91,8 +103,10 @@ def _run_compare(
 
     report_dir = write_compare_report(
         config, out, scored, split, results, slices, overlays,
-        trained_on=None if reference is None else store.url,
+        trained_on=None if reference is None else store.url, notes=notes,
     )  # fmt: skip
+    for note in notes:
+        log(f"note: {note}")
     return CompareOutcome(report_dir, results, headline_table(results))
 
 

@@ -35,8 +35,8 @@ def test_quick_benchmark_writes_the_summary_and_resumes(bench, tmp_path: Path, c
     summary = json.loads(out.read_text())
     assert summary["quick"] and summary["budget"] == "1s"
     assert summary["data"]["test_cases"] == ["Phantom_005", "Phantom_006"]
-    (name,) = summary["variants"]
-    variant = summary["variants"][name]
+    assert list(summary["variants"]) == ["3d_context_2mm"]
+    variant = summary["variants"]["3d_context_2mm"]
     assert set(variant["dice"]) == {"WT", "TC", "ET"}
     for region in variant["dice"].values():
         assert 0.0 <= region["mean"] <= 1.0
@@ -51,3 +51,18 @@ def test_quick_benchmark_writes_the_summary_and_resumes(bench, tmp_path: Path, c
     assert "not retrained" in printed and "0 already present" not in printed
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["variants"] == summary["variants"]
+
+
+@pytest.mark.slow
+def test_quick_benchmark_of_every_comparison(bench, tmp_path: Path) -> None:
+    """All comparisons at --quick size (about 2-3 minutes on 2 cores): the BraTS comparison, the
+    low-res recipe and the cascade's second stage on its prior."""
+    out = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert list(summary["variants"]) == ["2d", "3d", "3d_context", "3d_context_2mm",
+                                         "3d_cascade_fullres"]  # fmt: skip
+    assert "prior.run=" in summary["commands"][-1]
+    wt = [t for t in summary["paired_tests"] if t["target"] == "WT"]
+    assert len(wt) == 10 and all(t["n"] == 2 for t in wt)  # 5 variants: 10 pairs
+    assert set(summary["targets"]["brats_comparison_met"]) == {"2d", "3d", "3d_context"}
