@@ -13,7 +13,8 @@ Payload keys: ``format`` (``"partseg-checkpoint"``), ``version``, ``model_config
 ``model_state``, ``partition``, ``layout``, ``classes``, ``channels``, ``label_mapping``,
 ``ingest`` (the store's recorded ingest settings, ``IngestSettings.recorded()``; absent in older
 checkpoints), ``config``; training state adds ``optimizer``, ``scaler``, ``scheduler``,
-``loss_state``, ``epoch``, ``step``, ``rng``, ``sampler``, ``metrics``, ``best``.
+``loss_state``, ``epoch``, ``step``, ``rng``, ``sampler``, ``metrics``, ``best``, ``budget``
+(the plan of a ``train.budget`` run, else None; absent in older checkpoints).
 
 Example:
     >>> import tempfile, pathlib
