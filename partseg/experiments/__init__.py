@@ -43,8 +43,10 @@ from its ``last.pt``; a scored run is not re-scored while its checkpoint and the
 unchanged. Changing a variant's config under the same ``OUT`` raises an error instead of
 silently mixing results.
 
-Modules, one concept each: :mod:`~partseg.experiments.config` (the compare config),
-:mod:`~partseg.experiments.data` (store and split), :mod:`~partseg.experiments.training`
+Modules, one concept each: :mod:`~partseg.experiments.config` (the compare config) and
+:mod:`~partseg.experiments.specs` (its sections),
+:mod:`~partseg.experiments.data` (stores and split), :mod:`~partseg.experiments.prior` (the
+cascade's prior store), :mod:`~partseg.experiments.training`
 (resumable runs and their costs), :mod:`~partseg.experiments.predictors` (run, ensemble,
 cascade), :mod:`~partseg.experiments.evaluate` (cached test scores and overlay slices),
 :mod:`~partseg.experiments.reporting` (run results, tables, figures) and
