@@ -14,7 +14,8 @@ Payload keys: ``format`` (``"partseg-checkpoint"``), ``version``, ``model_config
 ``ingest`` (the store's recorded ingest settings, ``IngestSettings.recorded()``; absent in older
 checkpoints), ``regions`` (the store's region-based labels in class ids, or None:
 :mod:`partseg.store.regions`), ``config``; training state adds ``optimizer``, ``scaler``,
-``scheduler``, ``loss_state``, ``epoch``, ``step``, ``rng``, ``sampler``, ``metrics``, ``best``.
+``scheduler``, ``loss_state``, ``epoch``, ``step``, ``rng``, ``sampler``, ``metrics``, ``best``,
+``budget`` (the plan of a ``train.budget`` run, else None; absent in older checkpoints).
 
 Example:
     >>> import tempfile, pathlib

@@ -74,7 +74,16 @@ class SamplerConfig:
         kind: ``"grid"``, ``"uniform"`` or ``"foreground"`` (see the module docstring).
         samples_per_case: random samples per case per epoch (ignored by ``grid``).
         foreground_share: share of an epoch's samples centred on a foreground voxel
-            (``foreground`` only), in [0, 1].
+            (``foreground`` only), in [0, 1]. The default 0.67 is twice nnU-Net's 0.33, on
+            purpose: partseg's recipes train for minutes to hours, not 1000 epochs, and at an
+            equal, short budget foreground-centred boxes teach the tumour classes faster
+            (realistic phantoms at 3 mm, 120 steps of a width-8 3D U-Net: edema Dice 0.83 vs
+            0.43, whole tumour better on 3 of 3 held-out cases) while 0.33 did not reduce the
+            predictions in the air (66k voxels per case either way). Those lie mostly in a
+            band along the volume border under the ``exact`` mode (the same models predicted on
+            the grid with their trained margin put none there), not in a sampling gap; the
+            predictor's nonzero mask (``evaluation.nonzero_mask``, ``predict --nonzero-mask``)
+            removes them.
         class_balanced: draw the foreground class uniformly among those present in the case
             (True), or in proportion to voxel counts (False).
         jitter: how far a foreground voxel may sit from the core centre, as a fraction of the

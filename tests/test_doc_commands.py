@@ -87,6 +87,8 @@ SMALLER: dict[tuple[str, str], tuple[str, ...]] = {
     ("phantom", "--shape"): ("16", "32", "32"),
     ("ingest", "--workers"): ("1",),  # worker pools are tested in tests/store
     ("compare", "base.train.epochs"): ("2",),  # a key=value override: the value after '='
+    ("compare", "--budget"): ("2s",),  # a documented budget is minutes to hours
+    ("train", "--budget"): ("2s",),
 }
 #: Documented commands that cannot run offline, with the reason.
 OFFLINE: dict[str, str] = {}

@@ -361,3 +361,129 @@ def load_config_of(path: Path):
     from partseg.config import load_config
 
     return load_config(path)
+
+
+def test_compare_budget_and_folds_give_spread_tests_and_hardware(tmp_path: Path) -> None:
+    import yaml
+
+    from partseg.cli import main
+
+    raw = {**TINY, "phantom": {**TINY["phantom"], "cases": 6}, "evaluation": {
+        **TINY["evaluation"], "test_fraction": 0.34}}  # fmt: skip
+    raw["variants"] = [{"name": "ctx"}, {"name": "flat", "overrides": {"partition.margin": 0}}]
+    config = tmp_path / "cmp.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    args = ["compare", str(config), "--out", str(out), "--budget", "1s", "--folds", "2"]
+    assert main([*args, "--no-progress"]) == 0
+    data = json.loads((out / "report" / "results.json").read_text())
+    # every variant and fold trained for its own planned steps of the same budget
+    for name in ("ctx", "flat"):
+        for fold in (0, 1):
+            plan = json.loads((out / f"runs/{name}/fold{fold}/budget.json").read_text())
+            assert plan["budget_s"] == 1.0 and plan["total_steps"] >= 1
+    costs = {row["variant"]: row for row in data["costs"]}
+    assert costs["ctx"]["folds"] == 2 and costs["ctx"]["budget_seconds"] == 1.0
+    assert costs["ctx"]["step_seconds"] > 0 and costs["ctx"]["steps"] >= 1
+    assert "budget" in data["settings"] and "hardware" in data["settings"]
+    wt = [r for r in data["scores"] if r["target"] == "whole_tumor"]
+    assert [r["folds"] for r in wt] == [2, 2] and all("dice_std" in r for r in wt)
+    # paired tests: the two variants on every target, over the two test cases
+    tests = [r for r in data["paired_tests"] if r["target"] == "whole_tumor"]
+    assert [(r["a"], r["b"], r["n"]) for r in tests] == [("ctx", "flat", 2)]
+    assert all(len(run["cases"]) == 2 for run in data["runs"])
+    report = (out / "report" / "report.md").read_text()
+    assert "mean ± standard deviation over folds" in report and "Wilcoxon" in report
+    assert (out / "report" / "case_dice.png").read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(ConfigError, match="another config"):  # another budget: not mixed
+        run_compare(
+            compare_config_from_dict(raw, overrides=["budget=2s", "folds=2"]), out,
+            progress=False, log=lambda _m: None,
+        )  # fmt: skip
+
+
+def test_resampled_phantoms_are_scored_on_their_full_resolution_store(tmp_path: Path) -> None:
+    from partseg.store import open_store
+
+    voxel = (155 / 16, 240 / 24, 240 / 24)  # a realistic phantom's voxel at this grid, mm
+    raw = {**TINY, "ingest": {"spacing": [2 * v for v in voxel]}}
+    cfg = compare_config_from_dict(raw)
+    outcome = run_compare(cfg, tmp_path / "cmp", progress=False, log=lambda _m: None)
+    low = open_store(tmp_path / "cmp/data/phantom.zarr")
+    full = open_store(tmp_path / "cmp/data/phantom_full.zarr")
+    test = json.loads((tmp_path / "cmp/split.json").read_text())["test"]
+    for case_id in test:
+        assert all(a < b for a, b in zip(low[case_id].shape, full[case_id].shape, strict=True))
+    evaluation = json.loads(
+        (tmp_path / "cmp/runs/ctx/fold0/evaluation/evaluation.json").read_text()
+    )
+    for case_id in test:  # scored on the original grid
+        assert evaluation["cases"][case_id]["shape"] == list(full[case_id].shape)
+    data = json.loads((outcome.report_dir / "results.json").read_text())
+    assert "scored on" in data["settings"]["store"]
+    assert np.asarray(data["runs"][0]["confusion"]).sum() == sum(
+        int(np.prod(full[c].shape)) for c in test
+    )
+    with pytest.raises(ConfigError, match=r"unknown key ingest\.spacin"):
+        compare_config_from_dict({**TINY, "ingest": {"spacin": [2, 2, 2]}})
+
+
+def test_regrid_labels_goes_through_the_original_grid() -> None:
+    from partseg.experiments.evaluate import regrid_labels
+    from partseg.infer.predictor import ArrayCase
+
+    low_attrs = {"original_shape": [4, 8, 8], "crop_box": {"start": [0, 2, 2], "size": [4, 4, 4]}}
+    full_attrs = {"original_shape": [4, 8, 8], "crop_box": {"start": [0, 1, 1], "size": [4, 6, 6]}}
+    low = ArrayCase("c", np.zeros((1, 2, 2, 2), np.float32), attrs=low_attrs)  # 2x coarser
+    full = ArrayCase("c", np.zeros((1, 4, 6, 6), np.float32), attrs=full_attrs)
+    labels = np.zeros((2, 2, 2), np.uint8)
+    labels[:, 1, 1] = 2
+    out = regrid_labels(labels, low, full, 3)
+    assert out.shape == (4, 6, 6)
+    expected = np.zeros((4, 8, 8), np.uint8)
+    expected[:, 4:6, 4:6] = 2  # the upper quarter of the crop box (2..6) in original voxels
+    np.testing.assert_array_equal(out, expected[:, 1:7, 1:7])
+    other = ArrayCase("c", full.image, attrs={**full_attrs, "original_shape": [5, 8, 8]})
+    with pytest.raises(ConfigError, match="same files"):
+        regrid_labels(labels, low, other, 3)
+
+
+def test_cascade_second_stage_trains_on_the_upsampled_low_res_prediction(tmp_path: Path) -> None:
+    from partseg.experiments.evaluate import regrid_labels
+    from partseg.experiments.prior import one_hot_prior
+    from partseg.infer.pipeline import CasePredictor
+    from partseg.infer.settings import PredictSettings
+    from partseg.store import open_store
+
+    voxel = (155 / 16, 240 / 24, 240 / 24)
+    low_cfg = compare_config_from_dict({**TINY, "ingest": {"spacing": [2 * v for v in voxel]}})
+    run_compare(low_cfg, tmp_path / "low", progress=False, log=lambda _m: None)
+    low, full = tmp_path / "low/data/phantom.zarr", tmp_path / "low/data/phantom_full.zarr"
+    run = tmp_path / "low/runs/ctx/fold0"
+    raw = {**TINY, "store": str(full), "prior": {"run": str(run), "store": str(low)}}
+    raw["base"] = {**TINY["base"], "model": {**TINY["base"]["model"], "in_channels": 7}}
+    lines: list[str] = []
+    outcome = run_compare(compare_config_from_dict(raw), tmp_path / "fine", progress=False,
+                          log=lines.append)  # fmt: skip
+    prior = open_store(tmp_path / "fine/data/prior.zarr")
+    assert prior.channels == ("t1", "t1ce", "t2", "flair", "prior_necrotic", "prior_edema",
+                              "prior_enhancing")  # fmt: skip
+    coarse = CasePredictor.from_checkpoints([run], PredictSettings(nonzero_mask=True))
+    lows, fulls = open_store(low), open_store(full)
+    for case_id in prior.case_ids:
+        image = prior[case_id].read_image()
+        labels = coarse.predict(lows[case_id], probabilities=False).labels
+        expected = one_hot_prior(regrid_labels(labels, lows[case_id], fulls[case_id], 4), 4)
+        np.testing.assert_array_equal(image[4:], expected)
+        np.testing.assert_allclose(image[:4], fulls[case_id].read_image(), atol=1e-6)
+        np.testing.assert_array_equal(prior[case_id].read_label(), fulls[case_id].read_label())
+    data = json.loads((outcome.report_dir / "results.json").read_text())
+    assert "prior" in data["settings"] and not any("optimistic" in line for line in lines)
+    # a low-res run that trained on a test case is reported
+    trained = json.loads((tmp_path / "low/split.json").read_text())["folds"][0][0][0]
+    leaky = {**raw, "evaluation": {**raw["evaluation"], "test_cases": [trained]}}
+    run_compare(compare_config_from_dict(leaky), tmp_path / "leak", progress=False,
+                log=lines.append)  # fmt: skip
+    assert any("optimistic" in line and trained in line for line in lines)
+    with pytest.raises(ConfigError, match="prior needs both run"):
+        compare_config_from_dict({**TINY, "prior": {"run": str(run)}})

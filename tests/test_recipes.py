@@ -24,6 +24,7 @@ RECIPES = [
     "aneurysm_loss_ensemble",
     "aneurysm_cascade",
     "pancreas_tverskyce",
+    "brats_cpu_lowres",
 ]
 
 
@@ -45,7 +46,7 @@ def test_recipe_runs_quick(name: str, tmp_path: Path) -> None:
 
 COMPARE_CONFIGS = (
     "brats_2d", "brats_3d", "brats_3d_context", "compare_brats", "demo",
-    "aneurysm_loss_ensemble", "aneurysm_cascade", "pancreas_tverskyce",
+    "aneurysm_loss_ensemble", "aneurysm_cascade", "pancreas_tverskyce", "brats_cpu_lowres",
 )  # fmt: skip
 
 

@@ -2,10 +2,12 @@
 
 The config is a compare config (see :mod:`partseg.experiments`): a base experiment, a list of
 variants (name + dotted overrides), optional ensembles and cascades; ``--variants a,b`` runs a
-subset. Every variant trains on the same store, split, seeds and budget; the held-out test
-cases are predicted by stitched minicubes and scored; ``OUT/report/`` receives ``report.md``,
-``results.csv``, ``results.json`` and the plots. Rerunning the same command resumes: finished
-runs are neither retrained nor re-scored.
+subset. Every variant trains on the same store, split, seeds and budget (``--budget 60m``: the
+same wall time of training steps, each variant's step count set from its measured step time);
+``--folds K`` trains K cross-validation folds of each. The held-out test cases are predicted
+and scored; ``OUT/report/`` receives ``report.md``, ``results.csv``, ``results.json`` (mean ±
+sd over folds, paired Wilcoxon tests over the test cases, budget, steps and hardware) and the
+plots. Rerunning the same command resumes: finished runs are neither retrained nor re-scored.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from partseg.cli.options import add_json, add_no_progress, add_overwrite
-from partseg.cli.train import add_overrides
+from partseg.cli.options import add_json, add_no_progress, add_overwrite, int_range
+from partseg.cli.train import add_budget, add_overrides
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -27,8 +29,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "compare",
         help="train several variants on the same data and split, and report them side by side",
         description="Train every variant of a compare config (configs/compare_brats.yaml, the "
-        "recipes in configs/) on the same store, split, seeds and budget, score them on the same "
-        "held-out cases, and write OUT/report/{report.md,results.csv,results.json,*.png}. "
+        "recipes in configs/) on the same store, split, seeds and budget (--budget 60m: the same "
+        "wall time of training steps each), score them on the same held-out cases, and write "
+        "OUT/report/{report.md,results.csv,results.json,*.png}. "
         "Rerun the same command to resume: finished runs are not retrained.",
     )
     parser.add_argument(
@@ -63,6 +66,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="run only these variants (comma-separated); naming an ensemble or cascade runs "
         "it with its members; ensembles and cascades that need an unselected variant are left "
         "out with a note (default: every variant)",
+    )
+    add_budget(parser)
+    parser.add_argument(
+        "--folds",
+        type=int_range(2),
+        default=None,
+        metavar="K",
+        help="train every variant on K cross-validation folds of the non-test cases; the "
+        "report gives mean ± sd over folds and paired tests over the test cases (default: the "
+        "config's folds, else one train/validation split)",
     )
     add_overrides(
         parser,
@@ -128,6 +141,10 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.store:
         overrides.append(f"store={args.store}")
+    if args.budget:
+        overrides.append(f"budget={args.budget}")
+    if args.folds:
+        overrides.append(f"folds={args.folds}")
     config = load_compare_config(args.config, quick=args.quick, overrides=overrides)
     if args.variants:
         names = [n.strip() for n in args.variants.split(",") if n.strip()]

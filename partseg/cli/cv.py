@@ -22,6 +22,7 @@ from partseg.cli.options import int_range
 from partseg.cli.train import (
     add_common_arguments,
     add_resume_or_overwrite,
+    budget_overrides,
     command_log,
     fit_to_budget,
     load_run_config,
@@ -76,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
     from partseg.train.splits import kfold_splits, write_splits
     from partseg.train.trainer import train
 
-    base = train_overrides(args, [*args.overrides, f"data.folds={args.folds}"])
+    base = train_overrides(
+        args, budget_overrides(args.budget, [*args.overrides, f"data.folds={args.folds}"])
+    )
     first, name = load_run_config(args, [*base, "data.fold=0"])
     if args.nproc:
         return launch(args.nproc, args.argv)

@@ -107,6 +107,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="keep only the largest connected foreground component (default: off)",
     )
     p.add_argument(
+        "--nonzero-mask",
+        action="store_true",
+        help="set predictions outside the head to background: the voxels zero in every input "
+        "channel (a zscore-nonzero store keeps the air at 0), enclosed holes filled "
+        "(default: off)",
+    )
+    p.add_argument(
         "--save-probabilities",
         action="store_true",
         help="also write the class probabilities (default: off)",
@@ -157,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch,
         min_component_size=args.min_component_size,
         keep_largest=args.keep_largest,
+        nonzero_mask=args.nonzero_mask,
     )
     outputs = OutputSettings(
         labels=args.export,

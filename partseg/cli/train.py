@@ -155,6 +155,7 @@ def add_common_arguments(p: argparse.ArgumentParser, result: str) -> None:
     )
     add_no_progress(p)
     add_json(p, result)
+    add_budget(p)
 
 
 def add_resume_or_overwrite(p: argparse.ArgumentParser, what: str) -> None:
@@ -211,6 +212,36 @@ def prepare_run(
     return "empty"
 
 
+def duration(text: str) -> str:
+    """An argparse type: a duration such as ``90s``, ``60m`` or ``1.5h`` (kept as written)."""
+    from partseg.errors import ConfigError
+    from partseg.train.budget import parse_duration
+
+    try:
+        parse_duration(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def add_budget(p: argparse.ArgumentParser) -> None:
+    """``--budget DURATION``: train for a wall time of steps instead of a number of epochs."""
+    p.add_argument(
+        "--budget",
+        type=duration,
+        default=None,
+        metavar="DURATION",
+        help="wall time of training steps (90s, 60m, 1.5h; sets train.budget): the step time "
+        "is measured and epochs x steps per epoch chosen to fill it; validation is not "
+        "counted and is capped (default: train.budget of the config, else its epochs)",
+    )
+
+
+def budget_overrides(budget: str | None, overrides: list[str]) -> list[str]:
+    """``--budget`` as a config override (after the others, so it wins)."""
+    return [*overrides, f"train.budget={budget}"] if budget else list(overrides)
+
+
 def fold_overrides(fold: int | None, overrides: list[str]) -> list[str]:
     """``--fold K`` as config overrides (``data.folds`` defaults to 5, as in the papers)."""
     if fold is None:
@@ -245,7 +276,9 @@ def run(args: argparse.Namespace) -> int:
     from partseg.train.distributed import init_distributed, launch, shutdown
     from partseg.train.trainer import train
 
-    overrides = train_overrides(args, fold_overrides(args.fold, args.overrides))
+    overrides = train_overrides(
+        args, budget_overrides(args.budget, fold_overrides(args.fold, args.overrides))
+    )
     config, name = load_run_config(args, overrides)  # a bad config stops before any process starts
     if args.nproc:
         return launch(args.nproc, args.argv)

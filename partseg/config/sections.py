@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from partseg.augment import AugmentConfig
 from partseg.config.schema import fail, positive
+from partseg.errors import PartsegError
 from partseg.losses.registry import LossConfig
 from partseg.models.config import ModelConfig
 from partseg.precision_modes import PRECISION_MODES
@@ -256,6 +257,9 @@ class TrainConfig:
             statistics over the global batch (``N x batch_size``) instead of per process.
         progress: show progress on stderr (a bar on a terminal, else a line every 30 s).
         memory_safety: share of a ``--gpu-mem`` budget the memory planner keeps free.
+        budget: wall time of training steps (``90s``, ``60m``, ``1.5h``; empty: off): the run
+            measures its step time and replaces ``epochs``, ``steps_per_epoch`` and
+            ``val_every`` by a plan that fills it (see :mod:`partseg.train.budget`).
     """
 
     epochs: int = 100
@@ -276,8 +280,16 @@ class TrainConfig:
     sync_batchnorm: bool = True
     progress: bool = True
     memory_safety: float = 0.1
+    budget: str | float = ""
 
     def __post_init__(self) -> None:
+        if self.budget not in ("", None):
+            from partseg.train.budget import parse_duration
+
+            try:
+                parse_duration(self.budget)
+            except PartsegError as err:
+                raise fail("train.budget", self.budget, str(err)) from None
         if not 0 <= self.memory_safety < 1:
             raise fail("train.memory_safety", self.memory_safety, "use a share in [0, 1)")
         for key in ("epochs", "batch_size", "accumulate", "val_batch_size", "reuse"):

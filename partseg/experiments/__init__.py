@@ -16,6 +16,7 @@ YAML keys of a compare config (all but ``variants`` optional)::
               target: labels,          # labels | whole_tumor (one foreground class)
               channels: []}            # keep only these channels (default: all)
     folds: 0                           # k-fold cross-validation of every variant (0: one split)
+    budget: ""                         # e.g. 60m: every variant's train.budget (same wall time)
     evaluation: {test_fraction: 0.25, test_cases: [], blend: crop, min_component_size: 0,
                  overlay_slices: 3, seam: true, batch_size: 2,
                  hd95_convention: max_directed}   # or pooled (partseg.metrics)
@@ -34,15 +35,18 @@ Output folder::
     OUT/split.json                                    test cases and the train/val folds
     OUT/runs/<variant>/fold<k>/                       each training run (partseg train layout)
     OUT/runs/<variant>/fold<k>/evaluation/            its test predictions' scores (cached)
-    OUT/report/{report.md, results.csv, results.json, *.png}
+    OUT/report/{report.md, results.csv, results.json, *.png}   mean ± sd over folds, paired
+                                                      Wilcoxon tests over the test cases
 
 **Resumable.** A run whose ``summary.json`` exists is not retrained; an interrupted run resumes
 from its ``last.pt``; a scored run is not re-scored while its checkpoint and the test cases are
 unchanged. Changing a variant's config under the same ``OUT`` raises an error instead of
 silently mixing results.
 
-Modules, one concept each: :mod:`~partseg.experiments.config` (the compare config),
-:mod:`~partseg.experiments.data` (store and split), :mod:`~partseg.experiments.training`
+Modules, one concept each: :mod:`~partseg.experiments.config` (the compare config) and
+:mod:`~partseg.experiments.specs` (its sections),
+:mod:`~partseg.experiments.data` (stores and split), :mod:`~partseg.experiments.prior` (the
+cascade's prior store), :mod:`~partseg.experiments.training`
 (resumable runs and their costs), :mod:`~partseg.experiments.predictors` (run, ensemble,
 cascade), :mod:`~partseg.experiments.evaluate` (cached test scores and overlay slices),
 :mod:`~partseg.experiments.reporting` (run results, tables, figures) and

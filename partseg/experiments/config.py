@@ -6,6 +6,9 @@ variant's override with a dotted key sets that value; a section in nested form
 (``model: {base_width: 8}``, also what ``variants.1.overrides.model.base_width=8`` on the
 command line makes) merges into the base's section (:func:`partseg.config.dotted_items`).
 
+The sections' dataclasses (phantom, evaluation, variants, ensembles, cascades) and the checks
+of ``ingest``, ``prior`` and ``budget`` are in :mod:`partseg.experiments.specs`.
+
 A recipe is also a training config: :func:`load_training_config` gives ``partseg plan``,
 ``train`` and ``cv`` one variant's experiment config; :func:`select_variants` keeps the
 variants ``partseg compare --variants`` names.
@@ -33,136 +36,18 @@ from partseg.config import (
     set_path,
 )
 from partseg.errors import ConfigError
-from partseg.metrics import DEFAULT_HD95, HD95_CONVENTIONS
+from partseg.experiments.specs import (
+    CascadeSpec,
+    EnsembleSpec,
+    EvaluationSpec,
+    PhantomSpec,
+    Variant,
+    budget_section,
+    build_spec,
+    ingest_section,
+    prior_section,
+)
 from partseg.names import check_name
-
-
-@dataclass(frozen=True)
-class PhantomSpec:
-    """Synthetic data a compare run builds when no store is given.
-
-    Attributes:
-        kind: ``"brats"`` (realistic), ``"brats-simple"`` or ``"aneurysm"`` (see
-            :mod:`partseg.phantom`).
-        cases: number of cases.
-        shape: volume size (Z, Y, X) before the foreground crop of ingest.
-        seed: data-set seed.
-        target: ``"labels"`` (the kind's classes) or ``"whole_tumor"`` (brats: every tumour
-            label merged into one foreground class named ``whole_tumor``).
-        channels: keep only these channels (empty: all).
-
-    Derived input channels (e.g. the Sobel contour of the aneurysm recipe) are not stored: a
-    variant asks for them with ``data.derived_channels`` (see :mod:`partseg.channels`).
-    """
-
-    kind: str = "brats"
-    cases: int = 12
-    shape: tuple[int, int, int] = (48, 64, 64)
-    seed: int = 0
-    target: str = "labels"
-    channels: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        from partseg.phantom.cases import BRATS_KINDS, KINDS
-
-        if self.kind not in KINDS:
-            raise ConfigError(f"phantom.kind={self.kind!r}: use one of {', '.join(KINDS)}")
-        if self.target not in ("labels", "whole_tumor"):
-            raise ConfigError(f"phantom.target={self.target!r}: use labels or whole_tumor")
-        if self.target == "whole_tumor" and self.kind not in BRATS_KINDS:
-            raise ConfigError("phantom.target=whole_tumor needs phantom.kind=brats")
-        if self.cases < 2:
-            raise ConfigError(f"phantom.cases={self.cases}: need at least 2 (train and test)")
-
-    @property
-    def derived(self) -> bool:
-        """Whether the phantom files are rewritten as an nnU-Net raw folder before ingest.
-
-        Only for another target or a channel subset; otherwise ingest reads the phantom's
-        ``<id>/<id>_<channel>.nii.gz`` folders directly (BraTS names, or ``_tof`` for aneurysm
-        phantoms, whose labels {0, 1} ingest declares from the data).
-        """
-        return self.target != "labels" or bool(self.channels)
-
-
-@dataclass(frozen=True)
-class EvaluationSpec:
-    """How trained runs are scored on the held-out test cases.
-
-    Attributes:
-        test_fraction: share of the cases held out for testing (when ``test_cases`` is empty).
-        test_cases: explicit test case ids.
-        split_seed: seed of the test draw and of the folds.
-        partition: prediction mode (``exact``: the layer-wise engine, equal to whole-volume
-            inference; ``grid``: minicubes, for blends; ``none``): see
-            :mod:`partseg.infer.modes`.
-        blend: stitching mode of ``grid`` (``crop`` | ``average`` | ``gaussian`` | ``hann``).
-        overlap: for blends, how much neighbouring predicted regions overlap: a fraction of
-            the core (float) or even voxels (int); None: 0.5 for blends (see
-            :mod:`partseg.infer.blends`).
-        min_component_size: remove predicted components smaller than this (0: keep all).
-        overlay_slices: slices shown in the overlay figure.
-        seam: compute the seam index of each stitched prediction.
-        batch_size: minicubes per forward pass at prediction.
-        hd95_convention: ``max_directed`` (the larger of the two directed 95th percentiles:
-            MONAI, the ADAM challenge) or ``pooled`` (MedPy); see :mod:`partseg.metrics`.
-    """
-
-    test_fraction: float = 0.25
-    test_cases: tuple[str, ...] = ()
-    split_seed: int = 0
-    partition: str = "exact"
-    blend: str = "crop"
-    overlap: float | int | None = None
-    min_component_size: int = 0
-    overlay_slices: int = 3
-    seam: bool = True
-    batch_size: int = 2
-    hd95_convention: str = DEFAULT_HD95
-
-    def __post_init__(self) -> None:
-        from partseg.infer.blends import check_overlap  # loads no torch
-        from partseg.infer.settings import PredictSettings
-
-        if not 0.0 < self.test_fraction < 1.0:
-            raise ConfigError(f"evaluation.test_fraction={self.test_fraction}: must lie in (0, 1)")
-        # checked when the compare config is loaded, not after every variant has trained
-        check_overlap(
-            self.blend, self.overlap, key="evaluation.overlap", blend_key="evaluation.blend"
-        )
-        PredictSettings(mode=self.partition, blend=self.blend, overlap=self.overlap)
-        HD95_CONVENTIONS.check(self.hd95_convention, key="evaluation.hd95_convention")
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One arm of the comparison: dotted overrides of the base config."""
-
-    name: str
-    overrides: Mapping[str, Any] = field(default_factory=dict)
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class EnsembleSpec:
-    """Average the probabilities of the runs of ``members`` (the ``best`` by validation Dice)."""
-
-    name: str
-    members: tuple[str, ...]
-    best: int = 0
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class CascadeSpec:
-    """Coarse run -> VOIs of ``voi`` voxels around its components -> fine run."""
-
-    name: str
-    coarse: str
-    fine: str
-    voi: int = 64
-    min_size: int = 1
-    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -174,7 +59,10 @@ class CompareConfig:
     title: str = "partseg comparison"
     store: str = ""
     phantom: PhantomSpec | None = None
+    ingest: Mapping[str, Any] = field(default_factory=dict)
+    prior: Mapping[str, str] = field(default_factory=dict)
     folds: int = 0
+    budget: str | float = ""
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
     ensembles: tuple[EnsembleSpec, ...] = ()
     cascades: tuple[CascadeSpec, ...] = ()
@@ -189,31 +77,10 @@ class CompareConfig:
 
 
 _TOP_KEYS = (
-    "title", "store", "phantom", "folds", "evaluation", "base", "variants", "ensembles",
-    "cascades", "quick", "description",
+    "title", "store", "phantom", "ingest", "prior", "folds", "budget", "evaluation", "base",
+    "variants",
+    "ensembles", "cascades", "quick", "description",
 )  # fmt: skip
-
-
-def _build(cls: type, name: str, values: Any) -> Any:
-    if values is None:
-        values = {}
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"compare config: {name} must be a mapping, got {values!r}")
-    valid = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"compare config: unknown key {name}.{unknown[0]}; valid keys: {', '.join(valid)}"
-        )
-    kwargs = {}
-    for key, value in values.items():
-        if isinstance(value, list):
-            value = tuple(value)
-        kwargs[key] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise ConfigError(f"compare config: {name}: {err}") from err
 
 
 def compare_config_from_dict(
@@ -250,11 +117,16 @@ def compare_config_from_dict(
         base=dict(raw.get("base") or {}),
         title=str(raw.get("title", "partseg comparison")),
         store=str(raw.get("store") or ""),
-        phantom=None if not phantom else _build(PhantomSpec, "phantom", phantom),
+        phantom=None if not phantom else build_spec(PhantomSpec, "phantom", phantom),
+        ingest=ingest_section(raw.get("ingest")),
+        prior=prior_section(raw.get("prior")),
         folds=int(raw.get("folds", 0)),
-        evaluation=_build(EvaluationSpec, "evaluation", raw.get("evaluation")),
-        ensembles=tuple(_build(EnsembleSpec, "ensembles", e) for e in raw.get("ensembles") or []),
-        cascades=tuple(_build(CascadeSpec, "cascades", c) for c in raw.get("cascades") or []),
+        budget=budget_section(raw.get("budget")),
+        evaluation=build_spec(EvaluationSpec, "evaluation", raw.get("evaluation")),
+        ensembles=tuple(
+            build_spec(EnsembleSpec, "ensembles", e) for e in raw.get("ensembles") or []
+        ),
+        cascades=tuple(build_spec(CascadeSpec, "cascades", c) for c in raw.get("cascades") or []),
     )
     _check(config)
     return config
@@ -333,11 +205,17 @@ def experiment_dict(
     train_cases: Sequence[str] = (),
     val_cases: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The raw experiment config of one variant: base, overrides, then the shared split."""
+    """The raw experiment config of one variant: base, overrides, the budget, then the split.
+
+    The compare config's ``budget`` is every variant's ``train.budget`` (it wins over the
+    variants' own), so every variant trains for the same wall time.
+    """
     raw = copy.deepcopy(dict(config.base))
     for entry, entry_value in variant.overrides.items():
         for key, value in dotted_items(entry, entry_value):
             set_path(raw, key, value)
+    if config.budget:
+        raw.setdefault("train", {})["budget"] = config.budget
     data = raw.setdefault("data", {})
     if store is not None:
         data["store"] = store

@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +18,13 @@ from partseg.experiments.config import CompareConfig, PhantomSpec
 
 
 def prepare_store(config: CompareConfig, out: Path, *, progress: bool = True) -> str:
-    """The store URL: ``config.store``, else a phantom store built (once) under ``out/data``."""
+    """The store URL: ``config.store``, else a phantom store built (once) under ``out/data``.
+
+    Phantoms are ingested with the config's ``ingest:`` settings into ``phantom.zarr``; when
+    those resample (``ingest.spacing``), the same phantoms are also ingested at their original
+    resolution into ``phantom_full.zarr``, the reference the test cases are scored on
+    (:func:`reference_store`).
+    """
     if config.store:
         return config.store
     if config.phantom is None:
@@ -34,7 +41,8 @@ def prepare_store(config: CompareConfig, out: Path, *, progress: bool = True) ->
     store = data / "phantom.zarr"
     stamp = data / "phantom.json"
     # the generator's version too: a phantom kind that changes makes other data for one spec
-    wanted = json.dumps({**dataclasses.asdict(spec), "generator": GENERATOR_VERSION},
+    wanted = json.dumps({**dataclasses.asdict(spec), "generator": GENERATOR_VERSION,
+                         **({"ingest": config.ingest} if config.ingest else {})},
                         sort_keys=True)  # fmt: skip
     if stamp.is_file() and stamp.read_text() != wanted:
         raise ConfigError(
@@ -48,10 +56,32 @@ def prepare_store(config: CompareConfig, out: Path, *, progress: bool = True) ->
     if spec.derived:
         source = data / "phantom_derived"
         derive_phantoms(raw, source, spec)
-    if store_state(store) != "store" or len(_case_ids(store)) < spec.cases:
-        names = ((1, "aneurysm"),) if spec.kind == "aneurysm" else ()
-        ingest(source, store, IngestSettings(label_names=names), progress=progress)
+    names = ((1, "aneurysm"),) if spec.kind == "aneurysm" else ()
+    settings = IngestSettings(label_names=names, **_ingest_kwargs(config.ingest))
+    stores = [(store, settings)]
+    if settings.spacing is not None:
+        stores.append((data / "phantom_full.zarr", dataclasses.replace(settings, spacing=None)))
+    for path, chosen in stores:
+        if store_state(path) != "store" or len(_case_ids(path)) < spec.cases:
+            ingest(source, path, chosen, progress=progress)
     return str(store)
+
+
+def _ingest_kwargs(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def reference_store(config: CompareConfig, out: Path) -> str | None:
+    """Where the test cases are scored when that is not the compared store (else None).
+
+    ``evaluation.reference_store`` when set; else, for phantoms resampled by ``ingest.spacing``,
+    their original-resolution store ``out/data/phantom_full.zarr``.
+    """
+    if config.evaluation.reference_store:
+        return config.evaluation.reference_store
+    if not config.store and config.phantom is not None and config.ingest.get("spacing"):
+        return str(out / "data" / "phantom_full.zarr")
+    return None
 
 
 def _case_ids(store: Path) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from partseg.atomic import atomic_path, write_json
+from partseg.errors import ConfigError
 from partseg.experiments.config import EvaluationSpec
 from partseg.experiments.predictors import Predictor
 from partseg.progress import Progress
@@ -50,6 +51,30 @@ def whole_label(case: Any) -> np.ndarray:
     return label
 
 
+def regrid_labels(labels: np.ndarray, source: Any, target: Any, classes: int) -> np.ndarray:
+    """Labels (Z, Y, X) of case ``source`` on the grid of the same case in another store.
+
+    Both stores record where their case lies in the original scan (``crop_box``,
+    ``original_shape``, see :mod:`partseg.infer.export`): the labels go back to the original
+    grid (resampled nearest, background outside the crop) and are cut to ``target``'s crop.
+
+    Raises:
+        ConfigError: the two cases come from scans of different shapes.
+    """
+    from partseg.infer.export import crop_box_of, labels_to_original_grid
+
+    identity = {k: k for k in range(classes)}
+    full = labels_to_original_grid(labels, source.attrs, identity)
+    crop, original = crop_box_of(target.attrs, target.shape)
+    if tuple(full.shape) != tuple(original):
+        raise ConfigError(
+            f"case {source.id}: the compared store holds it from a scan of shape {full.shape}, "
+            f"the reference store from one of shape {tuple(original)}; ingest both from the "
+            "same files"
+        )
+    return full[crop.slices()]
+
+
 def _foreground_per_slice(case: Any) -> np.ndarray:
     """Foreground voxels of each Z slice of a case, (Z,) float."""
     return (whole_label(case) > 0).sum(axis=(1, 2)).astype(float)
@@ -64,20 +89,30 @@ def evaluate_predictor(
     cache: Path,
     *,
     progress: bool = True,
+    reference: Any | None = None,
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
     """Score one predictor on the test cases (cached in ``cache``).
 
+    With a ``reference`` store (the same cases at their original resolution), predictions are
+    resampled to its grid (:func:`regrid_labels`) and scored against its labels; the overlay
+    slices are then slices of the reference.
+
     Returns:
         The evaluation dict (``summary`` from :func:`partseg.metrics.summarize`, ``cases``,
-        ``seam_index``, ``predict_seconds``) and the predicted overlay slices, (Y, X) uint8 each.
+        ``seam_index``, ``predict_seconds``, ``air_voxels``: mean foreground voxels predicted
+        outside the head, where every input channel is 0) and the predicted overlay slices,
+        (Y, X) uint8 each.
     """
-    from partseg.infer.postprocess import postprocess
+
+    from partseg.infer.postprocess import case_nonzero_mask, postprocess
     from partseg.infer.seams import seam_index
     from partseg.metrics import evaluate_case, original_diagonal, regions_for, summarize
 
     key = json.dumps(
         {"checkpoint": predictor.key, "test": list(test), "slices": [dataclasses.astuple(s)
-         for s in slices], "spec": dataclasses.asdict(spec)}, sort_keys=True, default=list,
+         for s in slices], "spec": dataclasses.asdict(spec),
+         **({"reference": reference.url} if reference is not None else {})},
+        sort_keys=True, default=list,
     )  # fmt: skip
     result_file, slices_file = cache / "evaluation.json", cache / "overlay.npz"
     if result_file.is_file() and slices_file.is_file():
@@ -87,7 +122,7 @@ def evaluate_predictor(
                 return stored, [archive[f"arr_{i}"] for i in range(len(slices))]
     classes = tuple(store.classes)
     regions = regions_for(classes)
-    cases, seams, picked = {}, [], {}
+    cases, seams, picked, air = {}, [], {}, []
     start = time.perf_counter()
     bar = Progress(len(test), f"evaluate {predictor.name}", unit="case", enabled=progress)
     for case_id in test:
@@ -95,10 +130,14 @@ def evaluate_predictor(
         labels, probs = predictor.predict(case)  # (Z, Y, X), (K, Z, Y, X) | None
         if spec.min_component_size > 1:
             labels = postprocess(labels, min_component_size=spec.min_component_size)
-        gt = whole_label(case)
-        diagonal = original_diagonal(case.attrs, case.shape, case.spacing)  # BraTS: 373.13
+        truth = case if reference is None else reference[case_id]
+        if reference is not None:
+            labels = regrid_labels(labels, case, truth, len(classes))
+        air.append(int((labels[~case_nonzero_mask(truth)] > 0).sum()))
+        gt = whole_label(truth)
+        diagonal = original_diagonal(truth.attrs, truth.shape, truth.spacing)  # BraTS: 373.13
         cases[case_id] = evaluate_case(
-            labels, gt, classes, case.spacing, regions, hd95=spec.hd95_convention,
+            labels, gt, classes, truth.spacing, regions, hd95=spec.hd95_convention,
             max_distance=diagonal,
         )  # fmt: skip
         if spec.seam and probs is not None and predictor.core is not None:
@@ -116,6 +155,7 @@ def evaluate_predictor(
         "cases": cases,
         "seam_index": float(np.mean(finite)) if finite else None,
         "predict_seconds": seconds / max(len(test), 1),
+        "air_voxels": float(np.mean(air)) if air else None,
     }
     overlay = [picked[i].astype(np.uint8) for i in range(len(slices))]
     with atomic_path(slices_file, suffix=".npz") as tmp, tmp.open("wb") as handle:

@@ -29,8 +29,9 @@ def model_predictor(name: str, run_dirs: Sequence[Path], spec: EvaluationSpec) -
     from partseg.infer.settings import PredictSettings
 
     settings = PredictSettings(
-        mode=spec.partition, blend=spec.blend, overlap=spec.overlap, batch_size=spec.batch_size
-    )
+        mode=spec.partition, blend=spec.blend, overlap=spec.overlap, batch_size=spec.batch_size,
+        nonzero_mask=spec.nonzero_mask,
+    )  # fmt: skip
     predictor = CasePredictor.from_checkpoints(run_dirs, settings, log=_quiet)
 
     def predict(case: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,32 @@ def scores_of(summary: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     return scores
 
 
+def case_scores_of(cases: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Case -> target -> metric for the metrics of :data:`REPORT_METRICS` (non-finite: None).
+
+    Example:
+        >>> case_scores_of({"c1": {"classes": {"tumor": {"dice": 0.5, "tp": 3}},
+        ...                        "regions": {"WT": {"dice": float("nan")}}}})
+        {'c1': {'tumor': {'dice': 0.5}, 'WT': {'dice': None}}}
+    """
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    for case_id, result in cases.items():
+        targets = out.setdefault(case_id, {})
+        for section in ("classes", "regions"):
+            for target, metrics in result.get(section, {}).items():
+                targets[target] = {
+                    m: _finite_or_none(metrics[m]) for m in REPORT_METRICS if m in metrics
+                }
+    return out
+
+
+def _finite_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
 def run_result(
     name: str,
     fold: int,
@@ -51,6 +79,7 @@ def run_result(
         **costs,
         "predict_seconds": evaluation.get("predict_seconds"),
         "seam_index": evaluation.get("seam_index"),
+        "air_voxels": evaluation.get("air_voxels"),
     }
     return RunResult(
         variant=name,
@@ -60,6 +89,7 @@ def run_result(
         confusion=None if matrix is None else tuple(tuple(int(v) for v in r) for r in matrix),
         history=tuple(history),
         run_dir=str(cache.parent),
+        cases=case_scores_of(evaluation.get("cases", {})),
     )
 
 
@@ -80,8 +110,15 @@ def write_compare_report(
     results: Sequence[Any],
     slices: Sequence[OverlaySlice],
     overlays: Mapping[str, Sequence[np.ndarray]],
+    *,
+    trained_on: str | None = None,
+    notes: Sequence[str] = (),
 ) -> Path:
-    """Tables and figures of a comparison into ``out/report``."""
+    """Tables and figures of a comparison into ``out/report``.
+
+    ``store`` is the store the test cases were scored on; ``trained_on`` the store the variants
+    trained on when that differs (a resampled store scored on its reference).
+    """
     from partseg import report as rep
     from partseg.geometry import Box
 
@@ -106,6 +143,11 @@ def write_compare_report(
     if matrices:
         rep.plot_confusion_matrices(matrices, classes, report_dir / "confusion.png")
         figures["Confusion matrices (rows: ground truth, normalised)"] = "confusion.png"
+    per_case = rep.case_scores(results)
+    if any(per_case.values()):
+        rep.plot_case_distribution(per_case, report_dir / "case_dice.png")
+        figures["Dice per test case (box: quartiles over cases; dots: cases, mean over folds; "
+                "lines join a case across variants)"] = "case_dice.png"  # fmt: skip
     if slices and overlays:
         images, truths = [], []
         show = _display_channel(store)
@@ -121,7 +163,7 @@ def write_compare_report(
         figures["Predictions on the same test slices"] = "overlays.png"
     folds = len(split.folds)
     settings = {
-        "store": store.url,
+        "store": store.url if trained_on is None else f"{trained_on} (scored on {store.url})",
         "classes": ", ".join(classes),
         "test cases": f"{len(split.test)} held out ({', '.join(split.test)})",
         "training": f"{folds} fold(s); {len(split.folds[0][0])} training / "
@@ -130,22 +172,68 @@ def write_compare_report(
             f"{v.name}: {v.description or _describe(v.overrides)}" for v in config.variants
         ),
     }
+    settings.update(budget_settings(results))
     for e in config.ensembles:
         settings[f"ensemble {e.name}"] = e.description or f"mean of {', '.join(e.members)}"
+    if config.prior:
+        settings["prior"] = (
+            f"cascade second stage: inputs + the prediction of {config.prior['run']} on "
+            f"{config.prior['store']}, upsampled (channels {', '.join(store.channels)})"
+        )
     for c in config.cascades:
         settings[f"cascade {c.name}"] = c.description or f"{c.coarse} -> {c.voi}^3 VOIs -> {c.fine}"
     cleaned = ""
     if config.evaluation.min_component_size > 1:
         cleaned = f", components < {config.evaluation.min_component_size} voxels removed"
+    spec = config.evaluation
+    mode = f"prediction mode {spec.partition}"
+    mode += f", blend={spec.blend}" if spec.partition == "grid" else ""
     notes = [
-        "Scores are means over the test cases (stitched full-volume predictions, "
-        f"blend={config.evaluation.blend}{cleaned}). Per-case values: "
-        "`runs/<variant>/fold<k>/evaluation/evaluation.json`."
+        f"Scores are means over the test cases (whole-volume predictions, {mode}{cleaned}). "
+        "Per-case values: `runs/<variant>/fold<k>/evaluation/evaluation.json`.",
+        *notes,
     ]
     rep.write_report(report_dir, results, title=config.title, settings=settings,
                      figures=figures, notes=notes,
                      hd95_convention=config.evaluation.hd95_convention)  # fmt: skip
     return report_dir
+
+
+def budget_settings(results: Sequence[Any]) -> dict[str, str]:
+    """The report's ``budget`` and ``hardware`` lines, from the runs' ``budget.json``.
+
+    Without any budget only the hardware of this process is stated (it scored the runs).
+    """
+    from partseg.experiments.training import read_budget
+    from partseg.train.budget import format_duration, hardware
+
+    plans = [p for p in (read_budget(Path(r.run_dir)) for r in results if r.run_dir) if p]
+    settings = {}
+    if plans:
+        budgets = sorted({format_duration(float(p["budget_s"])) for p in plans})
+        settings["budget"] = (
+            f"{' / '.join(budgets)} of training steps per variant and fold: each run measured "
+            "its step time and trained for the steps that fill it (costs: step_seconds, "
+            "steps, train_seconds); validation is not counted (val_seconds)"
+        )
+        machines = [p.get("hardware", {}) for p in plans]
+    else:
+        machines = [hardware("cpu")]
+    described = dict.fromkeys(json.dumps(m, sort_keys=True) for m in machines)
+    settings["hardware"] = "; ".join(_describe_hardware(json.loads(m)) for m in described)
+    return settings
+
+
+def _describe_hardware(info: Mapping[str, Any]) -> str:
+    """``AMD EPYC, 2 cores (2 CPUs available, 2 torch threads), no GPU``."""
+    cores = info.get("physical_cores")
+    text = f"{info.get('cpu') or 'unknown CPU'}"
+    text += f", {cores} cores" if cores else ""
+    text += (
+        f" ({info.get('cpus_available')} CPUs available, {info.get('torch_threads')} torch "
+        f"threads), {info.get('gpu') or 'no GPU'}"
+    )
+    return text
 
 
 def _display_channel(store: Any) -> int:

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from partseg.atomic import write_json
+from partseg.errors import ConfigError
 from partseg.experiments.config import CompareConfig
-from partseg.experiments.data import Split, make_split, prepare_store
+from partseg.experiments.data import Split, make_split, prepare_store, reference_store
 from partseg.experiments.evaluate import evaluate_predictor, overlay_slices
 from partseg.experiments.predictors import Predictor, cascade_predictor, model_predictor
+from partseg.experiments.prior import leaked_test_cases, prior_note, write_prior_store
 from partseg.experiments.reporting import run_result, write_compare_report
 from partseg.experiments.training import (
     best_value,
@@ -57,9 +59,26 @@ def _run_compare(
     from partseg.store.zarrstore import open_store
 
     store_url = prepare_store(config, out, progress=progress)
+    if config.prior:  # the cascade's second stage: the store plus the low-res prediction
+        store_url = write_prior_store(
+            config.prior["run"], config.prior["store"], store_url, out / "data" / "prior.zarr",
+            batch_size=config.evaluation.batch_size, log=log,
+        )  # fmt: skip
     store = open_store(store_url)
+    reference_url = reference_store(config, out)
+    reference = None if reference_url is None else open_store(reference_url)
+    if reference is not None:
+        check_reference(store, reference)
+        log(f"test cases are scored on {reference_url} (predictions resampled to its grid)")
+    scored = reference or store
     split = make_split(store.case_ids, config)
     write_json(out / "split.json", dataclasses.asdict(split))
+    notes = []
+    if config.prior:
+        leaked = leaked_test_cases(
+            config.prior["run"], open_store(config.prior["store"]), split.test
+        )
+        notes += [prior_note(leaked)] if leaked else []
     log(
         f"store {store_url}: {len(store.case_ids)} cases, {len(split.test)} held out for test; "
         f"{len(config.variants)} variant(s) x {len(split.folds)} fold(s)"
@@ -69,20 +88,37 @@ def _run_compare(
         for v in config.variants
         for k in range(len(split.folds))
     }
-    slices = overlay_slices(store, split.test, config.evaluation.overlay_slices)
+    slices = overlay_slices(scored, split.test, config.evaluation.overlay_slices)
     results, overlays = [], {}
     for name, fold, predictor, costs, history in _predictors(config, run_dirs, split):
         cache = run_dir_of(out, name, fold) / "evaluation"
         evaluation, overlay = evaluate_predictor(
-            predictor, store, split.test, slices, config.evaluation, cache, progress=progress
-        )
+            predictor, store, split.test, slices, config.evaluation, cache, progress=progress,
+            reference=reference,
+        )  # fmt: skip
         results.append(run_result(name, fold, predictor, evaluation, costs, history, cache))
         if fold == 0:
             overlays[name] = overlay
     from partseg.report import headline_table
 
-    report_dir = write_compare_report(config, out, store, split, results, slices, overlays)
+    report_dir = write_compare_report(
+        config, out, scored, split, results, slices, overlays,
+        trained_on=None if reference is None else store.url, notes=notes,
+    )  # fmt: skip
+    for note in notes:
+        log(f"note: {note}")
     return CompareOutcome(report_dir, results, headline_table(results))
+
+
+def check_reference(store: Any, reference: Any) -> None:
+    """The reference store must hold the compared store's cases and classes."""
+    missing = [c for c in store.case_ids if c not in reference]
+    if missing or tuple(reference.classes) != tuple(store.classes):
+        raise ConfigError(
+            f"reference store {reference.url} must hold the cases and classes of {store.url}: "
+            f"missing cases {missing[:5]}, classes {list(reference.classes)} vs "
+            f"{list(store.classes)}; ingest both from the same source"
+        )
 
 
 def _predictors(

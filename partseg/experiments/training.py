@@ -87,6 +87,14 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def read_budget(run_dir: Path) -> dict[str, Any] | None:
+    """The run's budget plan (``RUN/budget.json``; None without a budget or when unreadable)."""
+    try:
+        return json.loads((run_dir / "budget.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def best_value(run_dir: Path) -> float:
     """The run's best validation value from ``summary.json`` (``-inf`` when unreadable)."""
     try:
@@ -97,14 +105,25 @@ def best_value(run_dir: Path) -> float:
 
 
 def training_costs(run_dir: Path, history: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """Time per epoch (mean of ``time_s``), total training time, memory."""
+    """What a run cost: steps, times, memory, and its budget plan.
+
+    ``steps`` (optimizer steps done), ``epoch_seconds`` (mean of ``time_s``),
+    ``train_seconds`` (training steps only, the time a budget fills), ``val_seconds``
+    (validation, not counted by a budget); with a budget (``RUN/budget.json``) also
+    ``budget_seconds`` and ``step_seconds`` (the measured step time the plan used); the CUDA
+    peak (``cost.json``) or, on CPU, the activations a step saves.
+    """
     costs: dict[str, float] = {}
     times = [float(r["time_s"]) for r in history if "time_s" in r]
     if times:
+        costs["steps"] = float(history[-1].get("step", 0))
         costs["epoch_seconds"] = float(np.mean(times))
-        costs["train_seconds"] = float(
-            sum(times) + sum(float(r.get("val_time_s", 0.0)) for r in history)
-        )
+        costs["train_seconds"] = float(sum(times))
+        costs["val_seconds"] = float(sum(float(r.get("val_time_s", 0.0)) for r in history))
+    plan = read_budget(run_dir)
+    if plan:
+        costs["budget_seconds"] = float(plan["budget_s"])
+        costs["step_seconds"] = float(plan["step_s"])
     cost_file = run_dir / "cost.json"
     if cost_file.is_file():
         costs.update(json.loads(cost_file.read_text()))

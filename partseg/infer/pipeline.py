@@ -18,7 +18,8 @@ and the post-processing are written once:
    per region of a region model), in memory or streamed to a zarr backend; labels by argmax
    (``p > 0.5`` for one channel, nnU-Net's region rule for regions:
    :func:`~partseg.infer.labels.labels_from_regions`).
-4. **Post-processing**: small components removed, largest component kept, if asked.
+4. **Post-processing**: foreground outside the head's nonzero mask, small components removed,
+   largest component kept, if asked.
 
 Export to the original geometry and the resumable batch over a store's cases are in
 :mod:`partseg.infer.outputs` and :mod:`partseg.infer.runs`.
@@ -51,7 +52,7 @@ from partseg.infer.blends import overlap_per_side
 from partseg.infer.ensemble import EnsembleModel, check_members, ensemble_partition
 from partseg.infer.modes import CaseJob, SinkFactory, select_mode
 from partseg.infer.partitions import blend_partition, context_partition
-from partseg.infer.postprocess import postprocess
+from partseg.infer.postprocess import case_nonzero_mask, postprocess
 from partseg.infer.predictor import norm_warning, output_channels
 from partseg.infer.settings import PredictSettings
 from partseg.infer.stitch import default_activation, labels_from_probabilities
@@ -303,6 +304,7 @@ class CasePredictor:
             labels,
             min_component_size=self.settings.min_component_size,
             keep_largest=self.settings.keep_largest,
+            inside=case_nonzero_mask(case) if self.settings.nonzero_mask else None,
         )
         return Prediction(str(case.id), labels, result if probabilities else None)
 

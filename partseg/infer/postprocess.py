@@ -4,6 +4,12 @@
   (the ADAM 2020 winner removed components under 11 voxels).
 * :func:`keep_largest_component`: keep only the largest connected foreground component, or the
   largest component of each class.
+* :func:`case_nonzero_mask` + :func:`mask_outside`: no foreground outside the head. A store
+  normalised with ``zscore-nonzero`` (nnU-Net's BraTS setting, the ingest default for MRI) keeps
+  the air at exactly 0 in every channel; the voxels nonzero in any channel, with enclosed holes
+  filled (nnU-Net's ``create_nonzero_mask``), are the head, and a prediction outside it is set
+  to background. On a ``zscore-all`` store (CT) the outside is not 0, the mask covers the whole
+  volume and nothing changes.
 
 Connectivity is ``"full"`` (26-neighbourhood in 3D, 8 in 2D) by default, ``"face"`` for 6 / 4.
 """
@@ -11,6 +17,7 @@ Connectivity is ``"full"`` (26-neighbourhood in 3D, 8 in 2D) by default, ``"face
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -108,6 +115,53 @@ def keep_largest_component(
     return out
 
 
+def nonzero_mask(image: np.ndarray, *, fill_holes: bool = True) -> np.ndarray:
+    """Voxels nonzero in any channel of a (C, Z, Y, X) image, enclosed holes filled.
+
+    Example:
+        >>> image = np.zeros((2, 5, 5, 5), np.float32)
+        >>> image[1, 1:4, 1:4, 1:4] = 1; image[1, 2, 2, 2] = 0   # a head with a zero voxel inside
+        >>> int(nonzero_mask(image).sum()), int(nonzero_mask(image, fill_holes=False).sum())
+        (27, 26)
+    """
+    mask = np.any(image != 0, axis=0)
+    if fill_holes:
+        from scipy.ndimage import binary_fill_holes
+
+        mask = binary_fill_holes(mask)
+    return mask
+
+
+def case_nonzero_mask(case: Any, *, slab: int = 32) -> np.ndarray:
+    """:func:`nonzero_mask` of a store case (or ArrayCase), read ``slab`` Z slices at a time.
+
+    Only one slab of the image is in memory at a time; the mask is (Z, Y, X) bool.
+    """
+    from partseg.geometry import Box
+
+    depth, height, width = case.shape
+    mask = np.zeros((depth, height, width), bool)
+    for z in range(0, depth, slab):
+        size = min(slab, depth - z)
+        image, _ = case.read(Box((z, 0, 0), (size, height, width)), label=False)
+        mask[z : z + size] = nonzero_mask(image, fill_holes=False)
+    from scipy.ndimage import binary_fill_holes
+
+    return binary_fill_holes(mask)
+
+
+def mask_outside(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``labels`` with every voxel outside ``mask`` set to background (0).
+
+    Example:
+        >>> mask_outside(np.array([1, 2, 3]), np.array([True, False, True])).tolist()
+        [1, 0, 3]
+    """
+    if mask.shape != labels.shape:
+        raise ConfigError(f"nonzero mask {mask.shape} and labels {labels.shape} differ in shape")
+    return np.where(mask, labels, 0).astype(labels.dtype, copy=False)
+
+
 def postprocess(
     labels: np.ndarray,
     *,
@@ -115,8 +169,12 @@ def postprocess(
     keep_largest: bool = False,
     per_class: bool = True,
     connectivity: str = "full",
+    inside: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The CLI's post-processing: small components removed, then the largest kept if asked."""
+    """The CLI's post-processing: foreground outside ``inside`` (the head's nonzero mask, see
+    :func:`case_nonzero_mask`) removed, small components removed, then the largest kept."""
+    if inside is not None:
+        labels = mask_outside(labels, inside)
     if min_component_size > 1:
         labels = remove_small_components(
             labels, min_component_size, per_class=per_class, connectivity=connectivity

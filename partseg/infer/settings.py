@@ -48,6 +48,8 @@ class PredictSettings:
         batch_size: minicubes (or slices) per forward pass.
         min_component_size: remove predicted components smaller than this, per class (0: off).
         keep_largest: keep only the largest connected foreground component.
+        nonzero_mask: set predictions outside the head (the voxels zero in every input channel,
+            holes filled; :func:`~partseg.infer.postprocess.case_nonzero_mask`) to background.
     """
 
     mode: str = "exact"
@@ -60,6 +62,7 @@ class PredictSettings:
     batch_size: int = 2
     min_component_size: int = 0
     keep_largest: bool = False
+    nonzero_mask: bool = False
 
     def __post_init__(self) -> None:
         MODES.check(self.mode, key="partition")
@@ -93,4 +96,6 @@ class PredictSettings:
             "precision": self.precision,
             "min_component_size": self.min_component_size,
             "keep_largest": self.keep_largest,
+            # only when on: predictions recorded before the option existed keep their identity
+            **({"nonzero_mask": True} if self.nonzero_mask else {}),
         }

@@ -2,7 +2,7 @@
 
 The loop has the shape of nnU-Net's ``run_training``::
 
-    trainer.setup()
+    trainer.setup()                               # build; resume, or plan a time budget
     for epoch in range(trainer.epoch, epochs):
         record = trainer.train_epoch(epoch)       # sampled minicubes -> train_step x N
         record |= trainer.validate(epoch)         # stitched full-volume Dice of val cases
@@ -14,14 +14,25 @@ Everything comes from the :class:`~partseg.config.ExperimentConfig`; nothing is 
 hyperparameter. Mixed precision has one code path (``autocast`` + ``GradScaler``, both no-ops
 when off); gradient checkpointing is the model's per-stage switch.
 
-The pieces around the loop live beside it: :mod:`partseg.train.validation` (stitched
-validation and its loss), :mod:`partseg.train.rundir` (metrics logs, JSON summaries),
-:mod:`partseg.train.rng` (seeding, RNG state for exact resume); ``MetricsLog``,
-``stitched_logits`` and ``validation_loss`` are re-exported here.
+The pieces around the loop live beside it: :mod:`partseg.train.setup` (runtime flags, store,
+split, model, loss, optimizer: :class:`~partseg.train.setup.TrainerSetup`),
+:mod:`partseg.train.state` (checkpoint payload and exact resume:
+:class:`~partseg.train.state.TrainerState`), :mod:`partseg.train.budget` (a wall-time budget
+instead of epochs), :mod:`partseg.train.validation` (stitched validation and its loss),
+:mod:`partseg.train.rundir` (metrics logs, JSON summaries), :mod:`partseg.train.rng` (seeding,
+RNG state for exact resume); ``MetricsLog``, ``build_optimizer``, ``stitched_logits`` and
+``validation_loss`` are re-exported here.
+
+**Time budget.** With ``train.budget`` (``90s``, ``60m``, ``1.5h``) the run measures its own
+step time before epoch 0 and replaces ``epochs`` / ``steps_per_epoch`` / ``val_every`` by a
+plan that fills the budget with training steps (validation not counted, capped);
+``RUN/budget.json`` and every checkpoint keep the plan, so a resumed run keeps its step count
+(see :mod:`partseg.train.budget`).
 
 Run directory layout::
 
-    RUN/config.yaml            the resolved config
+    RUN/config.yaml            the resolved config (as requested: a budget, not its plan)
+    RUN/budget.json            the budget's measured step time and plan (train.budget only)
     RUN/splits.json            the cross-validation folds (when data.folds > 0)
     RUN/metrics.jsonl, .csv    one record per epoch
     RUN/checkpoints/last.pt    after every epoch (full training state, for --resume)
@@ -46,58 +57,30 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from partseg.checkpoint import (
-    FORMAT,
-    VERSION,
-    load_checkpoint,
-    partition_to_dict,
-    save_checkpoint,
-)
-from partseg.config import ExperimentConfig, OptimConfig, save_config
+from partseg.config import ExperimentConfig, save_config
 from partseg.devices import resolve_device
-from partseg.errors import CheckpointError, ConfigError, TrainingError
+from partseg.errors import ConfigError, TrainingError
 from partseg.locking import run_lock
-from partseg.precision import resolve_precision
 from partseg.train import distributed as ddp
-from partseg.train.rng import rng_state, seed_everything, set_rng_state
-from partseg.train.rundir import (
-    MetricsLog,
-    check_writable,
-    clean_run_temps,
-    json_safe,
-    write_run_json,
-)
-from partseg.train.schedule import LrSchedule
-from partseg.train.splits import resolve_split
+from partseg.train.rundir import MetricsLog, check_writable, clean_run_temps, write_run_json
+from partseg.train.setup import TrainerSetup, build_optimizer
+from partseg.train.state import TrainerState
 from partseg.train.validation import stitched_logits, validate_cases, validation_loss
 
-
-def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW, or SGD with (Nesterov) momentum, over the model's parameters."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if config.name == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=config.lr,
-            momentum=config.momentum,
-            nesterov=config.nesterov and config.momentum > 0,
-            weight_decay=config.weight_decay,
-        )
-    return torch.optim.AdamW(
-        params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay
-    )
+if TYPE_CHECKING:
+    from partseg.train.budget import BudgetPlan
 
 
 def compute_loss(
@@ -124,7 +107,7 @@ def compute_loss(
     return loss_fn(output, full_target, full_mask)
 
 
-class Trainer:
+class Trainer(TrainerSetup, TrainerState):
     """Trains one model from an :class:`ExperimentConfig` into a run directory.
 
     Args:
@@ -157,21 +140,13 @@ class Trainer:
         self.step = 0
         self.best: dict[str, Any] = {"value": None, "epoch": None, "metric": None}
         self.since_best = 0
+        self.budget: BudgetPlan | None = None
         self.regions: Any = None  # the store's region-based labels (one sigmoid output each)
 
     # ---------------------------------------------------------------------------- setup
     def log(self, message: str) -> None:
         if self.dist.is_main:
             self._log(message)
-
-    def setup_runtime(self) -> None:
-        """Seeds, deterministic algorithms and cuDNN autotuning, as every training run sets
-        them (:mod:`partseg.train.steps` reuses this for measured steps)."""
-        cfg = self.config
-        seed_everything(cfg.train.seed)
-        if cfg.train.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = not cfg.train.deterministic
 
     def setup(self) -> None:
         """Open the store, check it against the config, build everything, maybe resume."""
@@ -191,90 +166,44 @@ class Trainer:
                 f"{self.run_dir} already holds a training run (checkpoints/last.pt); pass "
                 "--resume to continue it or choose another --out"
             )
-        elif self.metrics is not None:
-            self.metrics.resume(0)  # a fresh run: drop lines of an attempt without checkpoint
+        else:
+            if self.metrics is not None:
+                self.metrics.resume(0)  # a fresh run: drop lines of an attempt without one
+            if cfg.train.budget:
+                self.plan_budget()
         if self.dist.is_main:
             save_config(cfg, self.run_dir / "config.yaml")
 
-    def _setup_data(self) -> None:
-        from partseg.channels import build_derive
-        from partseg.sampling import make_sampler
-        from partseg.store.zarrstore import open_store
-        from partseg.train.planner import shrink_core_to_data
+    def plan_budget(self) -> None:
+        """Measure the step time and apply the plan of ``train.budget`` (rank 0's, on DDP)."""
+        from partseg.train.budget import BudgetPlan, make_plan
 
-        cfg = self.config
-        if not cfg.data.store:
-            raise ConfigError("data.store is not set; pass data.store=PATH_OR_URL")
-        self.store = open_store(cfg.data.store)
-        self.config = cfg = shrink_core_to_data(cfg, self.store, self.log)
-        self.derive = build_derive(cfg.data.derived_channels)  # None without derived channels
-        self.partition = cfg.partition.build(cfg.model.total_stride)
-        self.layout = cfg.partition.layout()
-        for note in self.partition.notes:
-            self.log(f"partition: {note}")
-        self._check_store()
-        # rank 0 reads or writes RUN/splits.json; the others draw the same seeded folds
-        split_dir = self.run_dir if self.dist.is_main else None
-        split = resolve_split(cfg.data, self.store.case_ids, split_dir)
-        self.train_cases = split["train"]
-        self.val_cases = split["val"][: cfg.data.max_val_cases or None]
-        if not self.train_cases:
-            raise ConfigError(f"no training cases left in {cfg.data.store} after the split")
-        self.sampler = make_sampler(
-            cfg.sampler, self.store, self.partition, self.train_cases, seed=cfg.train.seed
+        plan = make_plan(self, self.config.train.budget)
+        plan = BudgetPlan.from_dict(ddp.broadcast_object(self.dist, plan.to_dict()))
+        self.apply_budget(plan)
+        self.log(plan.describe())
+        if self.dist.is_main:
+            write_run_json(self.run_dir / "budget.json", plan.to_dict())
+
+    def apply_budget(self, plan: BudgetPlan) -> None:
+        """Train for the plan's epochs, steps per epoch and validation cadence."""
+        train = dataclasses.replace(
+            self.config.train,
+            epochs=plan.epochs,
+            steps_per_epoch=plan.steps_per_epoch,
+            val_every=plan.val_every,
         )
-        self.core_slices = self.layout.core_slices(self.partition.at((0, 0, 0)))
+        self.config = dataclasses.replace(self.config, train=train)
+        self.schedule.epochs = plan.epochs
+        self.budget = plan
 
-    def _check_store(self) -> None:
-        """In/out channels from the store where unset; every mismatch in one ConfigError."""
-        from partseg.config import fit_to_store
-
-        self.config = fit_to_store(self.config, self.store)
-        self.regions = self.store.regions
-
-    def _setup_model(self) -> None:
-        from partseg.losses import DeepSupervisionLoss
-        from partseg.models import build_model
-
-        cfg = self.config
-        self.model = build_model(cfg.model).to(self.device)
-        self.model.set_grad_checkpointing(cfg.train.checkpointing)
-        self.net = ddp.wrap_model(self.model, self.dist, sync_batchnorm=cfg.train.sync_batchnorm)
-        loss_fn = cfg.loss.build(self.regions.labels if self.regions is not None else None)
-        if cfg.model.deep_supervision:
-            loss_fn = DeepSupervisionLoss(loss_fn)
-        self.loss_fn = loss_fn.to(self.device)
-        self.optimizer = build_optimizer(self.model, cfg.optim)
-        self.amp = resolve_precision(cfg.train.amp, self.device, key="train.amp")
-        self.scaler = self.amp.scaler()
-        self.val_predictor = self._val_predictor()
-        self.schedule = LrSchedule(self.optimizer, cfg.schedule, cfg.train.epochs)
-        self.log(
-            f"model {cfg.model.name} ({self.model.num_parameters():,} parameters), input "
-            f"{self.layout.spatial_size(self.partition)}, core {self.partition.core}, "
-            f"batch {cfg.train.batch_size} per process x {cfg.train.accumulate} accumulated x "
-            f"{self.dist.world_size} process(es) = global batch "
-            f"{cfg.train.batch_size * cfg.train.accumulate * self.dist.world_size}, "
-            f"amp={self.amp.mode}, "
-            f"checkpointing={'on' if cfg.train.checkpointing else 'off'}, device={self.device}; "
-            f"{len(self.train_cases)} training / "
-            f"{len(self.val_cases)} validation cases"
-        )
-
-    def _val_predictor(self) -> Any:
-        """The prediction pipeline of validation: this model, training's geometry and precision."""
-        from partseg.infer.pipeline import CasePredictor
-        from partseg.infer.settings import PredictSettings
-
-        settings = PredictSettings(
-            batch_size=self.config.train.val_batch_size,
-            device=str(self.device),
-            precision=self.amp.mode,
-        )
-        return CasePredictor.from_model(
-            self.model, self.partition, self.layout, settings, derive=self.derive, log=self.log,
-            regions=self.regions,
-        )  # fmt: skip
+    def epoch_steps(self) -> int:
+        """Optimizer steps of one epoch as configured (the sampler's epoch when 0)."""
+        train = self.config.train
+        if train.steps_per_epoch:
+            return train.steps_per_epoch
+        batches = math.ceil(len(self.epoch_samples(0)) * train.reuse / train.batch_size)
+        return max(1, math.ceil(batches / train.accumulate))
 
     # ---------------------------------------------------------------------------- the loop
     def run(self) -> dict[str, Any]:
@@ -296,22 +225,26 @@ class Trainer:
                 break
         return self.finish(record)
 
-    def epoch_samples(self, epoch: int) -> list[Any]:
-        """This rank's samples of ``epoch``, cycled or cut to ``steps_per_epoch`` steps."""
+    def epoch_samples(self, epoch: int, steps: int | None = None) -> list[Any]:
+        """This rank's samples of ``epoch``, cycled or cut to ``steps`` optimizer steps
+        (default ``steps_per_epoch``; 0: the sampler's epoch as it is)."""
         train, rank, world = self.config.train, self.dist.rank, self.dist.world_size
-        if not train.steps_per_epoch:
+        steps = train.steps_per_epoch if steps is None else steps
+        if not steps:
             return self.sampler.epoch(epoch, rank, world)
-        items = train.steps_per_epoch * train.accumulate * train.batch_size
+        items = steps * train.accumulate * train.batch_size
         needed = -(-items // train.reuse)  # per rank; the epoch list is cycled before sharding
         return self.sampler.epoch(epoch, rank, world, length=needed * world)
 
-    def loader(self, epoch: int) -> torch.utils.data.DataLoader:
+    def loader(self, epoch: int, steps: int | None = None) -> torch.utils.data.DataLoader:
+        """The data loader of ``epoch``, of ``steps`` optimizer steps (:meth:`epoch_samples`)."""
         from partseg.dataset import MinicubeDataset
 
         cfg = self.config
+        steps = cfg.train.steps_per_epoch if steps is None else steps
         dataset: torch.utils.data.Dataset = MinicubeDataset(
             cfg.data.store,
-            self.epoch_samples(epoch),
+            self.epoch_samples(epoch, steps),
             self.layout,
             cfg.augment,
             seed=cfg.train.seed,
@@ -319,8 +252,8 @@ class Trainer:
             epoch=epoch,
             derive=self.derive,
         )
-        if cfg.train.steps_per_epoch:
-            items = cfg.train.steps_per_epoch * cfg.train.accumulate * cfg.train.batch_size
+        if steps:
+            items = steps * cfg.train.accumulate * cfg.train.batch_size
             dataset = torch.utils.data.Subset(dataset, range(items))
         return torch.utils.data.DataLoader(
             dataset,
@@ -486,64 +419,6 @@ class Trainer:
                 self.metrics.tensorboard.close()
         ddp.barrier(self.dist)
         return summary
-
-    # ---------------------------------------------------------------------------- state
-    def payload(self, record: dict[str, Any]) -> dict[str, Any]:
-        """The checkpoint dict (see :mod:`partseg.checkpoint` for the keys)."""
-        cfg = self.config
-        return {
-            "format": FORMAT,
-            "version": VERSION,
-            "model_config": asdict(cfg.model),
-            "model_state": self.model.state_dict(),
-            "partition": partition_to_dict(self.partition),
-            "layout": asdict(self.layout),
-            "classes": list(self.store.classes),
-            "channels": list(self.store.channels),
-            "label_mapping": {str(k): int(v) for k, v in self.store.label_mapping.items()},
-            "ingest": self.store.attrs.get("ingest"),  # so predict --input preprocesses alike
-            "regions": self.regions.to_json() if self.regions is not None else None,
-            "config": cfg.to_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "scheduler": self.schedule.state_dict(),
-            "loss_state": self.loss_fn.state_dict(),
-            "epoch": self.epoch - 1,
-            "step": self.step,
-            "rng": rng_state(),
-            "sampler": {"epoch": self.epoch, "seed": cfg.train.seed, "kind": cfg.sampler.kind},
-            "metrics": json_safe(record),
-            "best": {**self.best, "since": self.since_best},
-        }
-
-    def save(self, name: str, record: dict[str, Any]) -> None:
-        """Atomically write ``checkpoints/<name>.pt``."""
-        save_checkpoint(self.run_dir / "checkpoints" / f"{name}.pt", self.payload(record))
-
-    def load(self, path: Path) -> None:
-        """Restore the full training state from ``path`` (for ``--resume``)."""
-        if not path.is_file():
-            raise CheckpointError(f"cannot resume: {path} does not exist (start without --resume)")
-        payload = load_checkpoint(path, map_location=self.device)
-        if payload.get("model_config") != asdict(self.config.model):
-            raise CheckpointError(
-                f"cannot resume from {path}: its model config differs from the given config; "
-                "resume with the run's own config.yaml"
-            )
-        self.model.load_state_dict(payload["model_state"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scaler.load_state_dict(payload["scaler"])
-        self.schedule.load_state_dict(payload["scheduler"])
-        self.loss_fn.load_state_dict(payload["loss_state"])
-        self.epoch = int(payload["epoch"]) + 1
-        self.step = int(payload["step"])
-        best = dict(payload["best"])
-        self.since_best = int(best.pop("since", 0))
-        self.best = best
-        set_rng_state(payload["rng"])
-        if self.metrics is not None:
-            self.metrics.resume(self.epoch, payload.get("metrics"))
-        self.log(f"resumed from {path} after epoch {self.epoch} (step {self.step})")
 
 
 def train(

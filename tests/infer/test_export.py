@@ -105,3 +105,33 @@ def test_stores_without_a_header_record_keep_nibabel_codes_and_damaged_ones_fail
     case.attrs["nifti_header"] = {"sform_code": 9, "qform_code": 1, "qform": [[1]]}
     with pytest.raises(StoreError, match=r"'c1'.*NIfTI header.*re-ingest"):
         export_case(case, labels, tmp_path, MAPPING)
+
+
+def test_a_2mm_store_exports_on_the_original_grid(tmp_path):
+    """A realistic phantom ingested at twice its voxel size: its stored (coarse) labels export
+    on the original grid, with the original affine, close to the original segmentation."""
+    from partseg.phantom import write_phantoms
+    from partseg.store.ingest import IngestSettings, ingest
+    from partseg.store.zarrstore import open_store
+
+    shape = (31, 48, 48)  # the BraTS field of view in 5 mm voxels
+    write_phantoms(tmp_path / "raw", 1, shape, seed=2, progress=False)
+    spacing = tuple(2 * fov / n for fov, n in zip((155, 240, 240), shape, strict=True))
+    ingest(tmp_path / "raw", tmp_path / "s.zarr", IngestSettings(spacing=spacing), progress=False)
+    store = open_store(tmp_path / "s.zarr")
+    case = store["Phantom_001"]
+    assert all(a < b for a, b in zip(case.shape, case.crop_box.size, strict=True))
+    labels = case.read_label()  # a perfect prediction at the coarse grid
+    probabilities = np.stack([labels == k for k in range(4)]).astype(np.float32)
+    paths = export_case(case, labels, tmp_path, store.label_mapping, probabilities=probabilities)
+    exported = nib.load(str(paths[0]))
+    seg = nib.load(str(tmp_path / "raw/Phantom_001/Phantom_001_seg.nii.gz"))
+    assert exported.shape == seg.shape  # (X, Y, Z) of the original scan
+    np.testing.assert_allclose(exported.affine, seg.affine)
+    ours, truth = np.asarray(exported.dataobj) > 0, np.asarray(seg.dataobj) > 0
+    dice = 2 * (ours & truth).sum() / (ours.sum() + truth.sum())
+    assert dice > 0.8  # whole tumour survives 2x down and up (nearest)
+    assert set(np.unique(np.asarray(exported.dataobj))) <= {0, 1, 2, 4}
+    probs = nib.load(str(paths[1]))
+    assert probs.shape == (*seg.shape, 4)
+    np.testing.assert_allclose(np.asarray(probs.dataobj).sum(-1), 1.0, atol=1e-5)

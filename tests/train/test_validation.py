@@ -80,9 +80,9 @@ def test_report_loss_plot_draws_val_loss(run: Path, monkeypatch: pytest.MonkeyPa
     from partseg import report
 
     figures: list[Any] = []
-    real_save = report._save
+    real_save = report.plots._save
     monkeypatch.setattr(
-        report, "_save", lambda fig, path: (figures.append(fig), real_save(fig, path))[1]
+        report.plots, "_save", lambda fig, path: (figures.append(fig), real_save(fig, path))[1]
     )
     path = report.plot_loss_curves({"tiny": [records(run)]}, run / "loss.png")
     assert path.is_file()

@@ -1,0 +1,68 @@
+"""tools/bench_learning.py: the learning benchmark's pipeline end to end at --quick size, and its
+resume."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "bench_learning.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_learning", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_learning"] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["bench_learning"]
+
+
+def test_low_spacing_is_twice_the_phantom_voxel(bench) -> None:
+    assert bench.low_spacing((155, 240, 240)) == (2.0, 2.0, 2.0)
+    assert bench.low_spacing((78, 120, 120)) == (3.974, 4.0, 4.0)
+
+
+def test_quick_benchmark_writes_the_summary_and_resumes(bench, tmp_path: Path, capsys) -> None:
+    out, work = tmp_path / "bench.json", tmp_path / "work"
+    args = ["--quick", "--compares", "cpu_lowres", "--budget", "1s", "--work", str(work)]
+    assert bench.main([*args, "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["quick"] and summary["budget"] == "1s"
+    assert summary["data"]["test_cases"] == ["Phantom_005", "Phantom_006"]
+    assert list(summary["variants"]) == ["3d_context_2mm"]
+    variant = summary["variants"]["3d_context_2mm"]
+    assert set(variant["dice"]) == {"WT", "TC", "ET"}
+    for region in variant["dice"].values():
+        assert 0.0 <= region["mean"] <= 1.0
+        assert sorted(region["per_case"]) == ["Phantom_005", "Phantom_006"]
+    assert variant["budget_seconds"] == 1.0 and variant["steps"] >= 1
+    assert variant["step_seconds"] > 0 and "cores" in summary["hardware"]
+    assert set(summary["targets"]["best_cpu_recipe_met"]) == {"WT>=0.8", "TC>=0.6", "ET>=0.55"}
+    assert summary["commands"][0].startswith("partseg phantom")
+    capsys.readouterr()
+    assert bench.main([*args, "--out", str(tmp_path / "again.json")]) == 0  # rerun: resumes
+    printed = capsys.readouterr().out
+    assert "not retrained" in printed and "0 already present" not in printed
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["variants"] == summary["variants"]
+
+
+@pytest.mark.slow
+def test_quick_benchmark_of_every_comparison(bench, tmp_path: Path) -> None:
+    """All comparisons at --quick size (about 2-3 minutes on 2 cores): the BraTS comparison, the
+    low-res recipe and the cascade's second stage on its prior."""
+    out = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert list(summary["variants"]) == ["2d", "3d", "3d_context", "3d_context_2mm",
+                                         "3d_cascade_fullres"]  # fmt: skip
+    assert "prior.run=" in summary["commands"][-1]
+    wt = [t for t in summary["paired_tests"] if t["target"] == "WT"]
+    assert len(wt) == 10 and all(t["n"] == 2 for t in wt)  # 5 variants: 10 pairs
+    assert set(summary["targets"]["brats_comparison_met"]) == {"2d", "3d", "3d_context"}

@@ -1,0 +1,284 @@
+"""Benchmark what the recipes learn on realistic phantoms within a wall-time budget (issue 15).
+
+Steps (each resumable: a rerun with the same arguments continues where the last one stopped):
+
+1. ``partseg phantom --kind brats``: ``--train-cases`` + ``--test-cases`` realistic BraTS-like
+   cases (MNI152 anatomy, glioma with necrotic core, enhancing rim and edema) of ``--shape``
+   (default 155 x 240 x 240, BraTS).
+2. ``partseg ingest``: the cases at full resolution (``full.zarr``) and resampled to 2 mm
+   (``low.zarr``, ``--spacing 2 2 2``) for the low-resolution recipe.
+3. ``partseg compare`` with ``--budget`` per variant (and ``--folds K``): the BraTS comparison
+   (``configs/compare_brats.yaml``: 2D, 3D, 3D+context) on the full-resolution store; the CPU
+   recipe ``configs/brats_cpu_lowres.yaml`` on the 2 mm store, scored on the full-resolution
+   store (predictions resampled back, nearest); and the cascade's second stage
+   ``configs/brats_cpu_cascade.yaml`` at full resolution on the image plus the 2 mm run's
+   (fold 0) prediction (it trains for one more budget: the cascade costs two). The last
+   ``--test-cases`` cases are held out in every comparison. Validation (not counted by the
+   budget, at most 5 times per run) predicts one case (``base.data.max_val_cases=1``): a
+   1 mm case takes minutes on a CPU.
+4. A JSON summary (printed, and written to ``--out``): held-out Dice per region (WT, TC, ET)
+   and variant as mean ± sd over folds with the per-case values, paired Wilcoxon tests between
+   every two variants over the held-out cases, the budget, steps done and measured step time
+   per variant, the hardware, the wall time of each stage, and the issue's targets (best CPU
+   recipe WT >= 0.80, TC >= 0.60, ET >= 0.55; every BraTS-comparison variant WT >= 0.5).
+
+The full run takes hours on a CPU: five variants of one budget each, plus per run the step-time
+probe, at most 5 validations and the scoring of the held-out cases (about 6.5 h for a 60-minute
+budget on 2 cores, about 19 h with ``--folds 3``); run it on a quiet machine, niced if it must
+share one. ``--quick`` runs the same pipeline at tiny sizes with a seconds-long budget (the
+recipes' ``quick:`` models), as the test suite does.
+
+Usage:
+    python tools/bench_learning.py --out docs/benchmarks/bench_learning_cpu.json --budget 60m
+    python tools/bench_learning.py --out bench.json --budget 60m --folds 3 --work bench_work
+    python tools/bench_learning.py --quick --out /tmp/bench_quick.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+#: BraTS evaluation regions -> the store's region names.
+REGIONS = {"WT": "whole_tumor", "TC": "tumor_core", "ET": "enhancing_tumor"}
+#: The comparisons run: name -> (recipe, store, variants or None for all).
+COMPARES = {
+    "brats_comparison": ("compare_brats", "full", ("2d", "3d", "3d_context")),
+    "cpu_lowres": ("brats_cpu_lowres", "low", None),
+    "cpu_cascade": ("brats_cpu_cascade", "full", None),
+}
+#: The cascade's first stage: the low-res comparison's run (fold 0).
+LOWRES_RUN = ("compare_cpu_lowres", "3d_context_2mm")
+#: The issue's targets: the best CPU recipe, and every variant of the BraTS comparison.
+CPU_TARGETS = {"WT": 0.80, "TC": 0.60, "ET": 0.55}
+COMPARISON_TARGET = {"WT": 0.5}
+BRATS_FOV_MM = (155.0, 240.0, 240.0)  # a realistic phantom of any grid holds this field of view
+QUICK = {"shape": (24, 40, 40), "train_cases": 4, "test_cases": 2, "budget": "2s"}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="where the JSON summary goes")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="working folder for phantoms, stores and comparisons; rerun with the same one to "
+        "resume (default: bench_learning_work, or bench_learning_quick with --quick)",
+    )
+    parser.add_argument("--budget", default="60m", help="training budget per variant and fold "
+                        "(default: 60m; 2s with --quick)")  # fmt: skip
+    parser.add_argument("--folds", type=int, default=0, help="cross-validation folds of each "
+                        "variant, 0 for one train/validation split (default: 0)")  # fmt: skip
+    parser.add_argument("--train-cases", type=int, default=10, help="default: 10")
+    parser.add_argument("--test-cases", type=int, default=3, help="held out (default: 3)")
+    parser.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                        help="phantom grid (default: 155 240 240)")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=15, help="phantom seed (default: 15)")
+    parser.add_argument(
+        "--compares",
+        default=",".join(COMPARES),
+        help=f"comparisons to run, comma-separated (default: {','.join(COMPARES)})",
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds of budget")
+    args = parser.parse_args(argv)
+    if args.quick:
+        for key, value in QUICK.items():
+            if key != "budget" and getattr(args, key) == parser.get_default(key):
+                setattr(args, key, value)
+        if args.budget == parser.get_default("budget"):
+            args.budget = QUICK["budget"]
+    args.shape = tuple(args.shape or (QUICK["shape"] if args.quick else (155, 240, 240)))
+    if args.work is None:
+        args.work = Path("bench_learning_quick" if args.quick else "bench_learning_work")
+    unknown = [c for c in args.compares.split(",") if c not in COMPARES]
+    if unknown:
+        parser.error(f"unknown --compares {unknown}; choose from {', '.join(COMPARES)}")
+    return args
+
+
+def low_spacing(shape: Sequence[int]) -> tuple[float, ...]:
+    """The low-resolution spacing: 2 mm at BraTS size, twice the phantom's voxel otherwise.
+
+    Example:
+        >>> low_spacing((155, 240, 240)), low_spacing((24, 40, 40))
+        ((2.0, 2.0, 2.0), (12.917, 12.0, 12.0))
+    """
+    if tuple(shape) == (155, 240, 240):
+        return (2.0, 2.0, 2.0)
+    return tuple(round(2 * fov / n, 3) for fov, n in zip(BRATS_FOV_MM, shape, strict=True))
+
+
+def partseg(argv: Sequence[str], log: list[str]) -> None:
+    """Run one ``partseg`` command in this process; a nonzero exit stops the benchmark."""
+    from partseg.cli import main
+
+    line = "partseg " + shlex.join(argv)
+    print(f"\n$ {line}", flush=True)
+    log.append(line)
+    status = main(list(argv))
+    if status != 0:
+        raise SystemExit(f"bench_learning: `{line}` failed with exit status {status}")
+
+
+def case_ids(count: int) -> list[str]:
+    from partseg.phantom.cases import case_id
+
+    return [case_id(i) for i in range(count)]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every step of the benchmark; returns the summary."""
+    work, log, stages = args.work, [], {}
+    work.mkdir(parents=True, exist_ok=True)
+    total = args.train_cases + args.test_cases
+    test = case_ids(total)[args.train_cases :]
+    shape = [str(s) for s in args.shape]
+    spacing = low_spacing(args.shape)
+    start = time.perf_counter()
+    partseg(["phantom", str(work / "raw"), "--cases", str(total), "--shape", *shape,
+             "--seed", str(args.seed), "--kind", "brats"], log)  # fmt: skip
+    stages["phantoms_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    partseg(["ingest", str(work / "raw"), str(work / "full.zarr"), "--no-progress"], log)
+    partseg(["ingest", str(work / "raw"), str(work / "low.zarr"), "--spacing",
+             *(str(s) for s in spacing), "--no-progress"], log)  # fmt: skip
+    stages["ingest_s"] = time.perf_counter() - start
+    outputs = {}
+    for name in args.compares.split(","):
+        recipe, store, variants = COMPARES[name]
+        out = work / f"compare_{name}"
+        argv = ["compare", str(ROOT / "configs" / f"{recipe}.yaml"), "--store",
+                str(work / f"{store}.zarr"), "--out", str(out), "--budget", args.budget,
+                "--no-progress", f"evaluation.test_cases=[{','.join(test)}]",
+                "base.data.max_val_cases=1"]  # fmt: skip
+        if variants:
+            argv += ["--variants", ",".join(variants)]
+        if store == "low":
+            argv.append(f"evaluation.reference_store={work / 'full.zarr'}")
+        if recipe == "brats_cpu_cascade":
+            folder, variant = LOWRES_RUN
+            run_dir = work / folder / "runs" / variant / "fold0"
+            if not (run_dir / "summary.json").is_file():
+                raise SystemExit(f"bench_learning: cpu_cascade needs the cpu_lowres run {run_dir}")
+            argv += [f"prior.run={run_dir}", f"prior.store={work / 'low.zarr'}"]
+        if args.folds:
+            argv += ["--folds", str(args.folds)]
+        if args.quick:
+            argv.append("--quick")
+        start = time.perf_counter()
+        partseg(argv, log)
+        stages[f"{name}_s"] = time.perf_counter() - start
+        outputs[name] = json.loads((out / "report" / "results.json").read_text())
+    summary = summarize(outputs, args, test, spacing)
+    summary["commands"] = log
+    summary["wall_seconds"] = {k: round(v, 1) for k, v in stages.items()}
+    return summary
+
+
+def summarize(
+    outputs: Mapping[str, Mapping[str, Any]],
+    args: argparse.Namespace,
+    test: Sequence[str],
+    spacing: Sequence[float],
+) -> dict[str, Any]:
+    """The benchmark JSON from the comparisons' ``results.json`` files."""
+    from partseg.report import RunResult, case_scores, paired_tests
+
+    runs, variants = [], {}
+    for compare, data in outputs.items():
+        mine = [RunResult.from_dict(r) for r in data["runs"]]
+        mine = [r for r in mine if r.variant in data["variants"]]
+        runs += mine
+        costs = {row["variant"]: row for row in data["costs"]}
+        per_case = case_scores(mine)
+        for row in data["scores"]:
+            region = next((k for k, v in REGIONS.items() if v == row["target"]), None)
+            if region is None:
+                continue
+            entry = variants.setdefault(row["variant"], _variant_entry(compare, costs, row))
+            entry["dice"][region] = {
+                "mean": row.get("dice"),
+                "sd": row.get("dice_std"),
+                "folds": row["folds"],
+                "per_case": per_case.get(row["variant"], {}).get(row["target"], {}),
+            }
+    tests = [
+        {**t, "target": region}
+        for t in paired_tests(runs)
+        for region, name in REGIONS.items()
+        if t["target"] == name
+    ]
+    hardware = next(iter(outputs.values()), {}).get("settings", {}).get("hardware")
+    return {
+        "benchmark": "learning on realistic phantoms within a time budget (issue 15)",
+        "quick": args.quick,
+        "data": {"train_cases": args.train_cases, "test_cases": list(test),
+                 "shape": list(args.shape), "seed": args.seed, "low_spacing_mm": list(spacing)},
+        "budget": args.budget,
+        "folds": args.folds,
+        "hardware": hardware,
+        "variants": variants,
+        "paired_tests": tests,
+        "targets": targets(variants),
+    }  # fmt: skip
+
+
+def _variant_entry(compare: str, costs: Mapping[str, Any], row: Mapping[str, Any]) -> dict:
+    cost = costs.get(row["variant"], {})
+    keep = ("budget_seconds", "step_seconds", "steps", "train_seconds", "val_seconds",
+            "predict_seconds", "parameters", "air_voxels")  # fmt: skip
+    return {
+        "compare": compare,
+        "dice": {},
+        **{k: cost.get(k) for k in keep if k in cost},
+        **{f"{k}_sd": cost.get(f"{k}_std") for k in ("steps", "step_seconds") if k in cost},
+    }
+
+
+def targets(variants: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The issue's targets, checked: best CPU recipe and every BraTS-comparison variant."""
+
+    def mean(entry: Mapping[str, Any], region: str) -> float:
+        value = entry["dice"].get(region, {}).get("mean")
+        return float("nan") if value is None else float(value)
+
+    cpu = {n: v for n, v in variants.items() if v["compare"] != "brats_comparison"}
+    result: dict[str, Any] = {}
+    if cpu:
+        best = max(cpu, key=lambda n: mean(cpu[n], "WT"))
+        result["best_cpu_recipe"] = best
+        result["best_cpu_recipe_met"] = {
+            f"{region}>={goal}": mean(cpu[best], region) >= goal
+            for region, goal in CPU_TARGETS.items()
+        }
+    comparison = {n: v for n, v in variants.items() if v["compare"] == "brats_comparison"}
+    if comparison:
+        result["brats_comparison_met"] = {
+            name: mean(entry, "WT") >= COMPARISON_TARGET["WT"] for name, entry in comparison.items()
+        }
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    summary = run(args)
+    summary["command"] = "python tools/bench_learning.py " + shlex.join(
+        list(sys.argv[1:] if argv is None else argv)
+    )
+    text = json.dumps(summary, indent=2, default=float)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
