@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,13 +76,99 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
             candidate = path / "checkpoints" / name
             if candidate.is_file():
                 return candidate
+        hint = (
+            "it is a cross-validation folder: name one fold's run (e.g. "
+            f"{next(iter(fold_runs(path).values()))})"
+            if fold_runs(path)
+            else "pass a run directory written by `partseg train` or a .pt file"
+        )
         raise CheckpointError(
-            f"{path} is a directory without checkpoints/best.pt or checkpoints/last.pt; "
-            "pass a run directory written by `partseg train` or a .pt file"
+            f"{path} is a directory without checkpoints/best.pt or checkpoints/last.pt; {hint}"
         )
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     return path
+
+
+_FOLD = re.compile(r"^fold_?(\d+)$")
+
+
+def fold_runs(path: str | os.PathLike) -> dict[int, Path]:
+    """The fold run directories of a cross-validation folder, by fold number.
+
+    ``partseg cv --out DIR`` writes ``DIR/fold_K``; a compare writes ``OUT/runs/VARIANT/foldK``.
+    A run directory (it has ``checkpoints/``) or a file has no folds.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> cv = pathlib.Path(tempfile.mkdtemp())
+        >>> for name in ("fold_1", "fold_0", "plots"):
+        ...     (cv / name).mkdir()
+        >>> {k: p.name for k, p in fold_runs(cv).items()}
+        {0: 'fold_0', 1: 'fold_1'}
+    """
+    path = Path(path)
+    if not path.is_dir() or (path / "checkpoints").is_dir():
+        return {}
+    found = {}
+    for child in path.iterdir():
+        match = _FOLD.match(child.name)
+        if match and child.is_dir() and not child.is_symlink():
+            found[int(match.group(1))] = child
+    return dict(sorted(found.items()))
+
+
+def expand_models(
+    paths: Sequence[str | os.PathLike], folds: Sequence[int] | None = None
+) -> list[Path]:
+    """The models to predict with: run directories and checkpoint files as given, and a
+    cross-validation folder as its folds' runs (an ensemble), all of them or ``folds`` only
+    (nnU-Net's ``-f``).
+
+    Raises:
+        CheckpointError: a selected fold is missing or has no checkpoint yet.
+        ConfigError: ``folds`` given but no path is a cross-validation folder.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> cv = pathlib.Path(tempfile.mkdtemp())
+        >>> for k in range(3):
+        ...     save_checkpoint(cv / f"fold_{k}" / "checkpoints" / "last.pt", {"epoch": k})
+        >>> [p.name for p in expand_models([cv], folds=[0, 2])]
+        ['fold_0', 'fold_2']
+    """
+    models: list[Path] = []
+    expanded = False
+    for path in map(Path, paths):
+        runs = fold_runs(path)
+        if not runs:
+            models.append(path)
+            continue
+        expanded = True
+        wanted = list(runs) if folds is None else list(dict.fromkeys(folds))
+        missing = [k for k in wanted if k not in runs]
+        if missing:
+            raise CheckpointError(
+                f"{path} has no fold {', '.join(map(str, missing))} (it has folds "
+                f"{', '.join(map(str, runs))}); choose --folds among them"
+            )
+        for k in wanted:
+            try:
+                resolve_checkpoint(runs[k])
+            except CheckpointError:
+                raise CheckpointError(
+                    f"fold {k} of {path} has no checkpoint yet ({runs[k]}): finish the "
+                    "cross-validation (rerun `partseg cv`, it resumes) or leave the fold out "
+                    "with --folds"
+                ) from None
+            models.append(runs[k])
+    if folds is not None and not expanded:
+        raise ConfigError(
+            "--folds selects folds of a cross-validation folder (partseg cv --out DIR, or a "
+            "compare's runs/VARIANT); none of the models given is one: "
+            + ", ".join(map(str, paths))
+        )
+    return models
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

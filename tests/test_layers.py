@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).parents[1] / "partseg"
 
 #: Lower layers never import higher ones (imports inside functions count too).
 LAYERS: list[set[str]] = [
-    {"errors", "lazy", "precision_modes", "registry"},
+    {"errors", "lazy", "precision_modes", "registry", "durations"},
     {"atomic", "names", "geometry", "devices", "precision", "channels", "augment", "recipes"},
     {"progress"},
     {"locking", "metrics", "sampling", "models", "losses"},

@@ -20,10 +20,11 @@ Memory, per size and mode, measured at full size with batch 1 and multiplied by 
 * ``peak_share_of_fp32_saved``, ``saved_share_of_fp32_saved``: against fp32's saved bytes.
 
 Step time: CPU time (``time.process_time``) of single-thread training steps run by the
-trainer's own step code (:mod:`partseg.train.steps`), mixed precision without and with
-checkpointing (bf16 where the CPU has native bf16, fp32 otherwise), interleaved A B A B ...
-after one warm-up step each, so a machine shared with other work slows both alike; medians,
-min / max, the ratio of the medians and the range of the per-pair ratios.
+trainer's own step code (:mod:`partseg.train.steps`) in fp32, in bf16, and in the CPU's mixed
+precision (``amp: auto``: bf16 where the CPU has native bf16, fp32 otherwise) with
+checkpointing, interleaved after one warm-up step each, so a machine shared with other work
+slows all alike; medians, min / max, and for bf16 / fp32 and checkpointing / no checkpointing
+the ratio of the medians and the range of the per-round ratios.
 
 Targets (issue 14): bf16 + checkpointing keeps the activation peak <= 20% of fp32's saved
 bytes, at <= 1.35x the bf16 step time.
@@ -32,6 +33,7 @@ Usage::
 
     python tools/bench_memory.py                  # ~10 min on 2 cores; prints one JSON object
     python tools/bench_memory.py --quick          # 40x48x48, 2 repeats: a smoke run
+    python tools/bench_memory.py --timing-only    # step times only (fp32, bf16, + checkpointing)
 """
 
 from __future__ import annotations
@@ -119,45 +121,54 @@ def memory(sizes: dict[str, tuple[int, ...]], batch: int, log) -> dict[str, Any]
 
 
 def timing(spatial: tuple[int, ...], batch: int, repeats: int, log) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    """Interleaved single-thread CPU times of the trainer's step, without and with
-    checkpointing, in the CPU's mixed precision."""
+    """Interleaved single-thread CPU times of the trainer's step: fp32, bf16, and the CPU's
+    mixed precision (``amp: auto``) with checkpointing."""
     from partseg.precision import resolve_precision
     from partseg.train.steps import step_trainer, synthetic_batch
 
     torch.set_num_threads(1)
     amp = resolve_precision("auto", "cpu").mode  # bf16 where native, else off (fp32)
-    names = {False: amp if amp != "off" else "fp32", True: f"{amp}+checkpointing"}
-    trainers = {ckpt: step_trainer(bench_config(spatial, batch, amp, ckpt), "cpu")
-                for ckpt in (False, True)}  # fmt: skip
-    batches = {ckpt: synthetic_batch(t) for ckpt, t in trainers.items()}
-    times: dict[bool, list[float]] = {False: [], True: []}
-    for i in range(repeats + 1):  # round 0 warms both up
-        for ckpt in (False, True):
+    auto = amp if amp != "off" else "fp32"
+    modes = {"fp32": ("off", False), "bf16": ("bf16", False), f"{auto}+checkpointing": (amp, True)}
+    trainers = {name: step_trainer(bench_config(spatial, batch, a, c), "cpu")
+                for name, (a, c) in modes.items()}  # fmt: skip
+    batches = {name: synthetic_batch(t) for name, t in trainers.items()}
+    times: dict[str, list[float]] = {name: [] for name in modes}
+    for i in range(repeats + 1):  # round 0 warms every mode up
+        for name, trainer in trainers.items():
             start = time.process_time()
-            trainers[ckpt].train_step(batches[ckpt])
-            trainers[ckpt].optimizer_step()
+            trainer.train_step(batches[name])
+            trainer.optimizer_step()
             if i:
-                times[ckpt].append(time.process_time() - start)
+                times[name].append(time.process_time() - start)
         log(f"timing round {i}/{repeats}")
-    medians = {ckpt: statistics.median(times[ckpt]) for ckpt in times}
-    pairs = [b / a for a, b in zip(times[False], times[True], strict=True)]
+    medians = {name: statistics.median(t) for name, t in times.items()}
+
+    def ratio(slow: str, fast: str) -> dict[str, Any]:
+        pairs = [b / a for a, b in zip(times[fast], times[slow], strict=True)]
+        return {
+            "ratio_of_medians": round(medians[slow] / medians[fast], 3),
+            "pair_ratio_range": [round(min(pairs), 3), round(max(pairs), 3)],
+        }
+
     return {
         "spatial": list(spatial),
         "batch": batch,
         "threads": 1,
         "clock": "time.process_time",
-        "order": "A B A B ... after one warm-up step each",
+        "order": "fp32, bf16, auto+checkpointing, repeated, after one warm-up step each",
+        "amp_auto": auto,
         "modes": {
-            names[ckpt]: {
-                "cpu_s": [round(t, 3) for t in times[ckpt]],
-                "median_s": round(medians[ckpt], 3),
-                "min_s": round(min(times[ckpt]), 3),
-                "max_s": round(max(times[ckpt]), 3),
+            name: {
+                "cpu_s": [round(t, 3) for t in times[name]],
+                "median_s": round(medians[name], 3),
+                "min_s": round(min(times[name]), 3),
+                "max_s": round(max(times[name]), 3),
             }
-            for ckpt in (False, True)
+            for name in modes
         },
-        "ratio_of_medians": round(medians[True] / medians[False], 3),
-        "pair_ratio_range": [round(min(pairs), 3), round(max(pairs), 3)],
+        "bf16_over_fp32": ratio("bf16", "fp32"),
+        "checkpointing_over_auto": ratio(f"{auto}+checkpointing", auto),
     }
 
 
@@ -167,7 +178,7 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
         name: size["modes"]["bf16+checkpointing"]["peak_share_of_fp32_saved"]
         for name, size in result["memory"].items()
     }
-    ratio = result["timing"]["ratio_of_medians"]
+    ratio = result["timing"]["checkpointing_over_auto"]["ratio_of_medians"]
     return {
         "bf16_ckpt_peak_share_of_fp32_saved": shares,
         "peak_share_ok (<= 0.20)": all(s <= 0.2 for s in shares.values()),
@@ -188,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         "--repeats", type=int, default=3, help="timed steps per mode (default 3; --quick 2)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument(
+        "--timing-only", action="store_true", help="step times only, no memory measurement"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
 
@@ -209,11 +223,13 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": platform.processor() or platform.machine(),
         "native_bf16": native_bf16("cpu"),
         "memory_threads": torch.get_num_threads(),
-        "memory": memory(sizes, args.batch, log),
     }
+    if not args.timing_only:
+        result["memory"] = memory(sizes, args.batch, log)
     timing_size = next(iter(sizes.values()))
     result["timing"] = timing(timing_size, args.batch, repeats, log)
-    result["targets"] = targets(result)
+    if not args.timing_only:
+        result["targets"] = targets(result)
     result["wall_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result, indent=1))
     return 0

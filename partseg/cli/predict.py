@@ -22,6 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         add_json,
         add_no_progress,
         add_overwrite,
+        nonnegative_int,
         positive_int,
     )
     from partseg.infer.blends import BLENDS
@@ -40,8 +41,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "models",
         nargs="+",
         metavar="MODEL",
-        help="run directory (uses checkpoints/best.pt, else last.pt) or checkpoint file; "
+        help="run directory (uses checkpoints/best.pt, else last.pt), checkpoint file, or a "
+        "cross-validation folder (partseg cv --out DIR: its folds' runs, see --folds); "
         "several: an ensemble averaging their probabilities",
+    )
+    p.add_argument(
+        "--folds",
+        nargs="+",
+        type=nonnegative_int,
+        metavar="K",
+        help="folds of a cross-validation MODEL folder to ensemble, as nnU-Net's -f "
+        "(default: every fold)",
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--store", help="partseg store (path or fsspec URL) holding the cases")
@@ -145,6 +155,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Predict every requested case; returns 0 (errors raise PartsegError -> exit 2)."""
+    from partseg.checkpoint import expand_models
     from partseg.infer.blends import parse_overlap
     from partseg.infer.outputs import OutputSettings
     from partseg.infer.partitions import parse_margin
@@ -170,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
         labels=args.export,
         probabilities=args.probabilities_format if args.save_probabilities else None,
     )
-    predictor = CasePredictor.from_checkpoints(args.models, settings, log=_note)
+    models = expand_models(args.models, args.folds)
+    predictor = CasePredictor.from_checkpoints(models, settings, log=_note)
     out = Path(args.out)
     log = _note if args.json else print
     common = {"cases": args.cases, "overwrite": args.overwrite, "log": log,

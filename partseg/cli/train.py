@@ -214,8 +214,8 @@ def prepare_run(
 
 def duration(text: str) -> str:
     """An argparse type: a duration such as ``90s``, ``60m`` or ``1.5h`` (kept as written)."""
+    from partseg.durations import parse_duration
     from partseg.errors import ConfigError
-    from partseg.train.budget import parse_duration
 
     try:
         parse_duration(text)

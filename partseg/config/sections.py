@@ -284,7 +284,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.budget not in ("", None):
-            from partseg.train.budget import parse_duration
+            from partseg.durations import parse_duration
 
             try:
                 parse_duration(self.budget)

@@ -204,8 +204,9 @@ def budget_settings(results: Sequence[Any]) -> dict[str, str]:
 
     Without any budget only the hardware of this process is stated (it scored the runs).
     """
+    from partseg.durations import format_duration
     from partseg.experiments.training import read_budget
-    from partseg.train.budget import format_duration, hardware
+    from partseg.train.budget import hardware
 
     plans = [p for p in (read_budget(Path(r.run_dir)) for r in results if r.run_dir) if p]
     settings = {}

@@ -210,7 +210,7 @@ def budget_section(value: Any) -> str | float:
     """The compare config's ``budget`` (checked), or ``""`` for none."""
     if value in (None, "", 0):
         return ""
-    from partseg.train.budget import parse_duration
+    from partseg.durations import parse_duration
 
     try:
         parse_duration(value)

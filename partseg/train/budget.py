@@ -23,8 +23,7 @@ The plan (:class:`BudgetPlan`, with the hardware it was measured on) is written 
 however fast the machine is when it resumes. Step times drift on a shared machine, so the
 report gives the measured step time next to the training time actually spent.
 
-This module loads no torch at import (the config validates ``train.budget`` with
-:func:`parse_duration`).
+This module loads no torch at import; durations are read by :mod:`partseg.durations`.
 
 Example:
     >>> parse_duration("1.5h"), parse_duration("90s"), parse_duration(120)
@@ -38,13 +37,12 @@ from __future__ import annotations
 import math
 import os
 import platform
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from partseg.errors import ConfigError
+from partseg.durations import format_duration, parse_duration
 
 #: Untimed optimizer steps before the timed ones (first-step allocation, kernel choice, workers).
 PROBE_WARMUP = 1
@@ -54,45 +52,6 @@ PROBE_STEPS = 3
 MIN_EPOCHS = 10
 #: A budgeted run validates at most this many times.
 MAX_VALIDATIONS = 5
-
-_UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|m|min|h)?\s*$", re.IGNORECASE)
-
-
-def parse_duration(value: str | float | int) -> float:
-    """Seconds of a duration: ``90s``, ``60m`` (or ``60min``), ``1.5h``, or a number of seconds.
-
-    Raises:
-        ConfigError: not a positive duration.
-
-    Example:
-        >>> parse_duration("60m"), parse_duration("2.5")
-        (3600.0, 2.5)
-    """
-    if isinstance(value, bool):
-        raise ConfigError(f"budget {value!r}: give a duration such as 90s, 60m or 1.5h")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise ConfigError(f"budget {value!r}: give a duration such as 90s, 60m or 1.5h")
-        seconds = float(match.group(1)) * _UNITS[(match.group(2) or "s").lower()]
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ConfigError(f"budget {value!r}: the duration must be positive")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """A short human form of ``seconds``.
-
-    Example:
-        >>> format_duration(3600), format_duration(90), format_duration(5400), format_duration(12.5)
-        ('60m', '90s', '90m', '12.5s')
-    """
-    if seconds >= 120 and seconds % 60 == 0:
-        return f"{seconds / 60:g}m"
-    return f"{seconds:g}s"
 
 
 def plan_steps(

@@ -2,9 +2,11 @@
 
 ``RUN/metrics.jsonl`` (appended) and ``RUN/metrics.csv`` (rewritten) hold one record per epoch,
 epochs counted from 1 as on the console (record ``epoch: 3`` is the third epoch);
-``RUN/progress.png`` (rewritten atomically after every epoch, like nnU-Net's) plots the training
-and validation loss and the validation Dice; ``RUN/tensorboard/`` gets the numeric fields when
-the ``tensorboard`` package is installed (``tensorboard --logdir runs``). ``summary.json`` and
+``RUN/progress.png`` (rewritten atomically, like nnU-Net's, after an epoch when the last plot is
+at least ``PLOT_EVERY_S`` old, and when training ends: a plot costs ~0.2 s, which short epochs
+must not pay every time) plots the training and validation loss and the validation Dice;
+``RUN/tensorboard/`` gets the numeric fields when the ``tensorboard`` package is installed
+(``tensorboard --logdir runs``). ``summary.json`` and
 ``validation.json`` are written atomically with :func:`write_run_json`.
 
 Nothing is lost to a crash: the trainer appends an epoch's record before it writes that epoch's
@@ -35,6 +37,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,9 +59,13 @@ def check_writable(run_dir: Path) -> None:
         ) from err
 
 
+#: Seconds between two rewrites of ``progress.png`` during training.
+PLOT_EVERY_S = 30.0
+
+
 class MetricsLog:
     """``metrics.jsonl`` (appended), ``metrics.csv`` and ``progress.png`` (rewritten) of epoch
-    records; ``plot=False`` skips the PNG."""
+    records; ``plot=False`` skips the PNG; :meth:`close` writes what is not plotted yet."""
 
     def __init__(self, run_dir: Path, *, plot: bool = True) -> None:
         self.jsonl = run_dir / "metrics.jsonl"
@@ -66,6 +73,8 @@ class MetricsLog:
         self.png = run_dir / "progress.png" if plot else None
         self.records: list[dict[str, Any]] = []
         self.tensorboard = _tensorboard(run_dir / "tensorboard")
+        self._plotted_at: float | None = None  # monotonic time of the last plot
+        self._unplotted = False
 
     def resume(self, last_epoch: int, last_record: dict[str, Any] | None = None) -> None:
         """Keep the records up to ``last_epoch`` (an interrupted epoch's line is dropped).
@@ -95,13 +104,27 @@ class MetricsLog:
             self._write_csv()
         except OSError as err:
             raise TrainingError(f"cannot write {self.jsonl}: {err.strerror or err}") from err
-        if self.png is not None:
-            plot_progress(self.records, self.png)
+        self._unplotted = True
+        now = time.monotonic()
+        if self._plotted_at is None or now - self._plotted_at >= PLOT_EVERY_S:
+            self._plot(now)
         if self.tensorboard is not None:
             for key, value in record.items():
                 if isinstance(value, int | float) and key != "epoch":
                     self.tensorboard.add_scalar(key, value, record["epoch"])
             self.tensorboard.flush()
+
+    def close(self) -> None:
+        """Plot the records not plotted yet and close TensorBoard's writer."""
+        if self._unplotted:
+            self._plot(time.monotonic())
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+    def _plot(self, now: float) -> None:
+        if self.png is not None:
+            plot_progress(self.records, self.png)
+        self._plotted_at, self._unplotted = now, False
 
     def _rewrite(self) -> None:
         write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.records))

@@ -415,8 +415,8 @@ class Trainer(TrainerSetup, TrainerState):
         summary = {"best": {**self.best, "record": best_record}, "last": record}
         if self.dist.is_main:
             write_run_json(self.run_dir / "summary.json", summary)
-            if self.metrics is not None and self.metrics.tensorboard is not None:
-                self.metrics.tensorboard.close()
+            if self.metrics is not None:
+                self.metrics.close()
         ddp.barrier(self.dist)
         return summary
 

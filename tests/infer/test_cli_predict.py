@@ -22,7 +22,7 @@ from partseg.store import open_store
 from partseg.store.ingest import IngestSettings, ingest
 
 PHANTOM_SHAPE = (20, 28, 28)
-SPECIAL = IngestSettings(crop="none", normalize="none", spacing=(2.0, 1.5, 1.5), dtype="float32")
+SPECIAL = IngestSettings(crop="none", normalize="none", spacing=(10.0, 7.0, 7.0), dtype="float32")
 
 
 @pytest.fixture(scope="module")
@@ -275,3 +275,32 @@ def test_input_is_ingested_with_the_training_store_settings(
     a, _ = _nifti(tmp_path / "s" / f"{case_id}_probabilities.nii.gz")
     b, _ = _nifti(tmp_path / "o" / f"{case_id}_probabilities.nii.gz")
     assert a.shape != b.shape or np.abs(a - b).max() > 1e-3  # default settings: other input
+
+
+def test_cross_validation_folder_predicts_its_folds_as_an_ensemble(store_path, tmp_path, capsys):
+    store = open_store(store_path)
+    cv = tmp_path / "cv"
+    for k in range(3):  # partseg cv --out cv: cv/fold_K/checkpoints/best.pt
+        _checkpoint(cv / f"fold_{k}" / "checkpoints" / "best.pt", store, seed=k)
+    (cv / "fold_3").mkdir()  # an unfinished fold: no checkpoint yet
+    case = store.case_ids[0]
+    common = ["--store", store_path, "--cases", case, "--save-probabilities", "--device", "cpu"]
+    folds = cv / "fold_0", cv / "fold_2"
+    assert main(["predict", *map(str, folds), "--out", str(tmp_path / "runs"), *common]) == 0
+    assert (
+        main(["predict", str(cv), "--folds", "0", "2", "--out", str(tmp_path / "f"), *common]) == 0
+    )
+    by_runs, _ = _nifti(tmp_path / "runs" / f"{case}_probabilities.nii.gz")
+    by_folds, _ = _nifti(tmp_path / "f" / f"{case}_probabilities.nii.gz")
+    np.testing.assert_array_equal(by_folds, by_runs)  # the same ensemble, picked by fold
+    one, _ = _nifti(tmp_path / "runs" / f"{case}.nii.gz")
+    capsys.readouterr()
+    # every fold by default: fold 3 has no checkpoint, which is an error naming it
+    assert main(["predict", str(cv), "--out", str(tmp_path / "all"), *common]) == 2
+    assert "fold 3" in capsys.readouterr().err
+    assert main(["predict", str(cv), "--folds", "5", "--out", str(tmp_path / "x"), *common]) == 2
+    assert "no fold 5" in capsys.readouterr().err
+    run = str(cv / "fold_0")  # --folds on a run directory is refused, not ignored
+    assert main(["predict", run, "--folds", "0", "--out", str(tmp_path / "y"), *common]) == 2
+    assert "cross-validation folder" in capsys.readouterr().err
+    assert one.shape == tuple(store[case].attrs["original_shape"])

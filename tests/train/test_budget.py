@@ -94,7 +94,7 @@ def test_budgeted_run_is_the_plain_run_of_its_plan(store: str, tmp_path: Path) -
         1.0, plan.step_s, steps_per_epoch=50, val_every=1
     )
     assert summary["last"]["step"] == plan.total_steps
-    assert summary["last"]["epoch"] == plan.epochs - 1
+    assert summary["last"]["epoch"] == plan.epochs  # epochs count from 1
     saved = load_config(tmp_path / "budget" / "config.yaml")
     assert saved.train.budget == "1s" and saved.train.epochs == 2  # the request, not the plan
     payload = load_checkpoint(tmp_path / "budget" / "checkpoints" / "last.pt")

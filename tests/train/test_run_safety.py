@@ -125,3 +125,22 @@ def test_train_on_a_store_with_a_lost_label_chunk_exits_2(
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("partseg train: error: chunk cases/case1/label/c/")
     assert "is missing" in err[-1] and "Traceback" not in "\n".join(err)
+
+
+def test_progress_plot_is_throttled_and_written_at_the_end(tmp_path: Path, monkeypatch) -> None:
+    from partseg.train import rundir
+
+    clock = iter([0.0, 1.0, 2.0, 40.0, 41.0, 42.0])  # append, append, ..., close
+    monkeypatch.setattr(rundir.time, "monotonic", lambda: next(clock))
+    plotted: list[int] = []
+    monkeypatch.setattr(rundir, "plot_progress", lambda records, path: plotted.append(len(records)))
+    log = rundir.MetricsLog(tmp_path)
+    for epoch in (1, 2, 3):  # at t = 0, 1, 2: only the first epoch is plotted
+        log.append({"epoch": epoch, "train_loss": 1 / epoch})
+    assert plotted == [1]
+    log.append({"epoch": 4, "train_loss": 0.25})  # t = 40: PLOT_EVERY_S = 30 s later
+    assert plotted == [1, 4]
+    log.close()  # nothing new since: no plot
+    log.append({"epoch": 5, "train_loss": 0.2})  # t = 41: throttled ...
+    log.close()  # ... and plotted when training ends
+    assert plotted == [1, 4, 5]
