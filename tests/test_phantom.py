@@ -150,7 +150,7 @@ def test_same_seed_gives_identical_files(tmp_path, kind):
 
 def test_cli_writes_cases(tmp_path, capsys):
     out = tmp_path / "phantoms"
-    argv = ["phantom", str(out), "--cases", "2", "--shape", "20", "28", "24", "--seed", "1"]
+    argv = ["phantom", str(out), "--count", "2", "--shape", "20", "28", "24", "--seed", "1"]
     assert main(argv) == 0
     assert sorted(p.name for p in out.iterdir()) == ["Phantom_001", "Phantom_002"]
     assert all(is_complete(out / name) for name in ("Phantom_001", "Phantom_002"))
@@ -158,7 +158,7 @@ def test_cli_writes_cases(tmp_path, capsys):
 
 
 def test_cli_rejects_bad_shape(tmp_path, capsys):
-    assert main(["phantom", str(tmp_path), "--cases", "1", "--shape", "4", "28", "24"]) == 2
+    assert main(["phantom", str(tmp_path), "--count", "1", "--shape", "4", "28", "24"]) == 2
     assert "shape" in capsys.readouterr().err
 
 
@@ -324,13 +324,13 @@ def test_missing_template_is_a_clear_error(monkeypatch):
 
 
 def test_cli_kinds(tmp_path, capsys):
-    argv = ["phantom", str(tmp_path / "s"), "--cases", "1", "--shape", "20", "28", "24"]
+    argv = ["phantom", str(tmp_path / "s"), "--count", "1", "--shape", "20", "28", "24"]
     assert main([*argv, "--kind", "brats-simple"]) == 0
     assert "1 brats-simple cases" in capsys.readouterr().out
     simple = make_case(0, (20, 28, 24), kind="brats-simple")
     seg = nib.load(tmp_path / "s" / "Phantom_001" / "Phantom_001_seg.nii.gz")
     np.testing.assert_array_equal(np.asarray(seg.dataobj).transpose(2, 1, 0), simple.label)
-    assert main(["phantom", str(tmp_path / "r"), "--cases", "1", "--shape", "20", "28", "24"]) == 0
+    assert main(["phantom", str(tmp_path / "r"), "--count", "1", "--shape", "20", "28", "24"]) == 0
     realistic = nib.load(tmp_path / "r" / "Phantom_001" / "Phantom_001_seg.nii.gz")
     assert realistic.header.get_zooms() == (10.0, 10.0, 10.0)  # 240 mm over X's 24 voxels
     np.testing.assert_array_equal(

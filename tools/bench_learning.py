@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     shape = [str(s) for s in args.shape]
     spacing = low_spacing(args.shape)
     start = time.perf_counter()
-    partseg(["phantom", str(work / "raw"), "--cases", str(total), "--shape", *shape,
+    partseg(["phantom", str(work / "raw"), "--count", str(total), "--shape", *shape,
              "--seed", str(args.seed), "--kind", "brats"], log)  # fmt: skip
     stages["phantoms_s"] = time.perf_counter() - start
     start = time.perf_counter()
