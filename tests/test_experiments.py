@@ -206,6 +206,7 @@ def test_run_compare_end_to_end_and_resume(tmp_path: Path) -> None:
     costs = data["costs"][0]
     assert costs["parameters"] > 0 and costs["saved_activation_mb"] > 0
     assert costs["epoch_seconds"] > 0
+    assert costs["seam_index"] is None  # exact prediction: no tile faces
     from partseg.store import open_store
 
     store = open_store(tmp_path / "cmp/data/phantom.zarr")
@@ -224,6 +225,9 @@ def test_run_compare_end_to_end_and_resume(tmp_path: Path) -> None:
     assert json.loads((report / "results.json").read_text())["hd95_convention"] == "pooled"
     assert "HD95 convention: pooled" in (report / "report.md").read_text()
     assert checkpoint.stat().st_mtime_ns == before  # re-scored, not retrained
+    grid = compare_config_from_dict(TINY, overrides=["evaluation.partition=grid"])
+    report = run_compare(grid, tmp_path / "cmp", progress=False, log=lines.append).report_dir
+    assert np.isfinite(json.loads((report / "results.json").read_text())["costs"][0]["seam_index"])
     changed = compare_config_from_dict(
         {**TINY, "variants": [{"name": "ctx", "overrides": {"partition.margin": [0, 0, 0]}}]}
     )

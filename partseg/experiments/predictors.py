@@ -39,7 +39,10 @@ def model_predictor(name: str, run_dirs: Sequence[Path], spec: EvaluationSpec) -
         return prediction.labels, prediction.probabilities
 
     params = sum(int(m.model.num_parameters()) for m in predictor.members)
-    return Predictor(name, predict, tuple(predictor.partition.core), params, predictor.key)
+    # Only the grid has tile faces; exact and none equal model(volume), seam-free by construction
+    # (a seam index there measures where tumour borders cross the grid, see docs/stitching.md).
+    core = tuple(predictor.partition.core) if predictor.mode_name == "grid" else None
+    return Predictor(name, predict, core, params, predictor.key)
 
 
 def _quiet(message: str) -> None:

@@ -231,7 +231,9 @@ def markdown_report(
         "Memory: `peak_memory_mb` is the CUDA peak allocated during training; on CPU, "
         "`saved_activation_mb` is the size of the tensors one training step keeps for backward. "
         "`seam_index`: mean change of the stitched probabilities across core faces divided by the "
-        "mean change inside cores (1.0 = no visible seam). `air_voxels`: foreground voxels "
+        "mean change inside cores (1.0 = no visible seam), for the grid prediction modes only "
+        "(exact and none equal whole-volume inference: no tile faces). `air_voxels`: foreground "
+        "voxels "
         "predicted outside the head (every input channel 0), mean per test case.",
         "",
     ]
