@@ -233,8 +233,7 @@ def markdown_report(
         "`seam_index`: mean change of the stitched probabilities across core faces divided by the "
         "mean change inside cores (1.0 = no visible seam), for the grid prediction modes only "
         "(exact and none equal whole-volume inference: no tile faces). `air_voxels`: foreground "
-        "voxels "
-        "predicted outside the head (every input channel 0), mean per test case.",
+        "voxels predicted outside the head (every input channel 0), mean per test case.",
         "",
     ]
     parts += list(notes) + ([""] if notes else [])
