@@ -82,3 +82,15 @@ def test_json_prints_json_only(tmp_path: Path, capsys) -> None:
                  "brats-simple", "--json"]) == 0  # fmt: skip
     printed = json.loads(capsys.readouterr().out)  # nothing but JSON on stdout
     assert [Path(p).name for p in printed["cases"]] == ["Phantom_001", "Phantom_002"]
+
+
+def test_library_notes_name_the_command_that_runs(tmp_path: Path, capsys) -> None:
+    """One process running several commands (as tools/bench_learning.py does) names each."""
+    import logging
+
+    assert main(["phantom", str(tmp_path / "p"), "--count", "1", "--shape", "16", "24", "24",
+                 "--kind", "brats-simple", "--no-progress"]) == 0  # fmt: skip
+    assert main(["info", str(tmp_path / "missing.zarr")]) == 2  # another command, in this process
+    logging.getLogger("partseg.precision").info("a note")
+    err = capsys.readouterr().err
+    assert "partseg info: a note" in err and "partseg phantom: a note" not in err

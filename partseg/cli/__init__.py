@@ -118,15 +118,28 @@ def one_line(text: str) -> str:
     return " | ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
+class _StderrHandler(logging.Handler):
+    """Writes to the ``sys.stderr`` of the moment (a redirected or captured one included)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # logging must never raise; it reports instead
+            self.handleError(record)
+
+
 def _log_to_stderr(command: str) -> None:
-    """Library notes (logger ``partseg``, e.g. the precision ``auto`` chose) go to stderr."""
+    """Library notes (logger ``partseg``, e.g. the precision ``auto`` chose) go to stderr,
+    prefixed by the running command (also when one process runs several, as the benchmarks do).
+    """
     logger = logging.getLogger("partseg")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(f"partseg {command}: %(message)s"))
+    handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
+        handler = _StderrHandler()
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
+    handler.setFormatter(logging.Formatter(f"partseg {command}: %(message)s"))
 
 
 if __name__ == "__main__":
