@@ -40,6 +40,7 @@ import torch
 from partseg.atomic import atomic_path
 from partseg.errors import CheckpointError, ConfigError
 from partseg.geometry import Partition
+from partseg.names import check_shape
 from partseg.store.regions import Regions
 
 if TYPE_CHECKING:
@@ -208,10 +209,12 @@ def partition_to_dict(partition: Partition) -> dict[str, list[int]]:
 def partition_from_dict(data: dict[str, Any]) -> Partition:
     """Inverse of :func:`partition_to_dict`."""
     return Partition(
-        core=tuple(data["core"]),
-        margin_before=tuple(data["margin_before"]),
-        margin_after=tuple(data["margin_after"]),
-        stride=tuple(data["stride"]),
+        core=check_shape(data["core"], "the checkpoint's partition core"),
+        margin_before=check_shape(
+            data["margin_before"], "the checkpoint's margin", allow_zero=True
+        ),
+        margin_after=check_shape(data["margin_after"], "the checkpoint's margin", allow_zero=True),
+        stride=check_shape(data["stride"], "the checkpoint's stride"),
     )
 
 
@@ -270,12 +273,12 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
         derived = tuple(config.get("data", {}).get("derived_channels", ()))
         build_derive(derived)  # a name this partseg does not know -> CheckpointError below
         regions = Regions.from_json(payload.get("regions"))
-    except (KeyError, TypeError, RuntimeError, ValueError, ConfigError) as err:
+        mapping = {int(k): int(v) for k, v in payload.get("label_mapping", {}).items()}
+    except (KeyError, TypeError, RuntimeError, ValueError, AttributeError, ConfigError) as err:
         raise CheckpointError(
             f"checkpoint {resolved} does not fit this partseg version: {err}"
         ) from err
     model.to(device).eval()
-    mapping = {int(k): int(v) for k, v in payload.get("label_mapping", {}).items()}
     ingest = payload.get("ingest")
     return LoadedModel(
         model=model,

@@ -121,3 +121,38 @@ def test_partition_round_trip(ndim: int) -> None:
     assert back.margin_before == partition.margin_before
     assert back.margin_after == partition.margin_after
     assert back.stride == partition.stride
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("partition", {"core": [0, 8, 8], "margin_before": [2] * 3, "margin_after": [2] * 3,
+                       "stride": [2] * 3}, "partition core"),
+        ("partition", {"core": [8] * 3, "margin_before": [-2, 2, 2], "margin_after": [2] * 3,
+                       "stride": [2] * 3}, "margin"),
+        ("label_mapping", {"four": 3}, "label_mapping|invalid literal"),
+        ("label_mapping", ["0", "1"], "items"),
+    ],
+)  # fmt: skip
+def test_tampered_checkpoint_fields_are_a_clear_error(
+    tmp_path: Path, field: str, value: object, words: str
+) -> None:
+    """A checkpoint is untrusted input: a bad field names the file, never a traceback."""
+    import dataclasses
+
+    from partseg.checkpoint import load_model
+    from partseg.models import ModelConfig, build_model
+
+    cfg = ModelConfig(name="unet", spatial_dims=3, in_channels=1, out_channels=2, depth=2,
+                      base_width=2)  # fmt: skip
+    good = partition_to_dict(make_partition((8, 8, 8), 2, stride=2))
+    payload = _payload(model_config=dataclasses.asdict(cfg),
+                       model_state=build_model(cfg).state_dict(), partition=good,
+                       label_mapping={"0": 0, "1": 1})  # fmt: skip
+    path = tmp_path / "ok.pt"
+    save_checkpoint(path, payload)
+    assert load_model(path).partition.core == (8, 8, 8)
+    save_checkpoint(tmp_path / "bad.pt", {**payload, field: value})
+    with pytest.raises(CheckpointError, match=words) as info:
+        load_model(tmp_path / "bad.pt")
+    assert "bad.pt" in str(info.value)

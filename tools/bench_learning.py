@@ -77,7 +77,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "(default: 60m; 2s with --quick)")  # fmt: skip
     parser.add_argument("--folds", type=int, default=0, help="cross-validation folds of each "
                         "variant, 0 for one train/validation split (default: 0)")  # fmt: skip
-    parser.add_argument("--train-cases", type=int, default=10, help="default: 10")
+    parser.add_argument(
+        "--train-cases",
+        type=int,
+        default=11,
+        help="cases for training and validation (default: 11: 10 train, 1 validates)",
+    )
     parser.add_argument("--test-cases", type=int, default=3, help="held out (default: 3)")
     parser.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
                         help="phantom grid (default: 155 240 240)")  # fmt: skip

@@ -67,6 +67,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def share(text: str) -> float:
+    """A finite share in [0, 1) (a part of a budget kept free)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 <= value < 1):
+        raise argparse.ArgumentTypeError(f"expected a share in [0, 1), e.g. 0.1, got {text!r}")
+    return value
+
+
 def memory_size(text: str) -> str:
     """A ``--gpu-mem`` budget (``4GiB``, ``4GB``, ``4096MiB``, ``6g``) larger than zero; the text
     is kept for the logs (:func:`partseg.train.estimate.parse_size` reads it).

@@ -20,7 +20,7 @@ import json
 import sys
 from typing import Any
 
-from partseg.cli.options import add_deprecated, add_json, add_no_progress, memory_size
+from partseg.cli.options import add_deprecated, add_json, add_no_progress, memory_size, share
 from partseg.cli.train import add_config, add_overrides, load_run_config
 
 
@@ -44,7 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--safety",
-        type=float,
+        type=share,
         default=None,
         metavar="SHARE",
         help="share of the budget to keep free, e.g. 0.1 (default: train.memory_safety, 0.1)",

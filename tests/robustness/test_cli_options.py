@@ -19,6 +19,9 @@ BAD = [
     ["phantom", "out", "--count", "2", "--shape", "0", "8", "8"],
     ["phantom", "out", "--count", "2", "--seed", "-1"],
     ["phantom", "out", "--count", "2", "--prefix", "../x"],
+    ["plan", "tiny", "--gpu-mem", "1GiB", "--safety", "nan"],
+    ["plan", "tiny", "--gpu-mem", "1GiB", "--safety", "1"],
+    ["plan", "tiny", "--gpu-mem", "1GiB", "--safety", "-0.1"],
     ["cv", "tiny", "--folds", "1"],
     ["train", "tiny", "--fold", "-1"],
 ]
