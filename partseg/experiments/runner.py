@@ -19,6 +19,7 @@ from partseg.experiments.prior import leaked_test_cases, prior_note, write_prior
 from partseg.experiments.reporting import run_result, write_compare_report
 from partseg.experiments.training import (
     best_value,
+    check_variants_fit,
     read_history,
     run_dir_of,
     train_variant,
@@ -83,6 +84,7 @@ def _run_compare(
         f"store {store_url}: {len(store.case_ids)} cases, {len(split.test)} held out for test; "
         f"{len(config.variants)} variant(s) x {len(split.folds)} fold(s)"
     )
+    check_variants_fit(config, store, store_url, split)
     run_dirs = {
         (v.name, k): train_variant(config, v, k, store_url, split, out, log=log, progress=progress)
         for v in config.variants

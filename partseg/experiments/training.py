@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,6 +14,9 @@ from partseg.errors import ConfigError
 from partseg.experiments.config import CompareConfig, Variant, experiment_dict
 from partseg.experiments.data import Split
 from partseg.train.rundir import config_changes
+
+if TYPE_CHECKING:
+    from partseg.config.experiment import ExperimentConfig
 
 
 def run_dir_of(out: Path, name: str, fold: int) -> Path:
@@ -37,15 +40,9 @@ def train_variant(
     Raises:
         ConfigError: the run directory holds a run of a different config.
     """
-    from partseg.config import config_from_dict
     from partseg.train.trainer import Trainer
 
-    train_cases, val_cases = split.folds[fold]
-    raw = experiment_dict(
-        config, variant, store=store, train_cases=train_cases, val_cases=val_cases
-    )
-    raw.setdefault("train", {})["progress"] = progress and bool(raw["train"].get("progress", True))
-    experiment = config_from_dict(raw)
+    experiment = variant_experiment(config, variant, fold, store, split, progress=progress)
     run_dir = run_dir_of(out, variant.name, fold)
     changed = config_changes(run_dir, experiment.to_dict())
     if changed:
@@ -66,6 +63,39 @@ def train_variant(
         peak = torch.cuda.max_memory_allocated() / 2**20
         write_json(run_dir / "cost.json", {"peak_memory_mb": peak}, indent=None)
     return run_dir
+
+
+def variant_experiment(
+    config: CompareConfig, variant: Variant, fold: int, store: str, split: Split, *,
+    progress: bool = True,
+) -> ExperimentConfig:  # fmt: skip
+    """The training config of one variant on one fold of the split."""
+    from partseg.config import config_from_dict
+
+    train_cases, val_cases = split.folds[fold]
+    raw = experiment_dict(
+        config, variant, store=store, train_cases=train_cases, val_cases=val_cases
+    )
+    raw.setdefault("train", {})["progress"] = progress and bool(raw["train"].get("progress", True))
+    return config_from_dict(raw)
+
+
+def check_variants_fit(config: CompareConfig, store: Any, url: str, split: Split) -> None:
+    """Every variant fits the store (channels, class weights, margin) before any trains.
+
+    Raises:
+        ConfigError: each variant that does not fit, with its problems, in one message.
+    """
+    from partseg.config.storefit import fit_to_store
+
+    problems = []
+    for variant in config.variants:
+        try:
+            fit_to_store(variant_experiment(config, variant, 0, url, split), store)
+        except ConfigError as err:
+            problems.append(f"variant {variant.name}: {err}")
+    if problems:
+        raise ConfigError("; ".join(problems) + " (nothing was trained)")
 
 
 def _reset_cuda_peak(device: str) -> bool:
