@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from partseg.cli import build_parser
+from partseg.infer.blends import BLENDS
+from partseg.infer.modes import MODES
 from partseg.losses import LOSSES
 from partseg.metrics import HD95_CONVENTIONS, METRICS
 from partseg.models import MODELS
@@ -24,6 +26,8 @@ KINDS = {
     "metric": METRICS.names(),
     "HD95 convention": HD95_CONVENTIONS.names(),
     "precision mode": PRECISION_MODES,
+    "prediction mode": MODES.names(),
+    "blend mode": BLENDS.names(),
 }
 
 
@@ -42,5 +46,8 @@ def _choices(command: str, dest: str) -> tuple[str, ...]:
 def test_cli_choices_come_from_the_registries() -> None:
     assert _choices("evaluate", "hd95") == HD95_CONVENTIONS.names()
     assert _choices("ingest", "layout") == ("auto", *LAYOUTS.names())
+    assert _choices("predict", "partition") == MODES.names()
+    assert _choices("predict", "blend") == BLENDS.names()
+    assert _choices("predict", "amp") == _choices("train", "amp") == tuple(PRECISION_MODES)
     help_text = build_parser()._subparsers._group_actions[0].choices["evaluate"].format_help()
     assert re.search(r"default:\s+max_directed", help_text)

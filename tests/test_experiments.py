@@ -496,6 +496,6 @@ def test_cascade_second_stage_trains_on_the_upsampled_low_res_prediction(tmp_pat
 def test_every_variant_is_checked_against_the_store_before_any_trains(tmp_path: Path) -> None:
     wide = {"name": "wide", "overrides": {"partition.margin": [40, 40, 40]}}
     cfg = compare_config_from_dict({**TINY, "variants": [*TINY["variants"], wide]})
-    with pytest.raises(ConfigError, match="variant wide: .*partition.margin.*nothing was trained"):
+    with pytest.raises(ConfigError, match=r"variant wide: .*margin.*nothing was trained"):
         run_compare(cfg, tmp_path / "cmp", progress=False, log=lambda _: None)
     assert not (tmp_path / "cmp/runs").exists()  # the first variant did not train first
