@@ -109,13 +109,14 @@ def run(args: argparse.Namespace) -> int:
             if ctx.is_main:
                 summary = json.loads(summary_path.read_text())
                 records.append({"fold": fold, **summary["best"].get("record", {})})
+        result = {"folds": records, "summary": summarize_folds(records)}
+        if ctx.is_main:  # written under the lock: a second cv cannot interleave its summary
+            write_json(out / "cv_summary.json", result)
     finally:
         if lock is not None:
             lock.release()
         shutdown(ctx)
     if ctx.is_main:
-        result = {"folds": records, "summary": summarize_folds(records)}
-        write_json(out / "cv_summary.json", result)
         if args.json:
             print(json.dumps({"out": str(out), **result}, indent=2))
             return 0
