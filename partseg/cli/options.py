@@ -56,12 +56,17 @@ positive_int = int_range(1)
 nonnegative_int = int_range(0)
 
 
+def _number(text: str) -> float:
+    """``float(text)``, or NaN when it is not a number (which every range check refuses)."""
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
 def positive_float(text: str) -> float:
     """A finite number > 0 (sizes in mm, seconds)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = _number(text)
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
     return value
@@ -69,10 +74,7 @@ def positive_float(text: str) -> float:
 
 def share(text: str) -> float:
     """A finite share in [0, 1) (a part of a budget kept free)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = _number(text)
     if not (math.isfinite(value) and 0 <= value < 1):
         raise argparse.ArgumentTypeError(f"expected a share in [0, 1), e.g. 0.1, got {text!r}")
     return value
