@@ -131,10 +131,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--probabilities-format",
         choices=("nifti", "zarr"),
-        default="nifti",
+        default=None,
         help="nifti: OUT/<case>_probabilities.nii.gz in the original geometry; zarr: "
         "OUT/<case>_probabilities.zarr float16 (K, Z, Y, X) over the stored case, chunk = core, "
-        "streamed to disk (default: nifti)",
+        "streamed to disk; giving it implies --save-probabilities (default: nifti)",
     )
     p.add_argument(
         "--export",
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     )
     outputs = OutputSettings(
         labels=args.export,
-        probabilities=args.probabilities_format if args.save_probabilities else None,
+        probabilities=args.probabilities_format or ("nifti" if args.save_probabilities else None),
     )
     models = expand_models(args.models, args.folds)
     predictor = CasePredictor.from_checkpoints(models, settings, log=_note)

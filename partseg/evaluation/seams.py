@@ -88,7 +88,8 @@ def seam_section(case_id: str, sources: SeamSources) -> dict[str, dict[str, floa
 
     Metrics: ``seam_index`` (mean |delta p| across core faces / mean |delta p| between interior
     neighbours; 1.0 = no seam; NaN when the prediction has a single core), and with a
-    reference ``max_abs``, ``mean_abs`` and ``changed_label_share`` (argmax differs), all from
+    reference ``max_abs``, ``mean_abs`` and ``changed_label_share`` (the label differs: argmax,
+    or the region rule when the file records ``region_order``), all from
     :mod:`partseg.infer.seams`, streamed slab by slab.
 
     Raises:
@@ -118,5 +119,6 @@ def seam_section(case_id: str, sources: SeamSources) -> dict[str, dict[str, floa
                 f"{tuple(reference.shape)} differ in shape (K, Z, Y, X)",
                 "use a reference predicted from the same store and model",
             )
-        metrics.update(reference_error(stitched, reference))
+        order = stitched.attrs.get("region_order")  # recorded by predict for region models
+        metrics.update(reference_error(stitched, reference, region_order=order))
     return {SEAM_TARGET: metrics}

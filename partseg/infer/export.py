@@ -105,18 +105,28 @@ def labels_to_original_grid(
 
 
 def probabilities_to_original_grid(
-    probabilities: np.ndarray, attrs: Mapping[str, Any]
+    probabilities: np.ndarray, attrs: Mapping[str, Any], *, regions: bool = False
 ) -> np.ndarray:
     """(K, Z, Y, X) over the stored case -> (K, *original_shape), background outside the crop.
 
-    Background is probability 1 of class 0 for K > 1 channels, and foreground probability 0 for
-    one channel (the sigmoid output of a binary model).
+    Background is probability 1 of class 0 for K > 1 softmax classes, and probability 0 of
+    every channel for one sigmoid channel (a binary model) or for ``regions`` (one sigmoid per
+    region of a region model: no region outside the crop).
+
+    Example:
+        >>> attrs = {"crop_box": {"start": [1, 0, 0], "size": [1, 1, 1]}}
+        >>> attrs["original_shape"] = [2, 1, 1]
+        >>> p = np.full((2, 1, 1, 1), 0.5, np.float32)
+        >>> probabilities_to_original_grid(p, attrs)[:, 0, 0, 0].tolist()
+        [1.0, 0.0]
+        >>> probabilities_to_original_grid(p, attrs, regions=True)[:, 0, 0, 0].tolist()
+        [0.0, 0.0]
     """
     crop, original = crop_box_of(attrs, probabilities.shape[1:])
     if tuple(probabilities.shape[1:]) != crop.size:
         probabilities = resize_linear(probabilities, crop.size)
     full = np.zeros((probabilities.shape[0], *original), probabilities.dtype)
-    if probabilities.shape[0] > 1:
+    if probabilities.shape[0] > 1 and not regions:
         full[0] = 1
     full[(slice(None), *crop.slices())] = probabilities
     return full
@@ -202,6 +212,7 @@ def export_case(
     label_mapping: Mapping[int, int],
     *,
     probabilities: np.ndarray | None = None,
+    regions: bool = False,
 ) -> list[Path]:
     """Write ``OUT/<case>.nii.gz`` (and ``OUT/<case>_probabilities.nii.gz``) in original geometry.
 
@@ -211,6 +222,8 @@ def export_case(
         out_dir: output folder (must exist).
         label_mapping: the store's original value -> class id mapping.
         probabilities: optional (K, Z, Y, X) probabilities, saved as float32 NIfTI.
+        regions: the probabilities are a region model's sigmoids (0 outside the crop, not
+            class 0).
 
     Example:
         >>> # export_case(store["BraTS_001"], labels, "out", store.label_mapping)
@@ -224,7 +237,9 @@ def export_case(
         path = Path(out_dir) / f"{case.id}.nii.gz"
         written.append(save_nifti(path, original, affine, header))
     if probabilities is not None:
-        full = probabilities_to_original_grid(np.asarray(probabilities, np.float32), attrs)
+        full = probabilities_to_original_grid(
+            np.asarray(probabilities, np.float32), attrs, regions=regions
+        )
         path = Path(out_dir) / f"{case.id}_probabilities.nii.gz"
         written.append(save_nifti(path, full, affine, header))
     return written

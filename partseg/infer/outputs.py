@@ -138,7 +138,9 @@ def write_prediction(
     if outputs.probabilities == "nifti":
         probabilities = np.asarray(prediction.probabilities)
     labels = prediction.labels if outputs.labels == "nifti" else None
-    written += export_case(case, labels, out, label_mapping, probabilities=probabilities)
+    written += export_case(
+        case, labels, out, label_mapping, probabilities=probabilities, regions=prediction.regions
+    )
     order = {name: i for i, name in enumerate(outputs.names(case.id))}
     return sorted(written, key=lambda p: order.get(p.name, len(order)))
 

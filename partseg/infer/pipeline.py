@@ -76,11 +76,14 @@ class Prediction:
         labels: (Z, Y, X) uint8 class ids over the stored case, post-processed.
         probabilities: (K, Z, Y, X) probabilities (numpy, or the zarr array they were streamed
             to), or None when only labels were asked for.
+        regions: the probabilities are one sigmoid per region (a region model), not softmax
+            classes.
     """
 
     case_id: str
     labels: np.ndarray
     probabilities: Any | None = None
+    regions: bool = False
 
 
 class CasePredictor:
@@ -306,7 +309,8 @@ class CasePredictor:
             keep_largest=self.settings.keep_largest,
             inside=case_nonzero_mask(case) if self.settings.nonzero_mask else None,
         )
-        return Prediction(str(case.id), labels, result if probabilities else None)
+        kept = result if probabilities else None
+        return Prediction(str(case.id), labels, kept, regions=self.regions is not None)
 
 
 def labels_of(

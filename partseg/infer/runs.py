@@ -271,6 +271,8 @@ def _predict_one(
     sink = None
     if outputs.probabilities == "zarr":
         attrs = {"case_id": case.id, "core": list(predictor.partition.core)}
+        if predictor.region_order is not None:  # labels by the region rule, not argmax
+            attrs["region_order"] = list(predictor.region_order)
         sink = zarr_sink(out / outputs.names(case.id)[-1], attrs)
     prediction = predictor.predict(
         case, probabilities=outputs.probabilities is not None, dtype=np.float16, sink=sink,

@@ -24,19 +24,27 @@ from partseg.errors import GeometryError
 from partseg.infer.stitch import labels_from_probabilities
 
 
-def reference_error(stitched: Any, reference: Any, *, slab: int = 32) -> dict[str, float]:
+def reference_error(
+    stitched: Any,
+    reference: Any,
+    *,
+    region_order: Sequence[int] | None = None,
+    slab: int = 32,
+) -> dict[str, float]:
     """Error of a stitched prediction against the whole-volume reference.
 
     Args:
         stitched: (K, Z, Y, X) probabilities (softmax, or one sigmoid channel), numpy or zarr;
             logits work for K > 1 (argmax is the same) but not for one channel.
         reference: the same values from whole-volume inference.
+        region_order: the class id of each channel of a region model (one sigmoid per region,
+            labelled by nnU-Net's region rule); None for classes.
         slab: Z slices processed at a time.
 
     Returns:
         ``max_abs``, ``mean_abs`` and ``changed_label_share`` (the label of
-        :func:`~partseg.infer.stitch.labels_from_probabilities` differs: argmax over K, or
-        ``p > 0.5`` for one channel).
+        :func:`~partseg.infer.stitch.labels_from_probabilities` differs: argmax over K,
+        ``p > 0.5`` for one channel, or the region rule).
 
     Example:
         >>> a = np.zeros((2, 1, 2, 2)); b = a.copy(); b[1, 0, 0, 0] = 1
@@ -55,7 +63,8 @@ def reference_error(stitched: Any, reference: Any, *, slab: int = 32) -> dict[st
         diff = np.abs(a - b)
         max_abs = max(max_abs, float(diff.max()))
         total += float(diff.sum())
-        changed += int((labels_from_probabilities(a) != labels_from_probabilities(b)).sum())
+        a_labels = labels_from_probabilities(a, region_order)
+        changed += int((a_labels != labels_from_probabilities(b, region_order)).sum())
     voxels = int(np.prod(stitched.shape[1:]))
     return {
         "max_abs": max_abs,
@@ -130,9 +139,15 @@ def seam_index(values: Any, core: Sequence[int], *, slab: int | None = None) -> 
     return (face_sum / faces) / (inner_sum / inner)
 
 
-def seam_report(values: Any, core: Sequence[int], reference: Any | None = None) -> dict:
+def seam_report(
+    values: Any,
+    core: Sequence[int],
+    reference: Any | None = None,
+    *,
+    region_order: Sequence[int] | None = None,
+) -> dict:
     """Seam index, plus the reference errors when a whole-volume reference is given."""
     report: dict[str, float] = {"seam_index": seam_index(values, core)}
     if reference is not None:
-        report.update(reference_error(values, reference))
+        report.update(reference_error(values, reference, region_order=region_order))
     return report

@@ -103,6 +103,28 @@ def test_the_pipeline_predicts_region_probabilities_and_ordered_labels(mode: str
     np.testing.assert_array_equal(only_labels.labels, prediction.labels)
 
 
+def test_exported_region_probabilities_are_zero_outside_the_crop(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    from partseg.infer.outputs import OutputSettings, write_prediction
+
+    case = _case()
+    original = (SHAPE[0] + 3, SHAPE[1], SHAPE[2] + 2)
+    case.attrs.update(crop_box={"start": [2, 0, 1], "size": list(SHAPE)},
+                      original_shape=list(original))  # fmt: skip
+    prediction = _predictor(_model()).predict(case)
+    assert prediction.regions
+    mapping = {v: v for v in range(4)}
+    write_prediction(prediction, case, tmp_path, mapping, OutputSettings(probabilities="nifti"))
+    full = np.asarray(nib.load(tmp_path / "c1_probabilities.nii.gz").dataobj).transpose(3, 2, 1, 0)
+    assert full.shape == (3, *original)
+    inside = (slice(None), slice(2, 2 + SHAPE[0]), slice(None), slice(1, 1 + SHAPE[2]))
+    np.testing.assert_allclose(full[inside], prediction.probabilities, atol=1e-6)
+    outside = np.ones(original, bool)
+    outside[inside[1:]] = False
+    assert outside.any() and not full[:, outside].any()  # no region (not "whole tumour") outside
+
+
 def test_a_region_ensemble_averages_sigmoids() -> None:
     a, b = _model(seed=1), _model(seed=2)
     ensemble = EnsembleModel([a, b], sigmoid=True).eval()

@@ -24,6 +24,14 @@ def test_reference_error_counts_changed_labels():
     assert error["changed_label_share"] == pytest.approx(2 / 60)
 
 
+def test_reference_error_labels_region_models_by_the_region_rule():
+    # whole tumour, tumour core, enhancing: the argmax and the region rule disagree here
+    a = np.array([0.9, 0.8, 0.2], np.float32).reshape(3, 1, 1, 1)
+    b = np.array([0.9, 0.8, 0.7], np.float32).reshape(3, 1, 1, 1)  # enhancing above 0.5
+    assert reference_error(a, b)["changed_label_share"] == 0  # argmax: channel 0 in both
+    assert reference_error(a, b, region_order=(1, 2, 3))["changed_label_share"] == 1  # 2 -> 3
+
+
 @pytest.mark.parametrize("slab", [2, 4, None])
 def test_seam_index_is_one_for_smooth_and_large_for_a_step_on_faces(slab):
     z, y, x = np.meshgrid(np.arange(8.0), np.arange(6.0), np.arange(6.0), indexing="ij")

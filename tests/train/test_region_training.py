@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import zarr
 
 from partseg.checkpoint import load_checkpoint, load_model, save_checkpoint
 from partseg.cli import main
@@ -149,6 +150,12 @@ def test_labels_come_back_in_the_dataset_values_by_the_region_order(region_run, 
         expected = values[predictor.predict(case).labels]
         np.testing.assert_array_equal(labels[case.crop_box.slices()], expected)
         assert set(np.unique(labels)) <= {0, 2, 4, 6}
+    # zarr probabilities record the region order, so seam measures label them by the rule
+    zarr_out = tmp_path / "zarr"
+    assert main(["predict", str(run), "--store", store_path, "--out", str(zarr_out),
+                 "--probabilities-format", "zarr", "--cases", store.case_ids[0]]) == 0  # fmt: skip
+    stored = zarr.open_array(str(zarr_out / f"{store.case_ids[0]}_probabilities.zarr"), mode="r")
+    assert stored.attrs["region_order"] == [1, 2, 3] and stored.shape[0] == 3
 
 
 def test_a_flat_imagests_folder_predicts_like_the_store(region_run, tmp_path, capsys) -> None:
