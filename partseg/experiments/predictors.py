@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from partseg.experiments.config import CascadeSpec, EvaluationSpec
+
+if TYPE_CHECKING:
+    from partseg.infer.settings import PredictSettings
 
 
 @dataclass
@@ -23,16 +26,21 @@ class Predictor:
     key: str  # changes when the checkpoints change
 
 
-def model_predictor(name: str, run_dirs: Sequence[Path], spec: EvaluationSpec) -> Predictor:
-    """The prediction of one run, or the ensemble of several (the shared CasePredictor)."""
-    from partseg.infer.pipeline import CasePredictor
+def predict_settings(spec: EvaluationSpec) -> PredictSettings:
+    """The :class:`~partseg.infer.settings.PredictSettings` of the evaluation section."""
     from partseg.infer.settings import PredictSettings
 
-    settings = PredictSettings(
+    return PredictSettings(
         mode=spec.partition, blend=spec.blend, overlap=spec.overlap, batch_size=spec.batch_size,
         nonzero_mask=spec.nonzero_mask,
     )  # fmt: skip
-    predictor = CasePredictor.from_checkpoints(run_dirs, settings, log=_quiet)
+
+
+def model_predictor(name: str, run_dirs: Sequence[Path], spec: EvaluationSpec) -> Predictor:
+    """The prediction of one run, or the ensemble of several (the shared CasePredictor)."""
+    from partseg.infer.pipeline import CasePredictor
+
+    predictor = CasePredictor.from_checkpoints(run_dirs, predict_settings(spec), log=_quiet)
 
     def predict(case: Any) -> tuple[np.ndarray, np.ndarray]:
         prediction = predictor.predict(case)  # probabilities float32 (K, Z, Y, X)
@@ -50,24 +58,17 @@ def _quiet(message: str) -> None:
 
 
 def cascade_predictor(spec: CascadeSpec, coarse: Path, fine: Path, ev: EvaluationSpec) -> Predictor:
-    """The coarse-to-fine cascade of two trained runs."""
-    import torch
+    """The coarse-to-fine cascade of two trained runs, each through its CasePredictor."""
+    from partseg.checkpoint import checkpoint_key
+    from partseg.infer.cascade import predict_cascade
+    from partseg.infer.pipeline import CasePredictor
 
-    from partseg.checkpoint import checkpoint_key, load_model
-    from partseg.devices import resolve_device
-    from partseg.infer.cascade import Stage, predict_cascade
-
-    device = resolve_device("auto")
-    a, b = load_model(coarse, device=device), load_model(fine, device=device)
+    settings = predict_settings(ev)
+    a = CasePredictor.from_checkpoints([coarse], settings, log=_quiet)
+    b = CasePredictor.from_checkpoints([fine], settings, log=_quiet)
 
     def predict(case: Any) -> tuple[np.ndarray, None]:
-        with torch.no_grad():
-            result = predict_cascade(
-                Stage(a.model, a.partition, a.layout, a.derive),
-                Stage(b.model, b.partition, b.layout, b.derive),
-                case, voi_size=spec.voi, min_size=spec.min_size, batch_size=ev.batch_size,
-                device=device,
-            )  # fmt: skip
+        result = predict_cascade(a, b, case, voi_size=spec.voi, min_size=spec.min_size)
         return result.labels.astype(np.uint8), None
 
     key = checkpoint_key([coarse, fine])

@@ -1,17 +1,20 @@
 """Coarse-to-fine cascade (Chen et al., aneurysms in TOF-MRA).
 
-1. A coarse model segments the whole case by minicubes (:func:`~partseg.infer.predictor.
-   predict_case`, labels only).
+1. A coarse model segments the whole case through its
+   :class:`~partseg.infer.pipeline.CasePredictor` (labels only): the same mode, precision,
+   flips, channel order, region rule and post-processing as ``partseg predict``.
 2. Its connected foreground components become region proposals (:func:`propose_regions`):
    centre and bounding box of each.
 3. A fine model segments a fixed-size volume of interest (VOI, 64^3 in the paper) centred on
    each proposal. The VOI is the fine model's *core*; its trained margin is read around it with
    the zero pad rule, so a VOI at the volume edge is handled like any minicube.
-4. The fine probabilities are pasted back (averaged where VOIs overlap); everything outside the
-   VOIs is background.
+4. The fine probabilities are pasted back (averaged where VOIs overlap) and labelled by the fine
+   model's rule (argmax, ``p > 0.5`` for one channel, or the region order); everything outside
+   the VOIs is background. The fine predictor's post-processing (nonzero mask, small
+   components, largest component) then applies to the pasted labels.
 
 Derived input channels (the paper's Sobel vessel contour) come from :mod:`partseg.channels`
-(``data.derived_channels``) through the ``derive`` argument, the same function the dataset
+(``data.derived_channels``) through each predictor's ``derive``, the same function the dataset
 applies at training.
 """
 
@@ -19,29 +22,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from partseg.errors import GeometryError
-from partseg.geometry import Box, Minicube, Partition
+from partseg.geometry import Box, Minicube
 from partseg.infer.postprocess import components
-from partseg.infer.predictor import (
-    Derive,
-    crop_output,
-    forward,
-    network_input,
-    output_channels,
-    predict_case,
-)
-from partseg.infer.stitch import (
-    Stitcher,
-    activate,
-    default_activation,
-    labels_from_probabilities,
-)
-from partseg.precision import Precision
+from partseg.infer.predictor import crop_output, forward, network_input
+from partseg.infer.stitch import activate, default_activation, labels_from_probabilities
+
+if TYPE_CHECKING:
+    from partseg.infer.pipeline import CasePredictor
 
 
 @dataclass(frozen=True)
@@ -51,16 +44,6 @@ class Region:
     size: int  # voxels
     centre: tuple[int, ...]  # rounded centroid (Z, Y, X)
     box: Box  # bounding box of the component
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A model and the geometry it was trained with."""
-
-    model: torch.nn.Module
-    partition: Partition
-    layout: Any
-    derive: Derive | None = None
 
 
 @dataclass
@@ -114,89 +97,85 @@ def voi_box(centre: Sequence[int], size: Sequence[int], shape: Sequence[int]) ->
 
 
 def predict_cascade(
-    coarse: Stage,
-    fine: Stage,
+    coarse: CasePredictor,
+    fine: CasePredictor,
     case: Any,
     *,
     voi_size: int | Sequence[int] = 64,
     min_size: int = 1,
     max_regions: int | None = None,
-    batch_size: int = 2,
-    device: str | torch.device = "cpu",
-    precision: Precision | None = None,
-    tta: bool = False,
 ) -> CascadeResult:
     """Coarse proposals, fine segmentation of a VOI around each, pasted back.
 
     Args:
-        coarse: the proposal model (any partseg model; predicted by minicubes).
-        fine: a 3D model segmenting VOIs; its partition's margins are read around each VOI.
+        coarse: the proposal model's predictor (any partseg model, in its settings' mode).
+        fine: a 3D model's predictor; the VOIs are read with its trained margins, on its
+            device, precision, flips and batch size.
         case: a store ``Case`` or :class:`~partseg.infer.predictor.ArrayCase`.
         voi_size: VOI edge (per axis); a multiple of the fine model's stride.
         min_size: ignore coarse components smaller than this many voxels.
         max_regions: keep at most this many (largest) proposals.
 
     Example:
-        >>> # result = predict_cascade(Stage(dm.model, dm.partition, dm.layout),
-        >>> #                          Stage(unet.model, unet.partition, unet.layout,
-        >>> #                                derive=add_sobel_channel), case)
+        >>> # settings = PredictSettings(mode="exact")
+        >>> # result = predict_cascade(CasePredictor.from_checkpoints(["runs/coarse"], settings),
+        >>> #                          CasePredictor.from_checkpoints(["runs/fine"], settings),
+        >>> #                          store["case_001"], voi_size=64)
     """
     shape = tuple(int(s) for s in case.shape)
-    k = output_channels(coarse.model)
-    stitcher = Stitcher(
-        shape, coarse.partition, k, activation=default_activation(k), output="labels"
-    )
-    coarse_labels = predict_case(
-        coarse.model, case, coarse.partition, coarse.layout, batch_size=batch_size,
-        device=device, precision=precision, tta=tta, stitcher=stitcher, derive=coarse.derive,
-    )  # fmt: skip
+    coarse_labels = coarse.predict(case, probabilities=False).labels
     regions = propose_regions(coarse_labels, min_size=min_size, max_regions=max_regions)
     size = (voi_size,) * 3 if isinstance(voi_size, int) else tuple(voi_size)
     _check_fine(fine, size)
     vois = [voi_box(r.centre, size, shape) for r in regions]
-    outputs = _fine_outputs(fine, case, vois, batch_size, device, precision, tta)
-    labels = _paste(outputs, vois, shape)
+    outputs = _fine_outputs(fine, fine.in_model_order(case), vois)
+    labels = fine.finish(_paste(outputs, vois, shape, fine.region_order), case)
     return CascadeResult(labels, coarse_labels, regions, vois)
 
 
-def _check_fine(fine: Stage, size: Sequence[int]) -> None:
+def _check_fine(fine: CasePredictor, size: Sequence[int]) -> None:
     if int(fine.layout.spatial_dims) != 3:
         raise GeometryError("the cascade's fine model must be 3D (it segments cubic VOIs)")
-    stride = fine.partition.stride
+    stride = fine.trained_partition.stride
     if any(n % s for n, s in zip(size, stride, strict=True)):
         raise GeometryError(
             f"VOI size {tuple(size)} is not a multiple of the fine model's stride {stride}"
         )
 
 
-def _fine_outputs(
-    fine: Stage,
-    case: Any,
-    vois: list[Box],
-    batch_size: int,
-    device: str | torch.device,
-    precision: Precision | None,
-    tta: bool,
-) -> list[np.ndarray]:
+def _fine_outputs(fine: CasePredictor, case: Any, vois: list[Box]) -> list[np.ndarray]:
     """Fine probabilities (K, *voi) for every VOI, its trained margin read around it.
 
-    Softmax over K > 1 channels, the sigmoid foreground probability for a one-channel model.
+    Softmax over K > 1 classes, the sigmoid of a one-channel model or of every region.
     """
-    p = fine.partition
-    activation = default_activation(output_channels(fine.model))
+    p, batch_size = fine.trained_partition, fine.settings.batch_size
+    activation = default_activation(fine.out_channels, regions=fine.regions is not None)
     cubes = [Minicube(v.start, v.size, p.margin_before, p.margin_after) for v in vois]
     outputs: list[np.ndarray] = []
-    for start in range(0, len(cubes), batch_size):
-        batch = cubes[start : start + batch_size]
-        x = np.stack([network_input(case, c, fine.layout, fine.derive) for c in batch])
-        logits = forward(fine.model, torch.from_numpy(x).to(device), precision=precision, tta=tta)
-        for cube, out in zip(batch, logits, strict=True):
-            core = crop_output(out, cube, cube.core_box)
-            outputs.append(activate(core.cpu().numpy(), activation))
+    was_training = fine.model.training
+    fine.model.eval()
+    try:
+        for start in range(0, len(cubes), batch_size):
+            batch = cubes[start : start + batch_size]
+            x = np.stack([network_input(case, c, fine.layout, fine.derive) for c in batch])
+            logits = forward(
+                fine.model, torch.from_numpy(x).to(fine.device), precision=fine.precision,
+                tta=fine.settings.tta,
+            )  # fmt: skip
+            for cube, out in zip(batch, logits, strict=True):
+                core = crop_output(out, cube, cube.core_box)
+                outputs.append(activate(core.cpu().numpy(), activation))
+    finally:
+        fine.model.train(was_training)
     return outputs
 
 
-def _paste(outputs: list[np.ndarray], vois: list[Box], shape: Sequence[int]) -> np.ndarray:
+def _paste(
+    outputs: list[np.ndarray],
+    vois: list[Box],
+    shape: Sequence[int],
+    region_order: Sequence[int] | None = None,
+) -> np.ndarray:
     """Average overlapping VOI probabilities inside their union box; background elsewhere."""
     labels = np.zeros(shape, np.uint8)
     if not vois:
@@ -212,7 +191,7 @@ def _paste(outputs: list[np.ndarray], vois: list[Box], shape: Sequence[int]) -> 
         count[local] += 1
     covered = count > 0
     mean = total / np.maximum(count, 1.0)  # (K, *union): the average where VOIs overlap
-    region_labels = labels_from_probabilities(mean)
+    region_labels = labels_from_probabilities(mean, region_order)
     labels[union.slices()] = np.where(covered, region_labels, 0)
     return labels
 

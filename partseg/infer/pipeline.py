@@ -106,6 +106,7 @@ class CasePredictor:
 
     Attributes:
         mode_name: the mode used (the requested one, or the fallback).
+        trained_partition: the partition the model was trained on (``partition`` argument).
         partition: the grid partition used: context margins grown by ``overlap``.
         overlap: voxels each predicted region reaches beyond its core, per side and axis.
         device, precision: resolved from the settings.
@@ -143,6 +144,7 @@ class CasePredictor:
         if self.mode_name != "grid" and (settings.margin is not None or settings.blend != "crop"):
             self.log(f"note: margin, blend and overlap shape the grid; mode {self.mode_name!r} "
                      "ignores them")  # fmt: skip
+        self.trained_partition = partition
         context = context_partition(model, partition, layout, settings.margin)
         self.overlap = overlap_per_side(settings.overlap, settings.blend, context.core)
         self.partition = blend_partition(context, self.overlap, per_side=settings.margin == "exact")
@@ -303,14 +305,19 @@ class CasePredictor:
         finally:
             self.model.train(was_training)
         labels = labels_of(result, self.region_order) if probabilities else np.asarray(result)
-        labels = postprocess(
+        labels = self.finish(labels, case)
+        kept = result if probabilities else None
+        return Prediction(str(case.id), labels, kept, regions=self.regions is not None)
+
+    def finish(self, labels: np.ndarray, case: Any) -> np.ndarray:
+        """The settings' post-processing of ``case``'s labels: nonzero mask, small components
+        removed, largest component kept (each if asked)."""
+        return postprocess(
             labels,
             min_component_size=self.settings.min_component_size,
             keep_largest=self.settings.keep_largest,
             inside=case_nonzero_mask(case) if self.settings.nonzero_mask else None,
         )
-        kept = result if probabilities else None
-        return Prediction(str(case.id), labels, kept, regions=self.regions is not None)
 
 
 def labels_of(

@@ -15,7 +15,6 @@ from partseg.cli import main
 from partseg.dataset import InputLayout
 from partseg.errors import CheckpointError, GeometryError
 from partseg.geometry import Box, make_partition, padded_shape
-from partseg.infer.cascade import Stage, predict_cascade
 from partseg.infer.ensemble import EnsembleModel
 from partseg.infer.export import probabilities_to_original_grid
 from partseg.infer.partitions import exact_partition
@@ -197,33 +196,6 @@ def test_reference_error_thresholds_one_channel_probabilities():
     a = np.array([[[[0.2, 0.6, 0.4, 0.9]]]], np.float32)  # (1, 1, 1, 4)
     b = np.array([[[[0.3, 0.4, 0.45, 0.8]]]], np.float32)  # labels change at one voxel of 4
     assert reference_error(a, b)["changed_label_share"] == 0.25
-
-
-class OneChannelThreshold(torch.nn.Module):
-    """A sigmoid 'model' whose foreground logit is the input minus 0.5."""
-
-    out_channels = 1
-    total_stride = 1
-    receptive_field = 1
-
-    def forward(self, x):
-        return x[:, :1] - 0.5
-
-
-def test_cascade_with_one_channel_models_thresholds_sigmoid_probabilities():
-    image = np.zeros((1, 12, 12, 12), np.float32)
-    image[0, 2:5, 3:6, 4:7] = 1
-    image[0, 2:5, 3:6, 8:10] = 1  # a second blob whose VOI overlaps the first one's
-    case = ArrayCase("c", image)
-    stage = Stage(OneChannelThreshold(), make_partition((4, 4, 4), 1), InputLayout(3))
-    result = predict_cascade(stage, stage, case, voi_size=6)
-    expected = (image[0] > 0.5).astype(np.uint8)
-    np.testing.assert_array_equal(result.coarse, expected)
-    assert len(result.vois) == 2
-    overlap_start = max(v.start[2] for v in result.vois)
-    assert overlap_start < min(v.stop[2] for v in result.vois)  # the VOIs share voxels
-    # averaged (not summed) sigmoid probabilities: background stays 0 where the VOIs overlap
-    np.testing.assert_array_equal(result.labels, expected)
 
 
 def test_exported_one_channel_probabilities_are_zero_outside_the_crop():
