@@ -127,8 +127,8 @@ def validate_cases(
         store: the store holding the cases.
         case_ids: the validation cases.
         loss_fn: the training loss, for ``val_loss`` (see :func:`validation_loss`).
-        report: where to write ``{"cases": per-case metrics, "summary": ...}`` as JSON
-            (default: not written).
+        report: where to write ``{"cases": per-case metrics, "summary": ...,
+            "hd95_convention": ...}`` as JSON (default: not written).
 
     Returns:
         ``val_dice``, ``val_dice_<class or region>``, ``val_loss`` (mean over cases) and
@@ -136,7 +136,13 @@ def validate_cases(
         ``val_dice`` is the mean over the regions.
     """
     from partseg.geometry import Box
-    from partseg.metrics import evaluate_case, original_diagonal, regions_for, summarize
+    from partseg.metrics import (
+        DEFAULT_HD95,
+        evaluate_case,
+        original_diagonal,
+        regions_for,
+        summarize,
+    )
 
     classes, trained = store.classes, predictor.regions
     regions = trained.evaluation() if trained is not None else regions_for(classes)
@@ -148,15 +154,18 @@ def validate_cases(
         _, gt = case.read(Box.whole(case.shape))
         diagonal = original_diagonal(case.attrs, case.shape, case.spacing)  # BraTS: 373.13
         results[case_id] = evaluate_case(
-            prediction.labels, gt, classes, case.spacing, regions, max_distance=diagonal
-        )
+            prediction.labels, gt, classes, case.spacing, regions, hd95=DEFAULT_HD95,
+            max_distance=diagonal,
+        )  # fmt: skip
         losses.append(  # the same probabilities
             validation_loss(loss_fn, prediction.probabilities, gt, sigmoid=trained is not None)
         )
         del prediction, gt  # one case in memory at a time
     summary = summarize(results)
     if report is not None:
-        write_run_json(report, {"cases": results, "summary": summary})
+        write_run_json(
+            report, {"cases": results, "summary": summary, "hd95_convention": DEFAULT_HD95}
+        )
     return {
         **dice_record(summary, by="regions" if trained is not None else "classes"),
         "val_loss": float(np.mean(losses)),

@@ -102,6 +102,7 @@ def test_region_training_sigmoid_outputs_and_per_region_validation(region_run) -
     assert record["val_dice"] == pytest.approx(float(np.mean(dices)))
     report = json.loads((run / "validation.json").read_text())
     assert set(report["summary"]["regions"]) == set(names)
+    assert report["hd95_convention"] == "max_directed"  # the report says how HD95 was taken
     # val_loss is the training loss (one sigmoid per region) on the stitched probabilities
     predictor = CasePredictor.from_checkpoints([run / "checkpoints" / "last.pt"],
                                                PredictSettings(device="cpu"))  # fmt: skip
