@@ -19,6 +19,10 @@ per session even when several files show them; those another test already runs e
 :data:`OFFLINE` lists the commands that cannot run here, with the reason (none today).
 
 A failure names the file, the line, the command as documented and as run, and the output.
+
+Commands written inline in the prose (`` `partseg plan CONFIG --gpu-mem SIZE` ``) are synopses
+or fragments that cannot run; each is checked against the CLI's parsers instead: its
+subcommand, every option it names and every literal value of an option with choices exist.
 """
 
 from __future__ import annotations
@@ -441,3 +445,87 @@ def test_covered_commands_are_still_parsed_and_loaded(tmp_path: Path, monkeypatc
 
     with pytest.raises(ConfigError, match=r"nope\.yaml not found"):
         check_covered(["compare", "configs/nope.yaml", "--quick", "--no-progress"])
+
+
+# -- inline commands: `partseg ...` spans in the prose ---------------------------------------------
+#: Inline spans are synopses (``partseg plan CONFIG --gpu-mem SIZE``) or fragments
+#: (``partseg predict ... --margin exact``): they cannot run, but their subcommand, every option
+#: they name and every literal value of an option with choices must exist.
+_INLINE = re.compile(r"(?<!`)`(partseg [^`]+)`(?!`)")
+
+
+def inline_commands(source: str) -> list[DocCommand]:
+    """The ``partseg`` commands written inline (single backticks) outside fenced blocks; a
+    span may wrap onto the next line."""
+    kept, inside = [], False
+    for line in (ROOT / source).read_text().splitlines():
+        if line.lstrip().startswith("```"):
+            inside = not inside
+        kept.append("" if inside or line.lstrip().startswith("```") else line)
+    text = "\n".join(kept)
+    return [
+        DocCommand(source, text.count("\n", 0, m.start()) + 1, " ".join(m.group(1).split()))
+        for m in _INLINE.finditer(text)
+    ]
+
+
+def _subparsers() -> dict[str, object]:
+    import argparse
+
+    from partseg.cli import build_parser
+
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def inline_problems(command: DocCommand, subparsers: dict) -> list[str]:
+    """What in an inline command does not exist: the subcommand, an option, a choice."""
+    tokens = [t.strip("[]") for t in command.text.split()[1:]]
+    if tokens and tokens[0].startswith("<"):  # `partseg <command>: error: ...`, a message form
+        return []
+    if not tokens or tokens[0] not in subparsers:
+        return [f"no subcommand {tokens[:1]}"]
+    options = subparsers[tokens[0]]._option_string_actions
+    problems = []
+    for i, token in enumerate(tokens[1:], start=1):
+        if not token.startswith("-") or token in ("-", "--"):
+            continue
+        name, _, inline_value = token.partition("=")
+        action = options.get(name)
+        if action is None:
+            problems.append(f"no option {name}")
+            continue
+        value = inline_value or (tokens[i + 1] if i + 1 < len(tokens) else "")
+        literal = value and not value.isupper() and value != "..." and "<" not in value
+        choices = [str(c) for c in action.choices or ()]
+        if choices and action.nargs != 0 and literal and value not in choices:
+            problems.append(f"{name} {value}: not one of {choices}")
+    return problems
+
+
+INLINE = [c for source in SOURCES if source.endswith(".md") for c in inline_commands(source)]
+
+
+def test_inline_commands_are_found_and_a_wrong_option_is_named() -> None:
+    assert any(c.text.startswith("partseg plan CONFIG --gpu-mem") for c in INLINE)
+    wrapped = [c for c in INLINE if c.text.endswith("--seam-reference REF_DIR")]
+    assert wrapped and wrapped[0].source == "docs/stitching.md"  # a span wrapping onto two lines
+    subparsers = _subparsers()
+    bad = DocCommand("x.md", 1, "partseg predict RUN --margn 3 --partition gird")
+    modes = list(subparsers["predict"]._option_string_actions["--partition"].choices)
+    assert inline_problems(bad, subparsers) == [
+        "no option --margn",
+        f"--partition gird: not one of {modes}",
+    ]
+    assert inline_problems(DocCommand("x.md", 1, "partseg fly"), subparsers) == [
+        "no subcommand ['fly']"
+    ]
+
+
+def test_inline_commands_name_real_subcommands_options_and_choices() -> None:
+    subparsers = _subparsers()
+    wrong = [
+        f"{c.where()}: {'; '.join(p)}" for c in INLINE if (p := inline_problems(c, subparsers))
+    ]
+    assert not wrong, "\n".join(wrong)
