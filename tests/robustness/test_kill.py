@@ -210,3 +210,21 @@ def test_predict_killed_five_times_resumes_to_the_same_outputs(fx, tmp_path: Pat
         return ["predict", str(fx["run"]), "--store", str(fx["store"]), "--out", str(d / "out")]
 
     crash_and_resume(argv, argv, lambda d: prediction_content(d / "out"), tmp_path, 5)
+
+
+@pytest.mark.slow
+def test_predict_from_a_raw_folder_killed_five_times_resumes_to_the_same_outputs(
+    fx, tmp_path: Path
+) -> None:
+    """``--input``: the temporary ingest is resumed, and removed once every case is written."""
+
+    def argv(d: Path) -> list[str]:
+        return ["predict", str(fx["run"]), "--input", str(fx["raw"]), "--out", str(d / "out")]
+
+    def result(d: Path) -> Any:
+        hidden = sorted(p.name for p in (d / "out").iterdir() if p.name.startswith(".partseg-i"))
+        labels = prediction_content(d / "out")
+        assert len(labels) == 4, sorted(labels)  # every raw case predicted
+        return labels, hidden
+
+    crash_and_resume(argv, argv, result, tmp_path, 6)
