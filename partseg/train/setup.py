@@ -85,6 +85,7 @@ class TrainerSetup:
         split = resolve_split(cfg.data, self.store.case_ids, split_dir)
         self.train_cases = split["train"]
         self.val_cases = split["val"][: cfg.data.max_val_cases or None]
+        self.unvalidated = split["val"][len(self.val_cases) :]  # neither trained nor validated
         if not self.train_cases:
             raise ConfigError(f"no training cases left in {cfg.data.store} after the split")
         self.sampler = make_sampler(
@@ -127,6 +128,14 @@ class TrainerSetup:
             f"{len(self.train_cases)} training / "
             f"{len(self.val_cases)} validation cases"
         )
+        if self.unvalidated and not cfg.data.folds:  # a fold's cases are held out by design
+            drawn = len(self.val_cases) + len(self.unvalidated)
+            self.log(
+                f"note: data.max_val_cases={cfg.data.max_val_cases} validates "
+                f"{len(self.val_cases)} of the {drawn} validation cases; the other "
+                f"{len(self.unvalidated)} take no part in training either (lower "
+                "data.val_fraction to train on them)"
+            )
 
     def _val_predictor(self) -> Any:
         """The prediction pipeline of validation: this model, training's geometry and precision."""

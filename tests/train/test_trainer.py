@@ -250,3 +250,14 @@ def test_ddp_two_cpu_processes_keep_identical_weights(store: str, tmp_path: Path
     single = _state(tmp_path / "one")
     worst = max((single[k].double() - state[k].double()).abs().max().item() for k in state)
     assert worst <= 1e-5, worst
+
+
+def test_validation_cases_left_out_by_max_val_cases_are_named(store: str, tmp_path: Path) -> None:
+    notes: list[str] = []
+    config = tiny(store, "data.val_fraction=0.5", "data.max_val_cases=1")
+    trainer = Trainer(config, tmp_path, log=notes.append)
+    trainer.setup()
+    assert (len(trainer.train_cases), len(trainer.val_cases)) == (2, 1)
+    assert len(trainer.unvalidated) == 1
+    assert not set(trainer.unvalidated) & {*trainer.train_cases, *trainer.val_cases}
+    assert any("validates 1 of the 2 validation cases; the other 1" in n for n in notes)
