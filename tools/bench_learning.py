@@ -13,9 +13,10 @@ Steps (each resumable: a rerun with the same arguments continues where the last 
    store (predictions resampled back, nearest); and the cascade's second stage
    ``configs/brats_cpu_cascade.yaml`` at full resolution on the image plus the 2 mm run's
    (fold 0) prediction (it trains for one more budget: the cascade costs two). The last
-   ``--test-cases`` cases are held out in every comparison. Validation (not counted by the
-   budget, at most 5 times per run) predicts one case (``base.data.max_val_cases=1``): a
-   1 mm case takes minutes on a CPU.
+   ``--test-cases`` cases are held out in every comparison. One of the ``--train-cases``
+   validates (``base.data.val_fraction=1/train-cases``), the others train; validation (not
+   counted by the budget, at most 5 times per run) predicts that one case: a 1 mm case takes
+   minutes on a CPU.
 4. A JSON summary (printed, and written to ``--out``): held-out Dice per region (WT, TC, ET)
    and variant as mean ± sd over folds with the per-case values, paired Wilcoxon tests between
    every two variants over the held-out cases, the budget, steps done and measured step time
@@ -163,7 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         argv = ["compare", str(ROOT / "configs" / f"{recipe}.yaml"), "--store",
                 str(work / f"{store}.zarr"), "--out", str(out), "--budget", args.budget,
                 "--no-progress", f"evaluation.test_cases=[{','.join(test)}]",
-                "base.data.max_val_cases=1"]  # fmt: skip
+                f"base.data.val_fraction={1 / args.train_cases:.6g}"]  # fmt: skip
         if variants:
             argv += ["--variants", ",".join(variants)]
         if store == "low":
@@ -226,7 +227,9 @@ def summarize(
         "benchmark": "learning on realistic phantoms within a time budget (issue 15)",
         "quick": args.quick,
         "data": {"train_cases": args.train_cases, "test_cases": list(test),
-                 "shape": list(args.shape), "seed": args.seed, "low_spacing_mm": list(spacing)},
+                 "shape": list(args.shape), "seed": args.seed, "low_spacing_mm": list(spacing),
+                 "split": {name: out.get("settings", {}).get("training")
+                           for name, out in outputs.items()}},
         "budget": args.budget,
         "folds": args.folds,
         "hardware": hardware,

@@ -35,6 +35,9 @@ def test_quick_benchmark_writes_the_summary_and_resumes(bench, tmp_path: Path, c
     summary = json.loads(out.read_text())
     assert summary["quick"] and summary["budget"] == "1s"
     assert summary["data"]["test_cases"] == ["Phantom_005", "Phantom_006"]
+    # one of the 4 training cases validates, the other 3 train
+    assert summary["data"]["split"] == {"cpu_lowres": "1 fold(s); 3 training / 1 validation "
+                                                      "cases per fold"}  # fmt: skip
     assert list(summary["variants"]) == ["3d_context_2mm"]
     variant = summary["variants"]["3d_context_2mm"]
     assert set(variant["dice"]) == {"WT", "TC", "ET"}
