@@ -96,7 +96,7 @@ def step_trainer(config: ExperimentConfig, device: str | torch.device) -> Any:
     trainer.partition = config.partition.build(config.model.total_stride)
     trainer.layout = config.partition.layout()
     trainer.core_slices = trainer.layout.core_slices(trainer.partition.at((0, 0, 0)))
-    trainer.train_cases, trainer.val_cases = [], []  # no store: no cases
+    trainer.train_cases, trainer.val_cases, trainer.unvalidated = [], [], []  # no store: no cases
     trainer.derive = None  # no derived channels: the batch is already the network input
     trainer._setup_model()
     return trainer
