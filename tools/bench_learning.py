@@ -7,7 +7,9 @@ Steps (each resumable: a rerun with the same arguments continues where the last 
    (default 155 x 240 x 240, BraTS).
 2. ``partseg ingest``: the cases at full resolution (``full.zarr``) and resampled to 2 mm
    (``low.zarr``, ``--spacing 2 2 2``) for the low-resolution recipe.
-3. ``partseg compare`` with ``--budget`` per variant (and ``--folds K``): the BraTS comparison
+3. ``partseg compare`` with ``--budget`` per variant (and ``--folds K``, into
+   ``compare_<name>_folds<K>``: the single split and the cross-validation share the work
+   folder's phantoms and stores): the BraTS comparison
    (``configs/compare_brats.yaml``: 2D, 3D, 3D+context) on the full-resolution store; the CPU
    recipe ``configs/brats_cpu_lowres.yaml`` on the 2 mm store, scored on the full-resolution
    store (predictions resampled back, nearest); and the cascade's second stage
@@ -55,8 +57,8 @@ COMPARES = {
     "cpu_lowres": ("brats_cpu_lowres", "low", None),
     "cpu_cascade": ("brats_cpu_cascade", "full", None),
 }
-#: The cascade's first stage: the low-res comparison's run (fold 0).
-LOWRES_RUN = ("compare_cpu_lowres", "3d_context_2mm")
+#: The cascade's first stage: the low-res comparison's run (fold 0) of this variant.
+LOWRES_RUN = ("cpu_lowres", "3d_context_2mm")
 #: The issue's targets: the best CPU recipe, and every variant of the BraTS comparison.
 CPU_TARGETS = {"WT": 0.80, "TC": 0.60, "ET": 0.55}
 COMPARISON_TARGET = {"WT": 0.5}
@@ -160,7 +162,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     outputs = {}
     for name in args.compares.split(","):
         recipe, store, variants = COMPARES[name]
-        out = work / f"compare_{name}"
+        out = compare_dir(work, name, args.folds)
         argv = ["compare", str(ROOT / "configs" / f"{recipe}.yaml"), "--store",
                 str(work / f"{store}.zarr"), "--out", str(out), "--budget", args.budget,
                 "--no-progress", f"evaluation.test_cases=[{','.join(test)}]",
@@ -170,8 +172,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if store == "low":
             argv.append(f"evaluation.reference_store={work / 'full.zarr'}")
         if recipe == "brats_cpu_cascade":
-            folder, variant = LOWRES_RUN
-            run_dir = work / folder / "runs" / variant / "fold0"
+            lowres, variant = LOWRES_RUN
+            run_dir = compare_dir(work, lowres, args.folds) / "runs" / variant / "fold0"
             if not (run_dir / "summary.json").is_file():
                 raise SystemExit(f"bench_learning: cpu_cascade needs the cpu_lowres run {run_dir}")
             argv += [f"prior.run={run_dir}", f"prior.store={work / 'low.zarr'}"]
@@ -187,6 +189,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     summary["commands"] = log
     summary["wall_seconds"] = {k: round(v, 1) for k, v in stages.items()}
     return summary
+
+
+def compare_dir(work: Path, name: str, folds: int) -> Path:
+    """The output folder of one comparison: a cross-validated one apart from the single split.
+
+    Example:
+        >>> compare_dir(Path("w"), "cpu_lowres", 0), compare_dir(Path("w"), "cpu_lowres", 3)
+        (PosixPath('w/compare_cpu_lowres'), PosixPath('w/compare_cpu_lowres_folds3'))
+    """
+    return work / (f"compare_{name}_folds{folds}" if folds else f"compare_{name}")
 
 
 def summarize(

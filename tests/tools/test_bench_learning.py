@@ -28,6 +28,12 @@ def test_low_spacing_is_twice_the_phantom_voxel(bench) -> None:
     assert bench.low_spacing((78, 120, 120)) == (3.974, 4.0, 4.0)
 
 
+def test_a_cross_validated_comparison_has_its_own_folder(bench) -> None:
+    work = Path("w")
+    assert bench.compare_dir(work, "cpu_lowres", 0) == work / "compare_cpu_lowres"
+    assert bench.compare_dir(work, "cpu_lowres", 3) == work / "compare_cpu_lowres_folds3"
+
+
 def test_quick_benchmark_writes_the_summary_and_resumes(bench, tmp_path: Path, capsys) -> None:
     out, work = tmp_path / "bench.json", tmp_path / "work"
     args = ["--quick", "--compares", "cpu_lowres", "--budget", "1s", "--work", str(work)]
