@@ -399,6 +399,21 @@ def test_compare_budget_and_folds_give_spread_tests_and_hardware(tmp_path: Path)
     report = (out / "report" / "report.md").read_text()
     assert "mean ± standard deviation over folds" in report and "Wilcoxon" in report
     assert (out / "report" / "case_dice.png").read_bytes().startswith(b"\x89PNG")
+    # out of fold: every training case once, scored by the fold that validated on it
+    split = json.loads((out / "split.json").read_text())
+    oof = data["out_of_fold"]
+    for run in oof["runs"]:
+        assert sorted(run["cases"]) == sorted(split["folds"][run["fold"]][1])
+    training = sorted(c for train, val in split["folds"] for c in val)
+    assert len(training) == 4 and not set(training) & set(split["test"])
+    oof_wt = {r["variant"]: r for r in oof["scores"] if r["target"] == "whole_tumor"}
+    assert oof_wt["ctx"]["n"] == 4 and 0 <= oof_wt["ctx"]["dice"] <= 1
+    ctx_cases = [run["cases"] for run in oof["runs"] if run["variant"] == "ctx"]
+    dices = [c[case]["whole_tumor"]["dice"] for c in ctx_cases for case in c]
+    assert oof_wt["ctx"]["dice"] == pytest.approx(np.mean(dices))
+    oof_tests = [r for r in oof["paired_tests"] if r["target"] == "whole_tumor"]
+    assert [(r["a"], r["b"], r["n"]) for r in oof_tests] == [("ctx", "flat", 4)]
+    assert "out-of-fold Dice" in report and "Paired tests over the out-of-fold cases" in report
     with pytest.raises(ConfigError, match="another config"):  # another budget: not mixed
         run_compare(
             compare_config_from_dict(raw, overrides=["budget=2s", "folds=2"]), out,

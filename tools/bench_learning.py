@@ -21,7 +21,9 @@ Steps (each resumable: a rerun with the same arguments continues where the last 
    minutes on a CPU.
 4. A JSON summary (printed, and written to ``--out``): held-out Dice per region (WT, TC, ET)
    and variant as mean ± sd over folds with the per-case values, paired Wilcoxon tests between
-   every two variants over the held-out cases, the budget, steps done and measured step time
+   every two variants over the held-out cases (with ``--folds``: also out-of-fold Dice, every
+   training case scored once by the fold that did not train on it, and the paired tests over
+   those cases), the budget, steps done and measured step time
    per variant, the hardware, the wall time of each stage, and the issue's targets (best CPU
    recipe WT >= 0.80, TC >= 0.60, ET >= 0.55; every BraTS-comparison variant WT >= 0.5).
 
@@ -208,7 +210,7 @@ def summarize(
     spacing: Sequence[float],
 ) -> dict[str, Any]:
     """The benchmark JSON from the comparisons' ``results.json`` files."""
-    from partseg.report import RunResult, case_scores, paired_tests
+    from partseg.report import RunResult, case_scores, mean_std
 
     runs, variants = [], {}
     for compare, data in outputs.items():
@@ -228,12 +230,15 @@ def summarize(
                 "folds": row["folds"],
                 "per_case": per_case.get(row["variant"], {}).get(row["target"], {}),
             }
-    tests = [
-        {**t, "target": region}
-        for t in paired_tests(runs)
-        for region, name in REGIONS.items()
-        if t["target"] == name
-    ]
+    unseen = [RunResult.from_dict(r) for data in outputs.values()
+              for r in data.get("out_of_fold", {}).get("runs", [])]  # fmt: skip
+    for variant, by_target in case_scores(unseen).items():
+        for region, name in REGIONS.items():
+            cases = by_target.get(name, {})
+            mean, sd = mean_std(cases.values())
+            entry = variants[variant].setdefault("out_of_fold_dice", {})
+            entry[region] = {"mean": mean, "sd": sd, "n": len(cases), "per_case": cases}
+    tests = _region_tests(runs)
     hardware = next(iter(outputs.values()), {}).get("settings", {}).get("hardware")
     return {
         "benchmark": "learning on realistic phantoms within a time budget (issue 15)",
@@ -247,8 +252,21 @@ def summarize(
         "hardware": hardware,
         "variants": variants,
         "paired_tests": tests,
+        **({"paired_tests_out_of_fold": _region_tests(unseen)} if unseen else {}),
         "targets": targets(variants),
     }  # fmt: skip
+
+
+def _region_tests(runs: Sequence[Any]) -> list[dict[str, Any]]:
+    """The paired tests between variants on WT, TC and ET."""
+    from partseg.report import paired_tests
+
+    return [
+        {**t, "target": region}
+        for t in paired_tests(runs)
+        for region, name in REGIONS.items()
+        if t["target"] == name
+    ]
 
 
 def _variant_entry(compare: str, costs: Mapping[str, Any], row: Mapping[str, Any]) -> dict:

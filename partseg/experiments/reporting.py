@@ -113,11 +113,13 @@ def write_compare_report(
     *,
     trained_on: str | None = None,
     notes: Sequence[str] = (),
+    out_of_fold: Sequence[Any] = (),
 ) -> Path:
     """Tables and figures of a comparison into ``out/report``.
 
     ``store`` is the store the test cases were scored on; ``trained_on`` the store the variants
-    trained on when that differs (a resampled store scored on its reference).
+    trained on when that differs (a resampled store scored on its reference); ``out_of_fold``
+    the results of a K-fold comparison's fold models on their own validation cases.
     """
     from partseg import report as rep
     from partseg.geometry import Box
@@ -190,12 +192,14 @@ def write_compare_report(
     mode += f", blend={spec.blend}" if spec.partition == "grid" else ""
     notes = [
         f"Scores are means over the test cases (whole-volume predictions, {mode}{cleaned}). "
-        "Per-case values: `runs/<variant>/fold<k>/evaluation/evaluation.json`.",
+        "Per-case values: `runs/<variant>/fold<k>/evaluation/evaluation.json`"
+        + (", out of fold: `.../evaluation_out_of_fold/evaluation.json`." if out_of_fold else "."),
         *notes,
     ]
     rep.write_report(report_dir, results, title=config.title, settings=settings,
                      figures=figures, notes=notes,
-                     hd95_convention=config.evaluation.hd95_convention)  # fmt: skip
+                     hd95_convention=config.evaluation.hd95_convention,
+                     out_of_fold=out_of_fold)  # fmt: skip
     return report_dir
 
 

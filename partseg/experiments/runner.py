@@ -91,7 +91,9 @@ def _run_compare(
         for k in range(len(split.folds))
     }
     slices = overlay_slices(scored, split.test, config.evaluation.overlay_slices)
-    results, overlays = [], {}
+    results, overlays, out_of_fold = [], {}, []
+    cross_validated = len(split.folds) > 1 and config.evaluation.out_of_fold
+    ensembles = {e.name for e in config.ensembles}  # members of every fold: no unseen cases
     for name, fold, predictor, costs, history in _predictors(config, run_dirs, split):
         cache = run_dir_of(out, name, fold) / "evaluation"
         evaluation, overlay = evaluate_predictor(
@@ -101,11 +103,18 @@ def _run_compare(
         results.append(run_result(name, fold, predictor, evaluation, costs, history, cache))
         if fold == 0:
             overlays[name] = overlay
+        if cross_validated and name not in ensembles:
+            unseen = run_dir_of(out, name, fold) / "evaluation_out_of_fold"
+            evaluation, _ = evaluate_predictor(
+                predictor, store, split.folds[fold][1], [], config.evaluation, unseen,
+                progress=progress, reference=reference,
+            )  # fmt: skip
+            out_of_fold.append(run_result(name, fold, predictor, evaluation, {}, (), unseen))
     from partseg.report import headline_table
 
     report_dir = write_compare_report(
         config, out, scored, split, results, slices, overlays,
-        trained_on=None if reference is None else store.url, notes=notes,
+        trained_on=None if reference is None else store.url, notes=notes, out_of_fold=out_of_fold,
     )  # fmt: skip
     for note in notes:
         log(f"note: {note}")

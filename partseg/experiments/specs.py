@@ -93,6 +93,9 @@ class EvaluationSpec:
         batch_size: minicubes per forward pass at prediction.
         hd95_convention: ``max_directed`` (the larger of the two directed 95th percentiles:
             MONAI, the ADAM challenge) or ``pooled`` (MedPy); see :mod:`partseg.metrics`.
+        out_of_fold: with ``folds`` > 1, also score every fold's validation cases with that
+            fold's model: each training case once, unseen (:mod:`partseg.report.crossval`),
+            the cases a paired test between variants can rest on when the test set is small.
     """
 
     test_fraction: float = 0.25
@@ -108,6 +111,7 @@ class EvaluationSpec:
     seam: bool = True
     batch_size: int = 2
     hd95_convention: str = DEFAULT_HD95
+    out_of_fold: bool = True
 
     def __post_init__(self) -> None:
         from partseg.infer.blends import check_overlap  # loads no torch

@@ -8,6 +8,8 @@ The report is written from plain data so it can be rebuilt without retraining: o
   per-case scores (:func:`case_scores`);
 * :mod:`~partseg.report.stats`: paired Wilcoxon signed-rank tests between variants over the
   test cases (:func:`paired_tests`);
+* :mod:`~partseg.report.crossval`: out-of-fold scores of a K-fold comparison, every training
+  case scored once by the fold model that did not train on it (:func:`out_of_fold_scores`);
 * :mod:`~partseg.report.tables`: :func:`write_report` (``report.md``, ``results.csv``,
   ``results.json``) and the Markdown tables;
 * :mod:`~partseg.report.plots`: loss curves, class distribution, confusion matrices, overlays,
@@ -24,6 +26,7 @@ Example:
     ['report.md', 'results.csv', 'results.json']
 """
 
+from partseg.report.crossval import OUT_OF_FOLD_NOTE, out_of_fold_scores
 from partseg.report.plots import (
     CURVES,
     label_colours,
@@ -52,6 +55,7 @@ from partseg.report.tables import (
     fmt,
     headline_table,
     markdown_report,
+    out_of_fold_table,
     paired_table,
     results_rows,
     write_report,
@@ -62,6 +66,7 @@ __all__ = [
     "CURVES",
     "LOWER_IS_BETTER",
     "METRIC_ORDER",
+    "OUT_OF_FOLD_NOTE",
     "TEST_NOTE",
     "RunResult",
     "aggregate_costs",
@@ -76,6 +81,8 @@ __all__ = [
     "markdown_report",
     "mean_std",
     "ordered",
+    "out_of_fold_scores",
+    "out_of_fold_table",
     "paired_table",
     "paired_test",
     "paired_tests",

@@ -28,6 +28,7 @@ import numpy as np
 
 from partseg.atomic import write_text
 from partseg.metrics import DEFAULT_HD95, HD95_CONVENTIONS
+from partseg.report.crossval import OUT_OF_FOLD_NOTE, out_of_fold_scores
 from partseg.report.results import (
     COST_ORDER,
     METRIC_ORDER,
@@ -128,6 +129,28 @@ def cost_table(runs: Sequence[RunResult]) -> str:
     return _markdown_table(["variant", *keys], body)
 
 
+def out_of_fold_table(rows: Sequence[Mapping[str, Any]], metric: str = "dice") -> str:
+    """Markdown table: one row per variant, one column per target, ``mean ± sd (n)``.
+
+    Example:
+        >>> out_of_fold_table([{"variant": "3d", "target": "WT", "dice": 0.7, "dice_std": 0.1,
+        ...                     "n": 3}]).splitlines()[2]
+        '| 3d | 0.700 ± 0.100 (3) |'
+    """
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    targets = list(dict.fromkeys(r["target"] for r in rows))
+    cell = {(r["variant"], r["target"]): r for r in rows}
+    body = []
+    for variant in variants:
+        cells = [variant]
+        for target in targets:
+            row = cell.get((variant, target))
+            text = fmt(row.get(metric), row.get(f"{metric}_std")) if row else "-"
+            cells.append(f"{text} ({row['n']})" if row else text)
+        body.append(cells)
+    return _markdown_table(["variant", *targets], body)
+
+
 def paired_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Markdown table of :func:`~partseg.report.stats.paired_tests` rows.
 
@@ -164,6 +187,7 @@ def write_report(
     figures: Mapping[str, str] | None = None,
     notes: Sequence[str] = (),
     hd95_convention: str = DEFAULT_HD95,
+    out_of_fold: Sequence[RunResult] = (),
 ) -> Path:
     """Write ``report.md``, ``results.csv`` and ``results.json`` into ``out_dir``.
 
@@ -176,6 +200,10 @@ def write_report(
         notes: extra lines shown under the tables.
         hd95_convention: how the runs' HD95 was computed (:data:`partseg.metrics.
             HD95_CONVENTIONS`), stated in both files (``hd95_convention`` in the JSON).
+        out_of_fold: with K folds, one result per variant and fold scored on that fold's
+            validation cases (:mod:`~partseg.report.crossval`): their scores and paired tests
+            over every training case, as ``out_of_fold`` in the JSON and a section of the
+            Markdown.
 
     Returns:
         ``out_dir`` as a Path.
@@ -196,9 +224,16 @@ def write_report(
         "runs": [r.to_dict() for r in runs],
         "figures": figures,
     }
+    if out_of_fold:
+        payload["out_of_fold"] = {
+            "scores": out_of_fold_scores(out_of_fold),
+            "paired_tests": paired_tests(out_of_fold),
+            "runs": [r.to_dict() for r in out_of_fold],
+        }
     write_text(out / "results.json", json.dumps(payload, indent=2, default=_json_default))
     notes = [*notes, f"HD95 convention: {hd95_statement(hd95_convention)}."]
-    write_text(out / "report.md", markdown_report(runs, title, settings, figures, notes))
+    text = markdown_report(runs, title, settings, figures, notes, out_of_fold=out_of_fold)
+    write_text(out / "report.md", text)
     return out
 
 
@@ -218,6 +253,8 @@ def markdown_report(
     settings: Mapping[str, Any],
     figures: Mapping[str, str],
     notes: Sequence[str] = (),
+    *,
+    out_of_fold: Sequence[RunResult] = (),
 ) -> str:
     """The text of ``report.md``."""
     folds = max((r.fold for r in runs), default=0) + 1
@@ -241,6 +278,13 @@ def markdown_report(
     if tests:
         parts += ["## Paired tests between variants (Dice over test cases)", ""]
         parts += [paired_table(tests), "", TEST_NOTE, ""]
+    if out_of_fold:
+        parts += ["## Cross-validation: out-of-fold Dice (every training case, unseen)", ""]
+        parts += [out_of_fold_table(out_of_fold_scores(out_of_fold)), "", OUT_OF_FOLD_NOTE, ""]
+        oof_tests = paired_tests(out_of_fold)
+        if oof_tests:
+            parts += ["### Paired tests over the out-of-fold cases", "", paired_table(oof_tests)]
+            parts += [""]
     for variant in variants_of(runs):
         parts += [f"## {variant}: every metric{spread}", "", detail_table(runs, variant), ""]
     for caption, name in figures.items():
@@ -254,6 +298,7 @@ __all__: Sequence[str] = (
     "fmt",
     "headline_table",
     "markdown_report",
+    "out_of_fold_table",
     "paired_table",
     "results_rows",
     "write_report",

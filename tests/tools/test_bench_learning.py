@@ -62,6 +62,23 @@ def test_quick_benchmark_writes_the_summary_and_resumes(bench, tmp_path: Path, c
     assert again["variants"] == summary["variants"]
 
 
+def test_quick_cross_validated_benchmark_scores_every_training_case_out_of_fold(
+    bench, tmp_path: Path
+) -> None:
+    out, work = tmp_path / "bench.json", tmp_path / "work"
+    args = ["--quick", "--compares", "cpu_lowres", "--budget", "1s", "--folds", "2"]
+    assert bench.main([*args, "--work", str(work), "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert (work / "compare_cpu_lowres_folds2" / "report" / "results.json").is_file()
+    variant = summary["variants"]["3d_context_2mm"]
+    assert variant["dice"]["WT"]["folds"] == 2
+    unseen = variant["out_of_fold_dice"]["WT"]
+    assert unseen["n"] == 4 and sorted(unseen["per_case"]) == [
+        f"Phantom_00{i}" for i in range(1, 5)
+    ]
+    assert summary["paired_tests_out_of_fold"] == []  # one variant: nothing to pair
+
+
 @pytest.mark.slow
 def test_quick_benchmark_of_every_comparison(bench, tmp_path: Path) -> None:
     """All comparisons at --quick size (about 2-3 minutes on 2 cores): the BraTS comparison, the
