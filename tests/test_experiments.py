@@ -414,6 +414,7 @@ def test_compare_budget_and_folds_give_spread_tests_and_hardware(tmp_path: Path)
     oof_tests = [r for r in oof["paired_tests"] if r["target"] == "whole_tumor"]
     assert [(r["a"], r["b"], r["n"]) for r in oof_tests] == [("ctx", "flat", 4)]
     assert "out-of-fold Dice" in report and "Paired tests over the out-of-fold cases" in report
+    assert (out / "report" / "case_dice_out_of_fold.png").read_bytes().startswith(b"\x89PNG")
     with pytest.raises(ConfigError, match="another config"):  # another budget: not mixed
         run_compare(
             compare_config_from_dict(raw, overrides=["budget=2s", "folds=2"]), out,

@@ -150,6 +150,11 @@ def write_compare_report(
         rep.plot_case_distribution(per_case, report_dir / "case_dice.png")
         figures["Dice per test case (box: quartiles over cases; dots: cases, mean over folds; "
                 "lines join a case across variants)"] = "case_dice.png"  # fmt: skip
+    unseen = rep.case_scores(out_of_fold)
+    if any(unseen.values()):
+        rep.plot_case_distribution(unseen, report_dir / "case_dice_out_of_fold.png")
+        figures["Dice per training case, out of fold (each scored by the fold model that did not "
+                "train on it)"] = "case_dice_out_of_fold.png"  # fmt: skip
     if slices and overlays:
         images, truths = [], []
         show = _display_channel(store)
