@@ -102,6 +102,18 @@ def test_experiment_dict_sets_the_shared_split() -> None:
         ({"variants": [{"name": "a"}], "ensembles": [{"name": "e", "members": ["b"]}]}, "unknown"),
         ({"variants": [{"name": "a"}], "phantom": {"kind": "x"}}, "phantom.kind"),
         ({"variants": [{"name": "a"}], "evaluation": {"blnd": "crop"}}, "evaluation.blnd"),
+        (
+            {"variants": [{"name": "a"}], "evaluation": {"batch_size": "two"}},
+            r"evaluation\.batch_size='two': expected an integer",
+        ),
+        (
+            {"variants": [{"name": "a"}], "evaluation": {"out_of_fold": "maybe"}},
+            r"evaluation\.out_of_fold='maybe': expected true or false",
+        ),
+        (
+            {"variants": [{"name": "a"}], "cascades": [{"name": "c", "voi": "big"}]},
+            r"cascades\.voi",
+        ),
         ({"variants": [{"name": "a"}], "quick": {"variants": {"z": {}}}}, "unknown variant"),
     ],
 )
@@ -160,7 +172,7 @@ def test_derive_phantoms_whole_tumor_and_channel_subset(tmp_path: Path) -> None:
 
 
 def test_sobel_is_no_longer_a_phantom_key() -> None:
-    with pytest.raises(ConfigError, match=r"unknown key phantom\.sobel"):
+    with pytest.raises(ConfigError, match=r"unknown config key phantom\.sobel"):
         compare_config_from_dict({"variants": [{"name": "a"}], "phantom": {"sobel": True}})
 
 
@@ -256,6 +268,15 @@ def test_evaluation_blend_and_overlap_are_checked_at_load(evaluation: dict, mess
     raw = {"variants": [{"name": "a"}], "evaluation": evaluation}
     with pytest.raises(ConfigError, match=message):
         compare_config_from_dict(raw)  # when the config is loaded, before anything trains
+
+
+def test_an_overlap_in_voxels_stays_voxels() -> None:
+    evaluation = {"partition": "grid", "blend": "gaussian", "overlap": 16}
+    spec = compare_config_from_dict({"variants": [{"name": "a"}], "evaluation": evaluation})
+    assert spec.evaluation.overlap == 16 and isinstance(spec.evaluation.overlap, int)
+    evaluation["overlap"] = 0.25
+    spec = compare_config_from_dict({"variants": [{"name": "a"}], "evaluation": evaluation})
+    assert spec.evaluation.overlap == 0.25
 
 
 def test_the_loss_ensemble_recipe_blends_with_margin_zero() -> None:
@@ -444,7 +465,7 @@ def test_resampled_phantoms_are_scored_on_their_full_resolution_store(tmp_path: 
     assert np.asarray(data["runs"][0]["confusion"]).sum() == sum(
         int(np.prod(full[c].shape)) for c in test
     )
-    with pytest.raises(ConfigError, match=r"unknown key ingest\.spacin"):
+    with pytest.raises(ConfigError, match=r"unknown config key ingest\.spacin"):
         compare_config_from_dict({**TINY, "ingest": {"spacin": [2, 2, 2]}})
 
 

@@ -8,7 +8,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,25 +158,12 @@ class CascadeSpec:
 
 
 def build_spec(cls: type, name: str, values: Any) -> Any:
-    if values is None:
-        values = {}
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"compare config: {name} must be a mapping, got {values!r}")
-    valid = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"compare config: unknown key {name}.{unknown[0]}; valid keys: {', '.join(valid)}"
-        )
-    kwargs = {}
-    for key, value in values.items():
-        if isinstance(value, list):
-            value = tuple(value)
-        kwargs[key] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise ConfigError(f"compare config: {name}: {err}") from err
+    """One section of a compare config: keys and value types checked as in a training config
+    (:func:`partseg.config.schema.build_section`), so ``evaluation.batch_size=two`` is refused
+    when the config is loaded, not after every variant has trained."""
+    from partseg.config.schema import build_section
+
+    return build_section(name, cls, values)
 
 
 def ingest_section(values: Any) -> dict[str, Any]:
