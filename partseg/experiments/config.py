@@ -35,6 +35,7 @@ from partseg.config import (
     set_dotted,
     set_path,
 )
+from partseg.config.schema import check_type
 from partseg.errors import ConfigError
 from partseg.experiments.specs import (
     CascadeSpec,
@@ -120,7 +121,7 @@ def compare_config_from_dict(
         phantom=None if not phantom else build_spec(PhantomSpec, "phantom", phantom),
         ingest=ingest_section(raw.get("ingest")),
         prior=prior_section(raw.get("prior")),
-        folds=int(raw.get("folds", 0)),
+        folds=check_type("folds", raw.get("folds", 0), int),
         budget=budget_section(raw.get("budget")),
         evaluation=build_spec(EvaluationSpec, "evaluation", raw.get("evaluation")),
         ensembles=tuple(
