@@ -135,6 +135,9 @@ def test_make_split_disjoint_and_deterministic() -> None:
     holdout = make_split(ids, compare_config_from_dict({"variants": [{"name": "a"}]}))
     ((train, val),) = holdout.folds
     assert len(val) == 2 and len(train) == 6
+    capped = {"variants": [{"name": "a"}], "base": {"data": {"max_val_cases": 1}}}
+    ((train, val),) = make_split(ids, compare_config_from_dict(capped)).folds
+    assert len(val) == 1 and len(train) == 7  # the case it would not validate on trains
 
 
 def test_scores_of_keeps_report_metrics() -> None:

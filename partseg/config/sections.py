@@ -60,7 +60,8 @@ class DataConfig:
         folds: k of k-fold cross-validation (0: no cross-validation).
         fold: which fold (0..folds-1) this run trains; required when ``folds`` > 0.
         split_seed: seed of the case shuffle behind the validation split / folds.
-        max_val_cases: validate on at most this many cases (0: all), to keep epochs short.
+        max_val_cases: validate on at most this many cases (0: all), to keep epochs short; a
+            drawn split (``val_fraction``) then draws at most this many and the rest train.
         derived_channels: input channels computed from each box read, appended after the
             store's channels, as ``"name:source_channel"`` (``["sobel:0"]``: the Sobel contour
             of channel 0, the aneurysm paper's dual-channel input); count them in

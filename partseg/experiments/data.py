@@ -171,9 +171,11 @@ def make_split(case_ids: Sequence[str], config: CompareConfig) -> Split:
         folds = kfold_splits(rest, config.folds, spec.split_seed)
         pairs = tuple((tuple(f["train"]), tuple(f["val"])) for f in folds)
     else:
-        val_fraction = float(config.base.get("data", {}).get("val_fraction", 0.2))
+        data = config.base.get("data", {})
+        val_fraction = float(data.get("val_fraction", 0.2))
         n_val = round(val_fraction * len(rest)) if len(rest) > 1 else 0
         n_val = min(len(rest) - 1, max(1 if val_fraction > 0 else 0, n_val))
+        n_val = min(n_val, int(data.get("max_val_cases", 0)) or n_val)  # the others train
         val = sorted(rest[i] for i in rng.permutation(len(rest))[:n_val])
         pairs = ((tuple(c for c in rest if c not in val), tuple(val)),)
     return Split(tuple(test), pairs)

@@ -133,8 +133,8 @@ class TrainerSetup:
             self.log(
                 f"note: data.max_val_cases={cfg.data.max_val_cases} validates "
                 f"{len(self.val_cases)} of the {drawn} validation cases; the other "
-                f"{len(self.unvalidated)} take no part in training either (lower "
-                "data.val_fraction to train on them)"
+                f"{len(self.unvalidated)} take no part in training either (list fewer "
+                "data.val_cases, or raise data.max_val_cases)"
             )
 
     def _val_predictor(self) -> Any:

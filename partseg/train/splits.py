@@ -48,7 +48,19 @@ def kfold_splits(case_ids: Sequence[str], folds: int, seed: int = 0) -> list[Spl
 
 
 def holdout_split(data: DataConfig, case_ids: Sequence[str]) -> Split:
-    """The non-CV split: explicit ``val_cases`` or a seeded ``val_fraction`` of the cases."""
+    """The non-CV split: explicit ``val_cases`` or a seeded ``val_fraction`` of the cases.
+
+    A drawn split takes at most ``max_val_cases`` validation cases (when set): the cases it would
+    not validate on train instead of sitting idle.
+
+    Example:
+        >>> from partseg.config import DataConfig
+        >>> ids = [f"c{i}" for i in range(10)]
+        >>> def sizes(**data):
+        ...     return [len(s) for s in holdout_split(DataConfig(**data), ids).values()]
+        >>> sizes(val_fraction=0.3), sizes(val_fraction=0.3, max_val_cases=1)
+        ([7, 3], [9, 1])
+    """
     ids = sorted(case_ids)
     missing = [c for c in (*data.val_cases, *data.train_cases) if c not in ids]
     if missing:
@@ -59,6 +71,7 @@ def holdout_split(data: DataConfig, case_ids: Sequence[str]) -> Split:
         val = sorted(data.val_cases)
     elif data.val_fraction > 0 and len(ids) > 1:
         n_val = min(len(ids) - 1, max(1, round(data.val_fraction * len(ids))))
+        n_val = min(n_val, data.max_val_cases or n_val)  # the cases not validated train
         order = np.random.default_rng(data.split_seed).permutation(len(ids))
         val = sorted(ids[i] for i in order[:n_val])
     else:

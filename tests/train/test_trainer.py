@@ -252,12 +252,16 @@ def test_ddp_two_cpu_processes_keep_identical_weights(store: str, tmp_path: Path
     assert worst <= 1e-5, worst
 
 
-def test_validation_cases_left_out_by_max_val_cases_are_named(store: str, tmp_path: Path) -> None:
+def test_max_val_cases_trains_on_the_cases_it_does_not_validate(store: str, tmp_path: Path) -> None:
     notes: list[str] = []
-    config = tiny(store, "data.val_fraction=0.5", "data.max_val_cases=1")
-    trainer = Trainer(config, tmp_path, log=notes.append)
-    trainer.setup()
-    assert (len(trainer.train_cases), len(trainer.val_cases)) == (2, 1)
-    assert len(trainer.unvalidated) == 1
-    assert not set(trainer.unvalidated) & {*trainer.train_cases, *trainer.val_cases}
+    drawn = Trainer(tiny(store, "data.val_fraction=0.5", "data.max_val_cases=1"), tmp_path / "a",
+                    log=notes.append)  # fmt: skip
+    drawn.setup()
+    assert (len(drawn.train_cases), len(drawn.val_cases), drawn.unvalidated) == (3, 1, [])
+    assert not any("max_val_cases" in n for n in notes)
+    listed = ["data.val_cases=[case0,case1]", "data.max_val_cases=1"]
+    explicit = Trainer(tiny(store, *listed), tmp_path / "b", log=notes.append)
+    explicit.setup()  # listed validation cases are kept out of training, and it is said
+    assert (explicit.train_cases, explicit.val_cases) == (["case2", "case3"], ["case0"])
+    assert explicit.unvalidated == ["case1"]
     assert any("validates 1 of the 2 validation cases; the other 1" in n for n in notes)
