@@ -439,6 +439,14 @@ def test_compare_budget_and_folds_give_spread_tests_and_hardware(tmp_path: Path)
     assert [(r["a"], r["b"], r["n"]) for r in oof_tests] == [("ctx", "flat", 4)]
     assert "out-of-fold Dice" in report and "Paired tests over the out-of-fold cases" in report
     assert (out / "report" / "case_dice_out_of_fold.png").read_bytes().startswith(b"\x89PNG")
+    # scoring the out-of-fold cases or not leaves the test scores' cache valid
+    cached = out / "runs" / "ctx" / "fold0" / "evaluation" / "evaluation.json"
+    before = cached.stat().st_mtime_ns
+    again = ["budget=1s", "folds=2", "evaluation.out_of_fold=false"]
+    run_compare(compare_config_from_dict(raw, overrides=again), out, progress=False,
+                log=lambda _m: None)  # fmt: skip
+    assert cached.stat().st_mtime_ns == before
+    assert "out_of_fold" not in json.loads((out / "report" / "results.json").read_text())
     with pytest.raises(ConfigError, match="another config"):  # another budget: not mixed
         run_compare(
             compare_config_from_dict(raw, overrides=["budget=2s", "folds=2"]), out,

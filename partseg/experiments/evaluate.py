@@ -108,9 +108,11 @@ def evaluate_predictor(
     from partseg.infer.seams import seam_index
     from partseg.metrics import evaluate_case, original_diagonal, regions_for, summarize
 
+    # what shapes these scores (whether out-of-fold cases are scored too does not)
+    scoring = {k: v for k, v in dataclasses.asdict(spec).items() if k != "out_of_fold"}
     key = json.dumps(
         {"checkpoint": predictor.key, "test": list(test), "slices": [dataclasses.astuple(s)
-         for s in slices], "spec": dataclasses.asdict(spec),
+         for s in slices], "spec": scoring,
          **({"reference": reference.url} if reference is not None else {})},
         sort_keys=True, default=list,
     )  # fmt: skip
