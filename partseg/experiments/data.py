@@ -151,7 +151,7 @@ def make_split(case_ids: Sequence[str], config: CompareConfig) -> Split:
         >>> len(split.test), len(split.folds), [len(v) for _, v in split.folds]
         (2, 2, [3, 3])
     """
-    from partseg.train.splits import kfold_splits
+    from partseg.train.splits import drawn_val_count, kfold_splits
 
     spec = config.evaluation
     ids = sorted(case_ids)
@@ -172,10 +172,9 @@ def make_split(case_ids: Sequence[str], config: CompareConfig) -> Split:
         pairs = tuple((tuple(f["train"]), tuple(f["val"])) for f in folds)
     else:
         data = config.base.get("data", {})
-        val_fraction = float(data.get("val_fraction", 0.2))
-        n_val = round(val_fraction * len(rest)) if len(rest) > 1 else 0
-        n_val = min(len(rest) - 1, max(1 if val_fraction > 0 else 0, n_val))
-        n_val = min(n_val, int(data.get("max_val_cases", 0)) or n_val)  # the others train
+        n_val = drawn_val_count(
+            len(rest), float(data.get("val_fraction", 0.2)), int(data.get("max_val_cases", 0))
+        )
         val = sorted(rest[i] for i in rng.permutation(len(rest))[:n_val])
         pairs = ((tuple(c for c in rest if c not in val), tuple(val)),)
     return Split(tuple(test), pairs)

@@ -152,9 +152,7 @@ def _fine_outputs(fine: CasePredictor, case: Any, vois: list[Box]) -> list[np.nd
     activation = default_activation(fine.out_channels, regions=fine.regions is not None)
     cubes = [Minicube(v.start, v.size, p.margin_before, p.margin_after) for v in vois]
     outputs: list[np.ndarray] = []
-    was_training = fine.model.training
-    fine.model.eval()
-    try:
+    with fine.evaluating():
         for start in range(0, len(cubes), batch_size):
             batch = cubes[start : start + batch_size]
             x = np.stack([network_input(case, c, fine.layout, fine.derive) for c in batch])
@@ -165,8 +163,6 @@ def _fine_outputs(fine: CasePredictor, case: Any, vois: list[Box]) -> list[np.nd
             for cube, out in zip(batch, logits, strict=True):
                 core = crop_output(out, cube, cube.core_box)
                 outputs.append(activate(core.cpu().numpy(), activation))
-    finally:
-        fine.model.train(was_training)
     return outputs
 
 

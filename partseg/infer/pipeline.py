@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -298,16 +299,22 @@ class CasePredictor:
         job = self.job(
             self.in_model_order(case), output=output, dtype=dtype, sink=sink, progress=progress
         )
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with self.evaluating():
             result = self.mode.predict(job)
-        finally:
-            self.model.train(was_training)
         labels = labels_of(result, self.region_order) if probabilities else np.asarray(result)
         labels = self.finish(labels, case)
         kept = result if probabilities else None
         return Prediction(str(case.id), labels, kept, regions=self.regions is not None)
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """The model in eval mode within the context, its previous mode restored after."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train(was_training)
 
     def finish(self, labels: np.ndarray, case: Any) -> np.ndarray:
         """The settings' post-processing of ``case``'s labels: nonzero mask, small components

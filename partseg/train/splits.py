@@ -47,6 +47,20 @@ def kfold_splits(case_ids: Sequence[str], folds: int, seed: int = 0) -> list[Spl
     return splits
 
 
+def drawn_val_count(cases: int, val_fraction: float, max_val_cases: int = 0) -> int:
+    """How many of ``cases`` a seeded ``val_fraction`` split validates: at least one when the
+    fraction is positive, at most ``cases - 1`` and at most ``max_val_cases`` (when set).
+
+    Example:
+        >>> drawn_val_count(10, 0.3), drawn_val_count(10, 0.3, 1), drawn_val_count(1, 0.5)
+        (3, 1, 0)
+    """
+    if val_fraction <= 0 or cases < 2:
+        return 0
+    n_val = min(cases - 1, max(1, round(val_fraction * cases)))
+    return min(n_val, max_val_cases or n_val)  # the cases not validated train
+
+
 def holdout_split(data: DataConfig, case_ids: Sequence[str]) -> Split:
     """The non-CV split: explicit ``val_cases`` or a seeded ``val_fraction`` of the cases.
 
@@ -69,9 +83,7 @@ def holdout_split(data: DataConfig, case_ids: Sequence[str]) -> Split:
         )
     if data.val_cases:
         val = sorted(data.val_cases)
-    elif data.val_fraction > 0 and len(ids) > 1:
-        n_val = min(len(ids) - 1, max(1, round(data.val_fraction * len(ids))))
-        n_val = min(n_val, data.max_val_cases or n_val)  # the cases not validated train
+    elif (n_val := drawn_val_count(len(ids), data.val_fraction, data.max_val_cases)) > 0:
         order = np.random.default_rng(data.split_seed).permutation(len(ids))
         val = sorted(ids[i] for i in order[:n_val])
     else:
