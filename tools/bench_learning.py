@@ -30,11 +30,18 @@ Steps (each resumable: a rerun with the same arguments continues where the last 
 The full run takes hours on a CPU: five variants of one budget each, plus per run the step-time
 probe, at most 5 validations and the scoring of the held-out cases (about 6.5 h for a 60-minute
 budget on 2 cores, about 19 h with ``--folds 3``); run it on a quiet machine, niced if it must
-share one. ``--quick`` runs the same pipeline at tiny sizes with a seconds-long budget (the
-recipes' ``quick:`` models), as the test suite does.
+share one. Where no sitting is that long, run some variants at a time (``--compares``,
+``--comparison-variants``) and ``--merge`` the earlier summary: its variants are carried over
+with their per-case Dice (refused unless data, budget and folds agree and the held-out labels
+match), and the paired tests and targets are recomputed over all. ``--quick`` runs the same
+pipeline at tiny sizes with a seconds-long budget (the recipes' ``quick:`` models), as the test
+suite does.
 
 Usage:
     python tools/bench_learning.py --out docs/benchmarks/bench_learning_cpu.json --budget 60m
+    python tools/bench_learning.py --compares brats_comparison --comparison-variants 3d \
+        --merge docs/benchmarks/bench_learning_cpu.json \
+        --out docs/benchmarks/bench_learning_cpu.json
     python tools/bench_learning.py --out bench.json --budget 60m --folds 3 --work bench_work
     python tools/bench_learning.py --quick --out /tmp/bench_quick.json
 """
@@ -97,6 +104,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=",".join(COMPARES),
         help=f"comparisons to run, comma-separated (default: {','.join(COMPARES)})",
     )
+    parser.add_argument(
+        "--comparison-variants",
+        default=",".join(COMPARES["brats_comparison"][2]),
+        help="the BraTS comparison's variants to run, comma-separated: a session too short for "
+        "all of them runs some, a later one the rest with --merge (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        default=None,
+        help="an earlier summary of this benchmark (same data, budget and folds): its variants "
+        "that this run does not produce are carried over, with their per-case Dice, and the "
+        "paired tests and targets recomputed over all (default: none)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds of budget")
     args = parser.parse_args(argv)
     if args.quick:
@@ -111,6 +132,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     unknown = [c for c in args.compares.split(",") if c not in COMPARES]
     if unknown:
         parser.error(f"unknown --compares {unknown}; choose from {', '.join(COMPARES)}")
+    known = COMPARES["brats_comparison"][2]
+    unknown = [v for v in args.comparison_variants.split(",") if v not in known]
+    if unknown:
+        parser.error(f"unknown --comparison-variants {unknown}; choose from {', '.join(known)}")
     return args
 
 
@@ -169,6 +194,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 str(work / f"{store}.zarr"), "--out", str(out), "--budget", args.budget,
                 "--no-progress", f"evaluation.test_cases=[{','.join(test)}]",
                 f"base.data.val_fraction={1 / args.train_cases:.6g}"]  # fmt: skip
+        if name == "brats_comparison":
+            variants = args.comparison_variants.split(",")
         if variants:
             argv += ["--variants", ",".join(variants)]
         if store == "low":
@@ -188,9 +215,111 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stages[f"{name}_s"] = time.perf_counter() - start
         outputs[name] = json.loads((out / "report" / "results.json").read_text())
     summary = summarize(outputs, args, test, spacing)
+    summary["data"]["test_label_voxels"] = label_voxels(work / "full.zarr", test)
     summary["commands"] = log
     summary["wall_seconds"] = {k: round(v, 1) for k, v in stages.items()}
+    if args.merge is not None:
+        summary = merge(json.loads(args.merge.read_text()), summary, args.merge)
     return summary
+
+
+def label_voxels(store_url: Path, cases: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Voxels per label of each case: what tells that two runs held out the same phantoms."""
+    import numpy as np
+
+    from partseg.store.zarrstore import open_store
+
+    store, counts = open_store(str(store_url)), {}
+    for case_id in cases:
+        values, n = np.unique(store[case_id].read_label(), return_counts=True)
+        counts[case_id] = {str(int(v)): int(c) for v, c in zip(values, n, strict=True)}
+    return counts
+
+
+#: What must agree between two summaries for their variants to be merged into one.
+MERGE_KEYS = ("quick", "budget", "folds", "data.train_cases", "data.test_cases", "data.shape",
+              "data.seed")  # fmt: skip
+#: How far the held-out labels of a merged summary may differ (the phantoms are generated in
+#: floating point: another CPU may round a few boundary voxels the other way).
+LABEL_TOLERANCE = 0.001
+
+
+def merge(earlier: Mapping[str, Any], summary: dict[str, Any], source: Path) -> dict[str, Any]:
+    """This run's summary plus the variants of an ``earlier`` one that this run did not produce.
+
+    A comparison too long for one sitting runs some variants at a time (on a machine whose
+    working folder may not survive): the variants already measured come from the earlier
+    summary, with their per-case Dice, and the paired tests and targets are recomputed over all.
+    Raises SystemExit when the two summaries measured different data or budgets.
+
+    Example:
+        >>> data = {"train_cases": 2, "test_cases": ["c"], "shape": [8, 8, 8], "seed": 1}
+        >>> old = {"quick": True, "budget": "1s", "folds": 0, "data": data, "commands": ["a"],
+        ...        "variants": {"2d": {"compare": "brats_comparison", "dice": {}}}}
+        >>> new = {**old, "variants": {"3d": {"compare": "brats_comparison", "dice": {}}},
+        ...        "commands": ["b"]}
+        >>> merged = merge(old, new, Path("old.json"))
+        >>> list(merged["variants"]), merged["commands"], merged["merged"]["variants"]
+        (['2d', '3d'], ['a', 'b'], ['2d'])
+    """
+
+    def get(data: Mapping[str, Any], dotted: str) -> Any:
+        for key in dotted.split("."):
+            data = data.get(key, {}) if isinstance(data, Mapping) else {}
+        return data
+
+    differ = [k for k in MERGE_KEYS if get(earlier, k) != get(summary, k)]
+    differ += _label_differences(get(earlier, "data.test_label_voxels"),
+                                 get(summary, "data.test_label_voxels"))  # fmt: skip
+    if differ:
+        raise SystemExit(
+            f"bench_learning: --merge {source} measured something else ({', '.join(differ)} "
+            "differ); rerun its variants here instead"
+        )
+    carried = {name: {**entry, "hardware": entry.get("hardware", earlier.get("hardware"))}
+               for name, entry in earlier["variants"].items()
+               if name not in summary["variants"]}  # fmt: skip
+    order = list(COMPARES)
+    variants = dict(sorted({**carried, **summary["variants"]}.items(),
+                           key=lambda item: order.index(item[1]["compare"])))  # fmt: skip
+    merged = {**summary, "variants": variants}
+    merged["data"] = {**summary["data"], "split": {**get(earlier, "data.split"),
+                                                   **get(summary, "data.split")}}  # fmt: skip
+    merged["paired_tests"] = _region_tests(variants, "dice")
+    if "paired_tests_out_of_fold" in earlier or "paired_tests_out_of_fold" in summary:
+        merged["paired_tests_out_of_fold"] = _region_tests(variants, "out_of_fold_dice")
+    merged["targets"] = targets(variants)
+    merged["commands"] = [*earlier.get("commands", []), *summary.get("commands", [])]
+    merged["wall_seconds"] = {**earlier.get("wall_seconds", {}),
+                              **summary.get("wall_seconds", {})}  # fmt: skip
+    merged["merged"] = {"from": earlier.get("command", str(source)), "variants": list(carried),
+                        "labels_checked": bool(get(earlier, "data.test_label_voxels"))}  # fmt: skip
+    return merged
+
+
+def _label_differences(
+    earlier: Mapping[str, Mapping[str, int]], now: Mapping[str, Mapping[str, int]]
+) -> list[str]:
+    """The held-out cases whose label counts differ by more than :data:`LABEL_TOLERANCE`.
+
+    An earlier summary without counts (written before they were recorded) is not checked.
+
+    Example:
+        >>> _label_differences({"c": {"0": 10000, "1": 10}}, {"c": {"0": 9999, "1": 11}})
+        []
+        >>> _label_differences({"c": {"0": 10000, "1": 10}}, {"c": {"0": 9990, "1": 20}})
+        ['labels of c']
+    """
+    if not earlier or not now:
+        return []
+    differ = []
+    for case_id in sorted({*earlier, *now}):
+        a, b = earlier.get(case_id, {}), now.get(case_id, {})
+        total = max(sum(a.values()), sum(b.values()), 1)
+        moved = sum(abs(a.get(k, 0) - b.get(k, 0)) for k in {*a, *b})
+        if moved > LABEL_TOLERANCE * total:
+            differ.append(f"labels of {case_id}")
+    return differ
 
 
 def compare_dir(work: Path, name: str, folds: int) -> Path:
@@ -212,18 +341,20 @@ def summarize(
     """The benchmark JSON from the comparisons' ``results.json`` files."""
     from partseg.report import RunResult, case_scores, mean_std
 
-    runs, variants = [], {}
+    variants: dict[str, dict[str, Any]] = {}
     for compare, data in outputs.items():
         mine = [RunResult.from_dict(r) for r in data["runs"]]
         mine = [r for r in mine if r.variant in data["variants"]]
-        runs += mine
         costs = {row["variant"]: row for row in data["costs"]}
+        hardware = data.get("settings", {}).get("hardware")
         per_case = case_scores(mine)
         for row in data["scores"]:
             region = next((k for k, v in REGIONS.items() if v == row["target"]), None)
             if region is None:
                 continue
-            entry = variants.setdefault(row["variant"], _variant_entry(compare, costs, row))
+            entry = variants.setdefault(
+                row["variant"], _variant_entry(compare, costs, row, hardware)
+            )
             entry["dice"][region] = {
                 "mean": row.get("dice"),
                 "sd": row.get("dice_std"),
@@ -238,7 +369,6 @@ def summarize(
             mean, sd = mean_std(cases.values())
             entry = variants[variant].setdefault("out_of_fold_dice", {})
             entry[region] = {"mean": mean, "sd": sd, "n": len(cases), "per_case": cases}
-    tests = _region_tests(runs)
     hardware = next(iter(outputs.values()), {}).get("settings", {}).get("hardware")
     return {
         "benchmark": "learning on realistic phantoms within a time budget (issue 15)",
@@ -251,25 +381,42 @@ def summarize(
         "folds": args.folds,
         "hardware": hardware,
         "variants": variants,
-        "paired_tests": tests,
-        **({"paired_tests_out_of_fold": _region_tests(unseen)} if unseen else {}),
+        "paired_tests": _region_tests(variants, "dice"),
+        **({"paired_tests_out_of_fold": _region_tests(variants, "out_of_fold_dice")}
+           if unseen else {}),
         "targets": targets(variants),
     }  # fmt: skip
 
 
-def _region_tests(runs: Sequence[Any]) -> list[dict[str, Any]]:
-    """The paired tests between variants on WT, TC and ET."""
-    from partseg.report import paired_tests
+def _region_tests(variants: Mapping[str, Mapping[str, Any]], key: str) -> list[dict[str, Any]]:
+    """The paired tests between variants on WT, TC and ET, over the per-case Dice of ``key``
+    (``dice``: held out, the mean over folds; ``out_of_fold_dice``)."""
+    from partseg.report import RunResult, paired_tests
 
-    return [
-        {**t, "target": region}
-        for t in paired_tests(runs)
-        for region, name in REGIONS.items()
-        if t["target"] == name
+    runs = [
+        RunResult(name, 0, {}, cases=_by_case(entry.get(key, {})))
+        for name, entry in variants.items()
     ]
+    return paired_tests(runs)
 
 
-def _variant_entry(compare: str, costs: Mapping[str, Any], row: Mapping[str, Any]) -> dict:
+def _by_case(regions: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Region -> per-case Dice, turned into case -> region -> ``{"dice": value}``.
+
+    Example:
+        >>> _by_case({"WT": {"per_case": {"c1": 0.9}}, "ET": {"per_case": {"c1": 0.5}}})
+        {'c1': {'WT': {'dice': 0.9}, 'ET': {'dice': 0.5}}}
+    """
+    cases: dict[str, dict[str, dict[str, float]]] = {}
+    for region, values in regions.items():
+        for case_id, dice in values.get("per_case", {}).items():
+            cases.setdefault(case_id, {})[region] = {"dice": dice}
+    return cases
+
+
+def _variant_entry(
+    compare: str, costs: Mapping[str, Any], row: Mapping[str, Any], hardware: str | None
+) -> dict:
     cost = costs.get(row["variant"], {})
     keep = ("budget_seconds", "step_seconds", "steps", "train_seconds", "val_seconds",
             "predict_seconds", "parameters", "air_voxels")  # fmt: skip
@@ -278,6 +425,7 @@ def _variant_entry(compare: str, costs: Mapping[str, Any], row: Mapping[str, Any
         "dice": {},
         **{k: cost.get(k) for k in keep if k in cost},
         **{f"{k}_sd": cost.get(f"{k}_std") for k in ("steps", "step_seconds") if k in cost},
+        "hardware": hardware,
     }
 
 
@@ -313,7 +461,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     text = json.dumps(summary, indent=2, default=float)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
+    partial = args.out.with_name(args.out.name + ".partial")
+    partial.write_text(text + "\n")
+    partial.replace(args.out)
     print(text)
     return 0
 
