@@ -359,6 +359,54 @@ def test_select_variants_keeps_complete_combinations_and_notes_the_rest() -> Non
         select_variants(cfg, ["d"])
 
 
+def test_select_folds_keeps_some_folds_and_leaves_out_the_ensembles() -> None:
+    from partseg.experiments.config import select_folds
+
+    cfg = compare_config_from_dict({**_with_combinations(), "folds": 3})
+    kept, notes = select_folds(cfg, [2, 0, 2])
+    assert kept.fold_indices == (0, 2) and kept.names == ["a", "b", "c", "ac"]
+    assert notes == ["ensemble 'ab' left out: it pools every fold, and only folds 0, 2 of 3 run"]
+    assert select_folds(cfg, [0, 1, 2]) == (cfg, [])  # every fold: nothing left out
+    assert cfg.fold_indices == (0, 1, 2)
+    with pytest.raises(ConfigError, match="numbered 0 to 2"):
+        select_folds(cfg, [3])
+    with pytest.raises(ConfigError, match="give --folds K"):
+        select_folds(compare_config_from_dict(_with_combinations()), [0])
+
+
+def test_compare_one_fold_per_job_then_the_report_over_every_fold(tmp_path: Path, capsys) -> None:
+    """``--fold 1`` trains and scores fold 1 only; the rerun without it trains fold 0, resumes
+    fold 1 and reports over both, as one run would."""
+    import yaml
+
+    from partseg.cli import main
+
+    raw = {**TINY, "phantom": {**TINY["phantom"], "cases": 4}, "evaluation": {
+        **TINY["evaluation"], "test_fraction": 0.25}}  # fmt: skip
+    config = tmp_path / "cmp.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    args = ["compare", str(config), "--out", str(out), "--folds", "2", "--no-progress"]
+    assert main([*args, "--fold", "1"]) == 0
+    assert not (out / "runs/ctx/fold0").exists()
+    checkpoint = out / "runs/ctx/fold1/checkpoints/last.pt"
+    before = checkpoint.stat().st_mtime_ns
+    data = json.loads((out / "report" / "results.json").read_text())
+    assert [run["fold"] for run in data["runs"]] == [1]
+    assert [run["fold"] for run in data["out_of_fold"]["runs"]] == [1]
+    assert data["settings"]["training"].startswith("fold(s) 1 of 2;")
+    assert (out / "report" / "confusion.png").is_file() and (out / "report/overlays.png").is_file()
+    assert main(args) == 0
+    assert checkpoint.stat().st_mtime_ns == before  # resumed, not retrained
+    data = json.loads((out / "report" / "results.json").read_text())
+    assert sorted(run["fold"] for run in data["runs"]) == [0, 1]
+    assert data["settings"]["training"].startswith("2 fold(s);")
+    assert [r["folds"] for r in data["scores"] if r["target"] == "whole_tumor"] == [2]
+    capsys.readouterr()
+    assert main([*args, "--fold", "2"]) == 2
+    assert "--fold 2: the 2 folds are numbered 0 to 1" in capsys.readouterr().err
+
+
 def test_load_training_config_picks_a_recipe_variant(tmp_path: Path) -> None:
     import yaml
 

@@ -30,12 +30,12 @@ Steps (each resumable: a rerun with the same arguments continues where the last 
 The full run takes hours on a CPU: five variants of one budget each, plus per run the step-time
 probe, at most 5 validations and the scoring of the held-out cases (about 6.5 h for a 60-minute
 budget on 2 cores, about 19 h with ``--folds 3``); run it on a quiet machine, niced if it must
-share one. Where no sitting is that long, run some variants at a time (``--compares``,
-``--comparison-variants``) and ``--merge`` the earlier summary: its variants are carried over
-with their per-case Dice (refused unless data, budget and folds agree and the held-out labels
-match), and the paired tests and targets are recomputed over all. ``--quick`` runs the same
-pipeline at tiny sizes with a seconds-long budget (the recipes' ``quick:`` models), as the test
-suite does.
+share one. Where no sitting is that long, run some variants or folds at a time (``--compares``,
+``--comparison-variants``, ``--fold``) and ``--merge`` the earlier summary: its runs are carried
+over with their per-case Dice (refused unless data, budget and folds agree and the held-out
+labels match), and mean ± sd, paired tests and targets are recomputed over all. ``--quick``
+runs the same pipeline at tiny sizes with a seconds-long budget (the recipes' ``quick:``
+models), as the test suite does.
 
 Usage:
     python tools/bench_learning.py --out docs/benchmarks/bench_learning_cpu.json --budget 60m
@@ -111,12 +111,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "all of them runs some, a later one the rest with --merge (default: %(default)s)",
     )
     parser.add_argument(
+        "--fold",
+        default=None,
+        metavar="K[,K]",
+        help="with --folds: run only these folds (passed to `compare --fold`), the others in "
+        "another sitting, joined with --merge (default: every fold)",
+    )
+    parser.add_argument(
         "--merge",
         type=Path,
         default=None,
-        help="an earlier summary of this benchmark (same data, budget and folds): its variants "
-        "that this run does not produce are carried over, with their per-case Dice, and the "
-        "paired tests and targets recomputed over all (default: none)",
+        help="an earlier summary of this benchmark (same data, budget and folds): its runs "
+        "(variant and fold) that this run does not redo are carried over, with their per-case "
+        "Dice, and every figure recomputed over all (default: none)",
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds of budget")
     args = parser.parse_args(argv)
@@ -136,6 +143,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     unknown = [v for v in args.comparison_variants.split(",") if v not in known]
     if unknown:
         parser.error(f"unknown --comparison-variants {unknown}; choose from {', '.join(known)}")
+    if args.fold is not None and not args.folds:
+        parser.error("--fold selects folds of --folds K")
     return args
 
 
@@ -208,6 +217,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             argv += [f"prior.run={run_dir}", f"prior.store={work / 'low.zarr'}"]
         if args.folds:
             argv += ["--folds", str(args.folds)]
+        if args.fold is not None:
+            argv += ["--fold", args.fold]
         if args.quick:
             argv.append("--quick")
         start = time.perf_counter()
@@ -245,22 +256,26 @@ LABEL_TOLERANCE = 0.001
 
 
 def merge(earlier: Mapping[str, Any], summary: dict[str, Any], source: Path) -> dict[str, Any]:
-    """This run's summary plus the variants of an ``earlier`` one that this run did not produce.
+    """This run's summary plus the runs (variant, fold) of an ``earlier`` one it did not redo.
 
-    A comparison too long for one sitting runs some variants at a time (on a machine whose
-    working folder may not survive): the variants already measured come from the earlier
-    summary, with their per-case Dice, and the paired tests and targets are recomputed over all.
-    Raises SystemExit when the two summaries measured different data or budgets.
+    A comparison too long for one sitting runs some variants or folds at a time (on a machine
+    whose working folder may not survive): the runs already measured come from the earlier
+    summary, with their per-case Dice, and every figure over them (mean ± sd over folds, the
+    paired tests, the targets) is recomputed over all. Raises SystemExit when the two
+    summaries measured different data or budgets.
 
     Example:
         >>> data = {"train_cases": 2, "test_cases": ["c"], "shape": [8, 8, 8], "seed": 1}
-        >>> old = {"quick": True, "budget": "1s", "folds": 0, "data": data, "commands": ["a"],
-        ...        "variants": {"2d": {"compare": "brats_comparison", "dice": {}}}}
-        >>> new = {**old, "variants": {"3d": {"compare": "brats_comparison", "dice": {}}},
+        >>> run = {"variant": "3d", "fold": 0, "compare": "brats_comparison",
+        ...        "scores": {"WT": {"dice": 0.5}}, "cases": {"c": {"WT": {"dice": 0.5}}}}
+        >>> old = {"quick": True, "budget": "1s", "folds": 2, "data": data, "commands": ["a"],
+        ...        "runs": [run]}
+        >>> new = {**old, "runs": [{**run, "fold": 1, "scores": {"WT": {"dice": 0.7}}}],
         ...        "commands": ["b"]}
         >>> merged = merge(old, new, Path("old.json"))
-        >>> list(merged["variants"]), merged["commands"], merged["merged"]["variants"]
-        (['2d', '3d'], ['a', 'b'], ['2d'])
+        >>> wt = merged["variants"]["3d"]["dice"]["WT"]
+        >>> wt["folds"], round(wt["mean"], 3), merged["commands"], merged["merged"]["runs"]
+        (2, 0.6, ['a', 'b'], ['3d fold 0'])
     """
 
     def get(data: Mapping[str, Any], dotted: str) -> Any:
@@ -276,25 +291,45 @@ def merge(earlier: Mapping[str, Any], summary: dict[str, Any], source: Path) -> 
             f"bench_learning: --merge {source} measured something else ({', '.join(differ)} "
             "differ); rerun its variants here instead"
         )
-    carried = {name: {**entry, "hardware": entry.get("hardware", earlier.get("hardware"))}
-               for name, entry in earlier["variants"].items()
-               if name not in summary["variants"]}  # fmt: skip
-    order = list(COMPARES)
-    variants = dict(sorted({**carried, **summary["variants"]}.items(),
-                           key=lambda item: order.index(item[1]["compare"])))  # fmt: skip
-    merged = {**summary, "variants": variants}
+    redone = {(r["variant"], r["fold"]) for r in summary["runs"]}
+    carried = [r for r in run_records(earlier) if (r["variant"], r["fold"]) not in redone]
+    unseen = [r for r in earlier.get("out_of_fold_runs", [])
+              if (r["variant"], r["fold"]) not in redone]  # fmt: skip
+    unseen += summary.get("out_of_fold_runs", [])
+    records = {"runs": _ordered([*carried, *summary["runs"]]), "out_of_fold_runs": _ordered(unseen)}
+    merged = {**summary, **derive(records["runs"], records["out_of_fold_runs"]), **records}
     merged["data"] = {**summary["data"], "split": {**get(earlier, "data.split"),
                                                    **get(summary, "data.split")}}  # fmt: skip
-    merged["paired_tests"] = _region_tests(variants, "dice")
-    if "paired_tests_out_of_fold" in earlier or "paired_tests_out_of_fold" in summary:
-        merged["paired_tests_out_of_fold"] = _region_tests(variants, "out_of_fold_dice")
-    merged["targets"] = targets(variants)
     merged["commands"] = [*earlier.get("commands", []), *summary.get("commands", [])]
     merged["wall_seconds"] = {**earlier.get("wall_seconds", {}),
                               **summary.get("wall_seconds", {})}  # fmt: skip
-    merged["merged"] = {"from": earlier.get("command", str(source)), "variants": list(carried),
-                        "labels_checked": bool(get(earlier, "data.test_label_voxels"))}  # fmt: skip
+    merged["merged"] = {
+        "from": earlier.get("command", str(source)),
+        "runs": [f"{r['variant']} fold {r['fold']}" for r in carried],
+        "labels_checked": bool(get(earlier, "data.test_label_voxels")),
+    }
     return merged
+
+
+def run_records(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The per-run records of a summary; one written before they were kept (it has per-case
+    Dice per variant only, from one split) gives one record per variant, as fold 0."""
+    if "runs" in summary:
+        return list(summary["runs"])
+    records = []
+    for name, entry in summary.get("variants", {}).items():
+        dice = entry.get("dice", {})
+        cases: dict[str, dict[str, dict[str, float]]] = {}
+        for region, values in dice.items():
+            for case_id, value in values.get("per_case", {}).items():
+                cases.setdefault(case_id, {})[region] = {"dice": value}
+        records.append({
+            "variant": name, "fold": 0, "compare": entry["compare"],
+            "hardware": entry.get("hardware", summary.get("hardware")),
+            "scores": {region: {"dice": values.get("mean")} for region, values in dice.items()},
+            "costs": {k: entry[k] for k in COST_KEYS if k in entry}, "cases": cases,
+        })  # fmt: skip
+    return records
 
 
 def _label_differences(
@@ -332,6 +367,11 @@ def compare_dir(work: Path, name: str, folds: int) -> Path:
     return work / (f"compare_{name}_folds{folds}" if folds else f"compare_{name}")
 
 
+#: The costs of a run the summary keeps (``RunResult.costs``).
+COST_KEYS = ("budget_seconds", "step_seconds", "steps", "train_seconds", "val_seconds",
+             "predict_seconds", "parameters", "air_voxels")  # fmt: skip
+
+
 def summarize(
     outputs: Mapping[str, Mapping[str, Any]],
     args: argparse.Namespace,
@@ -339,36 +379,13 @@ def summarize(
     spacing: Sequence[float],
 ) -> dict[str, Any]:
     """The benchmark JSON from the comparisons' ``results.json`` files."""
-    from partseg.report import RunResult, case_scores, mean_std
-
-    variants: dict[str, dict[str, Any]] = {}
+    records: dict[str, list[dict[str, Any]]] = {"runs": [], "out_of_fold_runs": []}
     for compare, data in outputs.items():
-        mine = [RunResult.from_dict(r) for r in data["runs"]]
-        mine = [r for r in mine if r.variant in data["variants"]]
-        costs = {row["variant"]: row for row in data["costs"]}
         hardware = data.get("settings", {}).get("hardware")
-        per_case = case_scores(mine)
-        for row in data["scores"]:
-            region = next((k for k, v in REGIONS.items() if v == row["target"]), None)
-            if region is None:
-                continue
-            entry = variants.setdefault(
-                row["variant"], _variant_entry(compare, costs, row, hardware)
-            )
-            entry["dice"][region] = {
-                "mean": row.get("dice"),
-                "sd": row.get("dice_std"),
-                "folds": row["folds"],
-                "per_case": per_case.get(row["variant"], {}).get(row["target"], {}),
-            }
-    unseen = [RunResult.from_dict(r) for data in outputs.values()
-              for r in data.get("out_of_fold", {}).get("runs", [])]  # fmt: skip
-    for variant, by_target in case_scores(unseen).items():
-        for region, name in REGIONS.items():
-            cases = by_target.get(name, {})
-            mean, sd = mean_std(cases.values())
-            entry = variants[variant].setdefault("out_of_fold_dice", {})
-            entry[region] = {"mean": mean, "sd": sd, "n": len(cases), "per_case": cases}
+        unseen = data.get("out_of_fold", {}).get("runs", [])
+        for key, runs in (("runs", data["runs"]), ("out_of_fold_runs", unseen)):
+            records[key] += [_record(r, compare, hardware) for r in runs
+                             if r["variant"] in data["variants"]]  # fmt: skip
     hardware = next(iter(outputs.values()), {}).get("settings", {}).get("hardware")
     return {
         "benchmark": "learning on realistic phantoms within a time budget (issue 15)",
@@ -380,52 +397,78 @@ def summarize(
         "budget": args.budget,
         "folds": args.folds,
         "hardware": hardware,
-        "variants": variants,
-        "paired_tests": _region_tests(variants, "dice"),
-        **({"paired_tests_out_of_fold": _region_tests(variants, "out_of_fold_dice")}
-           if unseen else {}),
-        "targets": targets(variants),
+        **derive(records["runs"], records["out_of_fold_runs"]),
+        **records,
     }  # fmt: skip
 
 
-def _region_tests(variants: Mapping[str, Mapping[str, Any]], key: str) -> list[dict[str, Any]]:
-    """The paired tests between variants on WT, TC and ET, over the per-case Dice of ``key``
-    (``dice``: held out, the mean over folds; ``out_of_fold_dice``)."""
-    from partseg.report import RunResult, paired_tests
+def _record(run: Mapping[str, Any], compare: str, hardware: str | None) -> dict[str, Any]:
+    """One run of a ``results.json`` as the summary keeps it: WT/TC/ET scores and per-case
+    values, the costs of :data:`COST_KEYS`, the comparison and the machine."""
 
-    runs = [
-        RunResult(name, 0, {}, cases=_by_case(entry.get(key, {})))
-        for name, entry in variants.items()
-    ]
-    return paired_tests(runs)
+    def regions(targets: Mapping[str, Any]) -> dict[str, Any]:
+        return {region: targets[name] for region, name in REGIONS.items() if name in targets}
 
-
-def _by_case(regions: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
-    """Region -> per-case Dice, turned into case -> region -> ``{"dice": value}``.
-
-    Example:
-        >>> _by_case({"WT": {"per_case": {"c1": 0.9}}, "ET": {"per_case": {"c1": 0.5}}})
-        {'c1': {'WT': {'dice': 0.9}, 'ET': {'dice': 0.5}}}
-    """
-    cases: dict[str, dict[str, dict[str, float]]] = {}
-    for region, values in regions.items():
-        for case_id, dice in values.get("per_case", {}).items():
-            cases.setdefault(case_id, {})[region] = {"dice": dice}
-    return cases
-
-
-def _variant_entry(
-    compare: str, costs: Mapping[str, Any], row: Mapping[str, Any], hardware: str | None
-) -> dict:
-    cost = costs.get(row["variant"], {})
-    keep = ("budget_seconds", "step_seconds", "steps", "train_seconds", "val_seconds",
-            "predict_seconds", "parameters", "air_voxels")  # fmt: skip
     return {
-        "compare": compare,
-        "dice": {},
-        **{k: cost.get(k) for k in keep if k in cost},
-        **{f"{k}_sd": cost.get(f"{k}_std") for k in ("steps", "step_seconds") if k in cost},
-        "hardware": hardware,
+        "variant": run["variant"], "fold": run["fold"], "compare": compare, "hardware": hardware,
+        "scores": regions(run.get("scores", {})),
+        "costs": {k: v for k, v in run.get("costs", {}).items() if k in COST_KEYS},
+        "cases": {case_id: regions(t) for case_id, t in run.get("cases", {}).items()},
+    }  # fmt: skip
+
+
+def _ordered(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Run records in the order of :data:`COMPARES`, then of folds (stable within)."""
+    order = list(COMPARES)
+    return sorted(records, key=lambda r: (order.index(r["compare"]), r["fold"]))
+
+
+def derive(
+    records: Sequence[Mapping[str, Any]], unseen: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    """Per-variant figures, paired tests and targets from the run records (and the out-of-fold
+    ones): Dice mean ± sd over folds and per case (mean over folds), the costs' means."""
+    from partseg.report import (
+        RunResult,
+        aggregate_costs,
+        aggregate_scores,
+        case_scores,
+        mean_std,
+        paired_tests,
+    )
+
+    records = _ordered(records)
+    runs = [RunResult.from_dict(r) for r in records]
+    unseen_runs = [RunResult.from_dict(r) for r in unseen]
+    costs = {row["variant"]: row for row in aggregate_costs(runs)}
+    per_case = case_scores(runs)
+    variants: dict[str, dict[str, Any]] = {}
+    for row in aggregate_scores(runs):
+        name = row["variant"]
+        if name not in variants:
+            mine = [r for r in records if r["variant"] == name]
+            variants[name] = {
+                "compare": mine[0]["compare"], "dice": {},
+                **{k: costs[name].get(k) for k in COST_KEYS if k in costs[name]},
+                **{f"{k}_sd": costs[name].get(f"{k}_std") for k in ("steps", "step_seconds")
+                   if k in costs[name]},
+                "hardware": " / ".join(dict.fromkeys(str(r.get("hardware")) for r in mine)),
+            }  # fmt: skip
+        variants[name]["dice"][row["target"]] = {
+            "mean": row.get("dice"), "sd": row.get("dice_std"), "folds": row["folds"],
+            "per_case": per_case.get(name, {}).get(row["target"], {}),
+        }  # fmt: skip
+    for name, by_region in case_scores(unseen_runs).items():
+        for region in REGIONS:
+            cases = by_region.get(region, {})
+            mean, sd = mean_std(cases.values())
+            entry = variants[name].setdefault("out_of_fold_dice", {})
+            entry[region] = {"mean": mean, "sd": sd, "n": len(cases), "per_case": cases}
+    return {
+        "variants": variants,
+        "paired_tests": paired_tests(runs),
+        **({"paired_tests_out_of_fold": paired_tests(unseen_runs)} if unseen_runs else {}),
+        "targets": targets(variants),
     }
 
 

@@ -4,10 +4,11 @@ The config is a compare config (see :mod:`partseg.experiments`): a base experime
 variants (name + dotted overrides), optional ensembles and cascades; ``--variants a,b`` runs a
 subset. Every variant trains on the same store, split, seeds and budget (``--budget 60m``: the
 same wall time of training steps, each variant's step count set from its measured step time);
-``--folds K`` trains K cross-validation folds of each. The held-out test cases are predicted
-and scored; ``OUT/report/`` receives ``report.md``, ``results.csv``, ``results.json`` (mean ±
-sd over folds, paired Wilcoxon tests over the test cases, budget, steps and hardware) and the
-plots. Rerunning the same command resumes: finished runs are neither retrained nor re-scored.
+``--folds K`` trains K cross-validation folds of each (``--fold 1``: only that one, a job per
+fold; a rerun without it resumes them all). The held-out test cases are predicted and
+scored; ``OUT/report/`` receives ``report.md``, ``results.csv``, ``results.json`` (mean ± sd over
+folds, paired Wilcoxon tests over the test cases, budget, steps and hardware) and the plots.
+Rerunning the same command resumes: finished runs are neither retrained nor re-scored.
 """
 
 from __future__ import annotations
@@ -77,6 +78,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "report gives mean ± sd over folds and paired tests over the test cases (default: the "
         "config's folds, else one train/validation split)",
     )
+    parser.add_argument(
+        "--fold",
+        default=None,
+        metavar="K[,K]",
+        help="with --folds: train and score only these folds (numbered from 0), one job per "
+        "fold as nnU-Net runs them; rerun without --fold in the same --out to resume them and "
+        "report over every fold (ensembles, which pool every fold, wait for that) (default: "
+        "every fold)",
+    )
     add_overrides(
         parser,
         "compare-config overrides such as base.train.epochs=5 evaluation.blend=gaussian or "
@@ -131,10 +141,28 @@ def default_out(config: Path, *, quick: bool) -> Path:
     return Path(f"compare-{config.stem}{'-quick' if quick else ''}")
 
 
+def fold_list(text: str) -> list[int]:
+    """``--fold 0,2`` as fold numbers.
+
+    Raises:
+        ConfigError: something other than comma-separated whole numbers.
+
+    Example:
+        >>> fold_list("2,0")
+        [2, 0]
+    """
+    from partseg.errors import ConfigError
+
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise ConfigError(f"--fold {text!r}: give fold numbers such as 0 or 0,2")
+    return [int(p) for p in parts]
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the comparison and print the Dice table and where the report is."""
     from partseg.experiments import load_compare_config
-    from partseg.experiments.config import select_variants
+    from partseg.experiments.config import select_folds, select_variants
     from partseg.recipes import resolve_config
 
     args.config = resolve_config(args.config, "compare config")
@@ -146,11 +174,15 @@ def run(args: argparse.Namespace) -> int:
     if args.folds:
         overrides.append(f"folds={args.folds}")
     config = load_compare_config(args.config, quick=args.quick, overrides=overrides)
+    notes: list[str] = []
     if args.variants:
         names = [n.strip() for n in args.variants.split(",") if n.strip()]
         config, notes = select_variants(config, names)
-        for note in notes:
-            print(f"partseg compare: note: {note}", file=sys.stderr)
+    if args.fold is not None:
+        config, more = select_folds(config, fold_list(args.fold))
+        notes += more
+    for note in notes:
+        print(f"partseg compare: note: {note}", file=sys.stderr)
     out = args.out or default_out(args.config, quick=args.quick)
     outcome, seconds = execute(config, out, args)
     if args.json:

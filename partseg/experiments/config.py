@@ -67,6 +67,18 @@ class CompareConfig:
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
     ensembles: tuple[EnsembleSpec, ...] = ()
     cascades: tuple[CascadeSpec, ...] = ()
+    only_folds: tuple[int, ...] = ()  # set by select_folds (``compare --fold``), not by YAML
+
+    @property
+    def fold_indices(self) -> tuple[int, ...]:
+        """The folds this comparison trains and scores: all of them unless some were selected.
+
+        Example:
+            >>> cfg = compare_config_from_dict({"variants": [{"name": "a"}], "folds": 3})
+            >>> cfg.fold_indices, select_folds(cfg, [2])[0].fold_indices
+            ((0, 1, 2), (2,))
+        """
+        return self.only_folds or tuple(range(max(self.folds, 1)))
 
     @property
     def names(self) -> list[str]:
@@ -350,3 +362,43 @@ def select_variants(config: CompareConfig, names: Sequence[str]) -> tuple[Compar
         config, variants=variants, ensembles=ensembles, cascades=cascades
     )
     return selected, notes
+
+
+def select_folds(config: CompareConfig, folds: Sequence[int]) -> tuple[CompareConfig, list[str]]:
+    """Keep some folds of a cross-validated comparison: one job per fold, as nnU-Net trains them.
+
+    A rerun without a selection in the same output folder resumes the folds already trained and
+    reports over all. Ensembles pool every fold's models, so they are left out (with a note)
+    unless every fold is kept.
+
+    Returns:
+        The reduced config and the notes.
+
+    Raises:
+        ConfigError: no ``folds: K`` to select from, or a fold outside 0..K-1.
+
+    Example:
+        >>> cfg = compare_config_from_dict({"variants": [{"name": "a"}], "folds": 3,
+        ...                                 "ensembles": [{"name": "e", "members": ["a"]}]})
+        >>> kept, notes = select_folds(cfg, [1])
+        >>> kept.fold_indices, kept.names, notes
+        ((1,), ['a'], ["ensemble 'e' left out: it pools every fold, and only fold 1 of 3 runs"])
+    """
+    if config.folds < 2:
+        raise ConfigError("--fold selects folds of a cross-validation: give --folds K (K >= 2)")
+    wrong = [k for k in folds if not 0 <= k < config.folds]
+    if wrong or not folds:
+        raise ConfigError(
+            f"--fold {wrong[0] if wrong else '(none)'}: the {config.folds} folds are numbered "
+            f"0 to {config.folds - 1}"
+        )
+    kept = tuple(sorted(set(folds)))
+    if len(kept) == config.folds:
+        return config, []
+    shown = f"fold{'s' if len(kept) > 1 else ''} {', '.join(map(str, kept))} of {config.folds}"
+    notes = [
+        f"ensemble {e.name!r} left out: it pools every fold, and only {shown} "
+        f"run{'' if len(kept) > 1 else 's'}"
+        for e in config.ensembles
+    ]
+    return dataclasses.replace(config, only_folds=kept, ensembles=()), notes

@@ -141,7 +141,10 @@ def write_compare_report(
         report_dir / "class_distribution.png",
     )
     figures["Class distribution of the training and test cases"] = "class_distribution.png"
-    matrices = {r.variant: np.asarray(r.confusion) for r in results if r.fold == 0 and r.confusion}
+    matrices: dict[str, np.ndarray] = {}
+    for r in results:  # of the first fold run
+        if r.confusion:
+            matrices.setdefault(r.variant, np.asarray(r.confusion))
     if matrices:
         rep.plot_confusion_matrices(matrices, classes, report_dir / "confusion.png")
         figures["Confusion matrices (rows: ground truth, normalised)"] = "confusion.png"
@@ -168,12 +171,14 @@ def write_compare_report(
         titles = [f"{s.case_id} z={s.z}" for s in slices]
         rep.plot_overlays(images, columns, classes, report_dir / "overlays.png", row_titles=titles)
         figures["Predictions on the same test slices"] = "overlays.png"
-    folds = len(split.folds)
+    folds = f"{len(split.folds)} fold(s)"
+    if config.only_folds:
+        folds = f"fold(s) {', '.join(map(str, config.only_folds))} of {len(split.folds)}"
     settings = {
         "store": store.url if trained_on is None else f"{trained_on} (scored on {store.url})",
         "classes": ", ".join(classes),
         "test cases": f"{len(split.test)} held out ({', '.join(split.test)})",
-        "training": f"{folds} fold(s); {len(split.folds[0][0])} training / "
+        "training": f"{folds}; {len(split.folds[0][0])} training / "
         f"{len(split.folds[0][1])} validation cases per fold",
         "variants": "; ".join(
             f"{v.name}: {v.description or _describe(v.overrides)}" for v in config.variants

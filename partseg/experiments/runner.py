@@ -12,7 +12,7 @@ from typing import Any
 from partseg.atomic import write_json
 from partseg.errors import ConfigError
 from partseg.experiments.config import CompareConfig
-from partseg.experiments.data import Split, make_split, prepare_store, reference_store
+from partseg.experiments.data import make_split, prepare_store, reference_store
 from partseg.experiments.evaluate import evaluate_predictor, overlay_slices
 from partseg.experiments.predictors import Predictor, cascade_predictor, model_predictor
 from partseg.experiments.prior import leaked_test_cases, prior_note, write_prior_store
@@ -85,24 +85,26 @@ def _run_compare(
         f"{len(config.variants)} variant(s) x {len(split.folds)} fold(s)"
     )
     check_variants_fit(config, store, store_url, split)
+    if config.only_folds:
+        log(f"only fold(s) {', '.join(map(str, config.only_folds))} of {config.folds}: rerun "
+            "without --fold for the report over every fold")  # fmt: skip
     run_dirs = {
         (v.name, k): train_variant(config, v, k, store_url, split, out, log=log, progress=progress)
         for v in config.variants
-        for k in range(len(split.folds))
+        for k in config.fold_indices
     }
     slices = overlay_slices(scored, split.test, config.evaluation.overlay_slices)
     results, overlays, out_of_fold = [], {}, []
     cross_validated = len(split.folds) > 1 and config.evaluation.out_of_fold
     ensembles = {e.name for e in config.ensembles}  # members of every fold: no unseen cases
-    for name, fold, predictor, costs, history in _predictors(config, run_dirs, split):
+    for name, fold, predictor, costs, history in _predictors(config, run_dirs):
         cache = run_dir_of(out, name, fold) / "evaluation"
         evaluation, overlay = evaluate_predictor(
             predictor, store, split.test, slices, config.evaluation, cache, progress=progress,
             reference=reference,
         )  # fmt: skip
         results.append(run_result(name, fold, predictor, evaluation, costs, history, cache))
-        if fold == 0:
-            overlays[name] = overlay
+        overlays.setdefault(name, overlay)  # of the first fold run
         if cross_validated and name not in ensembles:
             unseen = run_dir_of(out, name, fold) / "evaluation_out_of_fold"
             evaluation, _ = evaluate_predictor(
@@ -133,10 +135,10 @@ def check_reference(store: Any, reference: Any) -> None:
 
 
 def _predictors(
-    config: CompareConfig, run_dirs: Mapping[tuple[str, int], Path], split: Split
+    config: CompareConfig, run_dirs: Mapping[tuple[str, int], Path]
 ) -> list[tuple[str, int, Predictor, dict, list]]:
     items = []
-    folds = range(len(split.folds))
+    folds = config.fold_indices
     for variant in config.variants:
         for k in folds:
             run_dir = run_dirs[(variant.name, k)]

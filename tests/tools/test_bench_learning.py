@@ -8,9 +8,12 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "bench_learning.py"
+ROOT = Path(__file__).resolve().parents[2]
+TOOL = ROOT / "tools" / "bench_learning.py"
+COMMITTED = ROOT / "docs" / "benchmarks" / "bench_learning_cpu.json"
 
 
 @pytest.fixture(scope="module")
@@ -69,42 +72,74 @@ def test_quick_benchmark_writes_the_summary_and_resumes(bench, tmp_path: Path, c
     assert "not retrained" in printed and "0 already present" not in printed
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["variants"] == summary["variants"]
-    assert again["merged"]["variants"] == [] and again["merged"]["labels_checked"]
+    assert again["merged"]["runs"] == [] and again["merged"]["labels_checked"]
 
 
-def _summary(variants: dict, budget: str = "60m", labels: dict | None = None) -> dict:
+def _summary(records: list, budget: str = "60m", labels: dict | None = None, folds=0) -> dict:
     data = {"train_cases": 3, "test_cases": ["c1", "c2"], "shape": [8, 8, 8], "seed": 1,
             "test_label_voxels": labels or {"c1": {"0": 500, "1": 12}}}  # fmt: skip
-    return {"quick": False, "budget": budget, "folds": 0, "data": data, "hardware": "cpu A",
-            "commands": [budget], "variants": variants}  # fmt: skip
+    return {"quick": False, "budget": budget, "folds": folds, "data": data, "hardware": "cpu A",
+            "commands": [budget], "runs": records}  # fmt: skip
 
 
-def _variant(compare: str, wt: dict[str, float]) -> dict:
-    return {"compare": compare, "dice": {"WT": {"mean": sum(wt.values()) / len(wt),
-                                                "per_case": wt}}}  # fmt: skip
+def _run(variant: str, compare: str, wt: dict[str, float], fold: int = 0, hw="cpu A") -> dict:
+    return {"variant": variant, "fold": fold, "compare": compare, "hardware": hw,
+            "scores": {"WT": {"dice": sum(wt.values()) / len(wt)}}, "costs": {"steps": 10.0},
+            "cases": {c: {"WT": {"dice": d}} for c, d in wt.items()}}  # fmt: skip
 
 
-def test_merge_carries_the_earlier_variants_and_pairs_them_with_the_new_ones(bench) -> None:
-    earlier = _summary({"2d": _variant("brats_comparison", {"c1": 0.4, "c2": 0.5}),
-                        "3d": _variant("brats_comparison", {"c1": 0.1, "c2": 0.2})})  # fmt: skip
+def test_merge_carries_the_earlier_runs_and_pairs_them_with_the_new_ones(bench) -> None:
+    earlier = _summary([_run("2d", "brats_comparison", {"c1": 0.4, "c2": 0.5}),
+                        _run("3d", "brats_comparison", {"c1": 0.1, "c2": 0.2})])  # fmt: skip
     now = _summary(
-        {
-            "3d": _variant("brats_comparison", {"c1": 0.7, "c2": 0.9}),
-            "3d_context_2mm": _variant("cpu_lowres", {"c1": 0.8, "c2": 0.9}),
-        }
+        [
+            _run("3d", "brats_comparison", {"c1": 0.7, "c2": 0.9}, hw="cpu B"),
+            _run("3d_context_2mm", "cpu_lowres", {"c1": 0.8, "c2": 0.9}, hw="cpu B"),
+        ]
     )
     merged = bench.merge(earlier, now, Path("old.json"))
     # the new run's 3d replaces the earlier one; the comparison's variants come first
     assert list(merged["variants"]) == ["2d", "3d", "3d_context_2mm"]
     assert merged["variants"]["3d"]["dice"]["WT"]["per_case"] == {"c1": 0.7, "c2": 0.9}
     assert merged["variants"]["2d"]["hardware"] == "cpu A"  # the earlier summary's machine
+    assert merged["variants"]["3d"]["hardware"] == "cpu B"
     pairs = {(t["a"], t["b"]): t for t in merged["paired_tests"]}
     assert set(pairs) == {("2d", "3d"), ("2d", "3d_context_2mm"), ("3d", "3d_context_2mm")}
     assert pairs[("2d", "3d")]["n"] == 2 and pairs[("2d", "3d")]["target"] == "WT"
     assert pairs[("2d", "3d")]["median_diff"] == pytest.approx(-0.35)
     assert merged["targets"]["brats_comparison_met"] == {"2d": False, "3d": True}
     assert merged["targets"]["best_cpu_recipe"] == "3d_context_2mm"
-    assert merged["commands"] == ["60m", "60m"] and merged["merged"]["variants"] == ["2d"]
+    assert merged["commands"] == ["60m", "60m"] and merged["merged"]["runs"] == ["2d fold 0"]
+
+
+def test_merge_joins_the_folds_of_a_variant_run_in_two_sittings(bench) -> None:
+    earlier = _summary([_run("3d", "brats_comparison", {"c1": 0.4, "c2": 0.6})], folds=2)
+    now = _summary([_run("3d", "brats_comparison", {"c1": 0.8, "c2": 1.0}, fold=1)], folds=2)
+    merged = bench.merge(earlier, now, Path("old.json"))
+    wt = merged["variants"]["3d"]["dice"]["WT"]
+    assert wt["folds"] == 2 and wt["mean"] == pytest.approx(0.7)
+    assert wt["sd"] == pytest.approx(np.std([0.5, 0.9], ddof=1))
+    assert wt["per_case"] == pytest.approx({"c1": 0.6, "c2": 0.8})  # the mean over folds
+    assert [(r["variant"], r["fold"]) for r in merged["runs"]] == [("3d", 0), ("3d", 1)]
+
+
+def test_merge_reads_the_committed_summary(bench) -> None:
+    """docs/benchmarks/bench_learning_cpu.json merges with a run of the comparison, also in its
+    form written before runs were kept (per-case Dice per variant only)."""
+    earlier = json.loads(COMMITTED.read_text())
+    now = {**{k: v for k, v in earlier.items() if k not in ("runs", "merged")}, "commands": [],
+           "runs": [_run("new", "brats_comparison", {"Phantom_012": 0.9})]}  # fmt: skip
+    merged = bench.merge(earlier, now, COMMITTED)
+    for name, entry in earlier["variants"].items():
+        assert merged["variants"][name]["dice"]["WT"]["mean"] == pytest.approx(
+            entry["dice"]["WT"]["mean"]
+        )
+        assert merged["variants"][name]["dice"]["ET"]["per_case"] == pytest.approx(
+            entry["dice"]["ET"]["per_case"]
+        )
+        assert merged["variants"][name]["steps"] == entry["steps"]
+    assert merged["variants"]["new"]["dice"]["WT"]["per_case"] == {"Phantom_012": 0.9}
+    assert merged["targets"]["best_cpu_recipe"] == earlier["targets"]["best_cpu_recipe"]
 
 
 @pytest.mark.parametrize(
@@ -112,27 +147,33 @@ def test_merge_carries_the_earlier_variants_and_pairs_them_with_the_new_ones(ben
     [("30m", None, "budget"), ("60m", {"c1": {"0": 480, "1": 32}}, "labels of c1")],
 )
 def test_merge_refuses_a_summary_of_other_data_or_budget(bench, budget, labels, named) -> None:
-    earlier = _summary({"2d": _variant("brats_comparison", {"c1": 0.4})})
-    now = _summary({"3d": _variant("brats_comparison", {"c1": 0.7})}, budget, labels)
+    earlier = _summary([_run("2d", "brats_comparison", {"c1": 0.4})])
+    now = _summary([_run("3d", "brats_comparison", {"c1": 0.7})], budget, labels)
     with pytest.raises(SystemExit, match=named):
         bench.merge(earlier, now, Path("old.json"))
 
 
-def test_quick_cross_validated_benchmark_scores_every_training_case_out_of_fold(
-    bench, tmp_path: Path
-) -> None:
-    out, work = tmp_path / "bench.json", tmp_path / "work"
+def test_quick_cross_validated_benchmark_one_fold_per_sitting(bench, tmp_path: Path) -> None:
+    """Fold 1, then fold 0 in a fresh work folder (a sitting's folder does not survive) merged
+    with the first summary: the folds' spread and every training case scored out of fold."""
     args = ["--quick", "--compares", "cpu_lowres", "--budget", "1s", "--folds", "2"]
-    assert bench.main([*args, "--work", str(work), "--out", str(out)]) == 0
+    first, out = tmp_path / "fold1.json", tmp_path / "bench.json"
+    assert (
+        bench.main([*args, "--fold", "1", "--work", str(tmp_path / "w1"), "--out", str(first)]) == 0
+    )
+    assert (tmp_path / "w1" / "compare_cpu_lowres_folds2" / "report" / "results.json").is_file()
+    assert json.loads(first.read_text())["variants"]["3d_context_2mm"]["dice"]["WT"]["folds"] == 1
+    merge = ["--merge", str(first), "--out", str(out)]
+    assert bench.main([*args, "--fold", "0", "--work", str(tmp_path / "w0"), *merge]) == 0
     summary = json.loads(out.read_text())
-    assert (work / "compare_cpu_lowres_folds2" / "report" / "results.json").is_file()
     variant = summary["variants"]["3d_context_2mm"]
-    assert variant["dice"]["WT"]["folds"] == 2
+    assert variant["dice"]["WT"]["folds"] == 2 and variant["dice"]["WT"]["sd"] is not None
     unseen = variant["out_of_fold_dice"]["WT"]
     assert unseen["n"] == 4 and sorted(unseen["per_case"]) == [
         f"Phantom_00{i}" for i in range(1, 5)
     ]
     assert summary["paired_tests_out_of_fold"] == []  # one variant: nothing to pair
+    assert summary["merged"]["runs"] == ["3d_context_2mm fold 1"]
 
 
 @pytest.mark.slow
