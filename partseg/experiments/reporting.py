@@ -228,8 +228,9 @@ def budget_settings(results: Sequence[Any]) -> dict[str, str]:
         budgets = sorted({format_duration(float(p["budget_s"])) for p in plans})
         settings["budget"] = (
             f"{' / '.join(budgets)} of training steps per variant and fold: each run measured "
-            "its step time and trained for the steps that fill it (costs: step_seconds, "
-            "steps, train_seconds); validation is not counted (val_seconds)"
+            "its step time (a probe, then its first epoch) and trained for the steps that fill "
+            "it (costs: step_seconds, steps, train_seconds); validation is not counted "
+            "(val_seconds)"
         )
         machines = [p.get("hardware", {}) for p in plans]
     else:

@@ -185,6 +185,18 @@ class Trainer(TrainerSetup, TrainerState):
         if self.dist.is_main:
             write_run_json(self.run_dir / "budget.json", plan.to_dict())
 
+    def recalibrate_budget(self, first_epoch_s: float) -> None:
+        """Set the remaining epochs from the first epoch's time (rank 0's, on DDP)."""
+        from partseg.train.budget import BudgetPlan, recalibrate
+
+        assert self.budget is not None
+        plan = recalibrate(self.budget, first_epoch_s)
+        plan = BudgetPlan.from_dict(ddp.broadcast_object(self.dist, plan.to_dict()))
+        self.apply_budget(plan)
+        self.log(plan.describe())
+        if self.dist.is_main:
+            write_run_json(self.run_dir / "budget.json", plan.to_dict())
+
     def apply_budget(self, plan: BudgetPlan) -> None:
         """Train for the plan's epochs, steps per epoch and validation cadence."""
         train = dataclasses.replace(
@@ -217,12 +229,16 @@ class Trainer(TrainerSetup, TrainerState):
     def _run(self) -> dict[str, Any]:
         self.setup()
         record: dict[str, Any] = {}
-        for epoch in range(self.epoch, self.config.train.epochs):
+        epoch = self.epoch
+        while epoch < self.config.train.epochs:  # a budget may change it after the first
             record = self.train_epoch(epoch)
+            if epoch == 0 and self.budget is not None and self.budget.first_epoch_s is None:
+                self.recalibrate_budget(record["time_s"])
             record |= self.validate(epoch)
             self.end_epoch(epoch, record)
             if self.maybe_stop(epoch):
                 break
+            epoch += 1
         return self.finish(record)
 
     def epoch_samples(self, epoch: int, steps: int | None = None) -> list[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -21,6 +22,7 @@ from partseg.train.budget import (
     hardware,
     parse_duration,
     plan_steps,
+    recalibrate,
 )
 from partseg.train.trainer import Trainer
 
@@ -90,9 +92,16 @@ def test_budgeted_run_is_the_plain_run_of_its_plan(store: str, tmp_path: Path) -
     plan = BudgetPlan.from_dict(json.loads((tmp_path / "budget" / "budget.json").read_text()))
     assert plan.budget_s == 1.0 and plan.step_s > 0 and len(plan.probe_step_s) == 3
     assert plan.hardware["cpu"]
-    assert (plan.epochs, plan.steps_per_epoch, plan.val_every) == plan_steps(
-        1.0, plan.step_s, steps_per_epoch=50, val_every=1
-    )
+    # planned from the probe, then recalibrated from the first epoch's time
+    probed = plan_steps(1.0, plan.probe_s_per_step, steps_per_epoch=50, val_every=1)
+    lines = (tmp_path / "budget/metrics.jsonl").read_text().splitlines()
+    assert plan.first_epoch_s == json.loads(lines[0])["time_s"]
+    assert plan.steps_per_epoch == probed[1]
+    before = dataclasses.replace(
+        plan, step_s=plan.probe_s_per_step, epochs=probed[0], val_every=probed[2],
+        first_epoch_s=None, probe_s_per_step=None,
+    )  # fmt: skip
+    assert recalibrate(before, plan.first_epoch_s) == plan
     assert summary["last"]["step"] == plan.total_steps
     assert summary["last"]["epoch"] == plan.epochs  # epochs count from 1
     saved = load_config(tmp_path / "budget" / "config.yaml")
@@ -121,6 +130,34 @@ def test_resume_keeps_the_planned_step_count(store: str, tmp_path: Path) -> None
     summary = Trainer(other, tmp_path, resume=True, log=lines.append).run()
     assert summary["last"]["step"] == plan["total_steps"]
     assert not any("budget" in line and "measured" in line for line in lines)  # no new probe
+    assert not any("recalibrated" in line for line in lines)  # nor a second recalibration
+
+
+def test_a_probe_that_misjudges_the_step_is_corrected_after_the_first_epoch(
+    store: str, tmp_path: Path, monkeypatch
+) -> None:
+    """A probe 20 times too slow would plan a fraction of the budget; the first epoch's own
+    time sets the remaining epochs, and the run is the plain run of that plan."""
+    from partseg.train import budget
+
+    real = budget.measure_step_seconds
+
+    def slow(trainer):
+        times, probe_s = real(trainer)
+        return [20 * t for t in times], probe_s
+
+    monkeypatch.setattr(budget, "measure_step_seconds", slow)
+    lines: list[str] = []
+    config = tiny(store, "train.budget=2s", "train.steps_per_epoch=4", "train.val_every=0")
+    summary = Trainer(config, tmp_path / "run", log=lines.append).run()
+    plan = BudgetPlan.from_dict(json.loads((tmp_path / "run" / "budget.json").read_text()))
+    probed_epochs = plan_steps(2.0, plan.probe_s_per_step, steps_per_epoch=4, val_every=0)[0]
+    assert plan.step_s < plan.probe_s_per_step and plan.epochs > probed_epochs
+    assert plan.epochs == 1 + round((2.0 - plan.first_epoch_s) / plan.first_epoch_s)
+    assert summary["last"]["step"] == plan.total_steps
+    assert any(line.startswith("budget recalibrated after the first epoch") for line in lines)
+    payload = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert payload["budget"]["epochs"] == plan.epochs  # a resumed run keeps the new plan
 
 
 def test_cli_budget_flag(store: str, tmp_path: Path) -> None:
