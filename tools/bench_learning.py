@@ -120,10 +120,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--merge",
         type=Path,
-        default=None,
+        action="append",
+        default=[],
         help="an earlier summary of this benchmark (same data, budget and folds): its runs "
         "(variant and fold) that this run does not redo are carried over, with their per-case "
-        "Dice, and every figure recomputed over all (default: none)",
+        "Dice, and every figure recomputed over all; repeat to merge several, later ones "
+        "winning (default: none)",
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds of budget")
     args = parser.parse_args(argv)
@@ -229,8 +231,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     summary["data"]["test_label_voxels"] = label_voxels(work / "full.zarr", test)
     summary["commands"] = log
     summary["wall_seconds"] = {k: round(v, 1) for k, v in stages.items()}
-    if args.merge is not None:
-        summary = merge(json.loads(args.merge.read_text()), summary, args.merge)
+    for source in reversed(args.merge):  # the last named is the nearest: merged first
+        summary = merge(json.loads(source.read_text()), summary, source)
     return summary
 
 
@@ -274,7 +276,7 @@ def merge(earlier: Mapping[str, Any], summary: dict[str, Any], source: Path) -> 
         ...        "commands": ["b"]}
         >>> merged = merge(old, new, Path("old.json"))
         >>> wt = merged["variants"]["3d"]["dice"]["WT"]
-        >>> wt["folds"], round(wt["mean"], 3), merged["commands"], merged["merged"]["runs"]
+        >>> wt["folds"], round(wt["mean"], 3), merged["commands"], merged["merged"][0]["runs"]
         (2, 0.6, ['a', 'b'], ['3d fold 0'])
     """
 
@@ -301,13 +303,14 @@ def merge(earlier: Mapping[str, Any], summary: dict[str, Any], source: Path) -> 
     merged["data"] = {**summary["data"], "split": {**get(earlier, "data.split"),
                                                    **get(summary, "data.split")}}  # fmt: skip
     merged["commands"] = [*earlier.get("commands", []), *summary.get("commands", [])]
-    merged["wall_seconds"] = {**earlier.get("wall_seconds", {}),
-                              **summary.get("wall_seconds", {})}  # fmt: skip
-    merged["merged"] = {
+    # a stage rerun to resume takes seconds: the longer time is the one that did the work
+    walls = [earlier.get("wall_seconds", {}), summary.get("wall_seconds", {})]
+    merged["wall_seconds"] = {k: max(w.get(k, 0.0) for w in walls) for k in {*walls[0], *walls[1]}}
+    merged["merged"] = [*summary.get("merged", []), {
         "from": earlier.get("command", str(source)),
         "runs": [f"{r['variant']} fold {r['fold']}" for r in carried],
         "labels_checked": bool(get(earlier, "data.test_label_voxels")),
-    }
+    }]  # fmt: skip
     return merged
 
 

@@ -72,7 +72,7 @@ def test_quick_benchmark_writes_the_summary_and_resumes(bench, tmp_path: Path, c
     assert "not retrained" in printed and "0 already present" not in printed
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["variants"] == summary["variants"]
-    assert again["merged"]["runs"] == [] and again["merged"]["labels_checked"]
+    assert again["merged"][0]["runs"] == [] and again["merged"][0]["labels_checked"]
 
 
 def _summary(records: list, budget: str = "60m", labels: dict | None = None, folds=0) -> dict:
@@ -109,7 +109,24 @@ def test_merge_carries_the_earlier_runs_and_pairs_them_with_the_new_ones(bench) 
     assert pairs[("2d", "3d")]["median_diff"] == pytest.approx(-0.35)
     assert merged["targets"]["brats_comparison_met"] == {"2d": False, "3d": True}
     assert merged["targets"]["best_cpu_recipe"] == "3d_context_2mm"
-    assert merged["commands"] == ["60m", "60m"] and merged["merged"]["runs"] == ["2d fold 0"]
+    assert merged["commands"] == ["60m", "60m"] and merged["merged"][0]["runs"] == ["2d fold 0"]
+
+
+def test_merge_of_several_summaries_lets_the_later_win_and_keeps_the_working_wall_time(
+    bench,
+) -> None:
+    first = {**_summary([_run("2d", "brats_comparison", {"c1": 0.1})]),
+             "wall_seconds": {"brats_comparison_s": 7000.0}}  # fmt: skip
+    second = {**_summary([_run("2d", "brats_comparison", {"c1": 0.9}),
+                          _run("3d", "brats_comparison", {"c1": 0.8})]),
+              "wall_seconds": {"brats_comparison_s": 7100.0}}  # fmt: skip
+    now = {**_summary([_run("3d", "brats_comparison", {"c1": 0.7})]),
+           "wall_seconds": {"brats_comparison_s": 30.0}}  # a resume: seconds  # fmt: skip
+    merged = bench.merge(first, bench.merge(second, now, Path("2.json")), Path("1.json"))
+    assert merged["variants"]["2d"]["dice"]["WT"]["per_case"] == {"c1": 0.9}  # the later
+    assert merged["variants"]["3d"]["dice"]["WT"]["per_case"] == {"c1": 0.7}  # this run's
+    assert merged["wall_seconds"] == {"brats_comparison_s": 7100.0}
+    assert [m["runs"] for m in merged["merged"]] == [["2d fold 0"], []]
 
 
 def test_merge_joins_the_folds_of_a_variant_run_in_two_sittings(bench) -> None:
@@ -173,7 +190,7 @@ def test_quick_cross_validated_benchmark_one_fold_per_sitting(bench, tmp_path: P
         f"Phantom_00{i}" for i in range(1, 5)
     ]
     assert summary["paired_tests_out_of_fold"] == []  # one variant: nothing to pair
-    assert summary["merged"]["runs"] == ["3d_context_2mm fold 1"]
+    assert summary["merged"][0]["runs"] == ["3d_context_2mm fold 1"]
 
 
 @pytest.mark.slow
