@@ -305,7 +305,8 @@ def merge(earlier: Mapping[str, Any], summary: dict[str, Any], source: Path) -> 
     merged["commands"] = [*earlier.get("commands", []), *summary.get("commands", [])]
     # a stage rerun to resume takes seconds: the longer time is the one that did the work
     walls = [earlier.get("wall_seconds", {}), summary.get("wall_seconds", {})]
-    merged["wall_seconds"] = {k: max(w.get(k, 0.0) for w in walls) for k in {*walls[0], *walls[1]}}
+    stages = dict.fromkeys([*walls[0], *walls[1]])
+    merged["wall_seconds"] = {k: max(w.get(k, 0.0) for w in walls) for k in stages}
     merged["merged"] = [*summary.get("merged", []), {
         "from": earlier.get("command", str(source)),
         "runs": [f"{r['variant']} fold {r['fold']}" for r in carried],
