@@ -294,10 +294,12 @@ def merge(earlier: Mapping[str, Any], summary: dict[str, Any], source: Path) -> 
             "differ); rerun its variants here instead"
         )
     redone = {(r["variant"], r["fold"]) for r in summary["runs"]}
-    carried = [r for r in run_records(earlier) if (r["variant"], r["fold"]) not in redone]
-    unseen = [r for r in earlier.get("out_of_fold_runs", [])
-              if (r["variant"], r["fold"]) not in redone]  # fmt: skip
-    unseen += summary.get("out_of_fold_runs", [])
+
+    def kept(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        return [r for r in records if (r["variant"], r["fold"]) not in redone]
+
+    carried = kept(run_records(earlier))
+    unseen = [*kept(earlier.get("out_of_fold_runs", [])), *summary.get("out_of_fold_runs", [])]
     records = {"runs": _ordered([*carried, *summary["runs"]]), "out_of_fold_runs": _ordered(unseen)}
     merged = {**summary, **derive(records["runs"], records["out_of_fold_runs"]), **records}
     merged["data"] = {**summary["data"], "split": {**get(earlier, "data.split"),
@@ -501,6 +503,8 @@ def targets(variants: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from partseg.atomic import write_text
+
     args = parse_args(argv)
     summary = run(args)
     summary["command"] = "python tools/bench_learning.py " + shlex.join(
@@ -508,9 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     text = json.dumps(summary, indent=2, default=float)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    partial = args.out.with_name(args.out.name + ".partial")
-    partial.write_text(text + "\n")
-    partial.replace(args.out)
+    write_text(args.out, text + "\n")
     print(text)
     return 0
 

@@ -176,21 +176,21 @@ class Trainer(TrainerSetup, TrainerState):
 
     def plan_budget(self) -> None:
         """Measure the step time and apply the plan of ``train.budget`` (rank 0's, on DDP)."""
-        from partseg.train.budget import BudgetPlan, make_plan
+        from partseg.train.budget import make_plan
 
-        plan = make_plan(self, self.config.train.budget)
-        plan = BudgetPlan.from_dict(ddp.broadcast_object(self.dist, plan.to_dict()))
-        self.apply_budget(plan)
-        self.log(plan.describe())
-        if self.dist.is_main:
-            write_run_json(self.run_dir / "budget.json", plan.to_dict())
+        self._adopt_budget(make_plan(self, self.config.train.budget))
 
     def recalibrate_budget(self, first_epoch_s: float) -> None:
         """Set the remaining epochs from the first epoch's time (rank 0's, on DDP)."""
-        from partseg.train.budget import BudgetPlan, recalibrate
+        from partseg.train.budget import recalibrate
 
         assert self.budget is not None
-        plan = recalibrate(self.budget, first_epoch_s)
+        self._adopt_budget(recalibrate(self.budget, first_epoch_s))
+
+    def _adopt_budget(self, plan: BudgetPlan) -> None:
+        """Rank 0's plan on every rank: applied, logged and written to ``RUN/budget.json``."""
+        from partseg.train.budget import BudgetPlan
+
         plan = BudgetPlan.from_dict(ddp.broadcast_object(self.dist, plan.to_dict()))
         self.apply_budget(plan)
         self.log(plan.describe())
