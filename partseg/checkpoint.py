@@ -151,7 +151,7 @@ def expand_models(
         if missing:
             raise CheckpointError(
                 f"{path} has no fold {', '.join(map(str, missing))} (it has folds "
-                f"{', '.join(map(str, runs))}); choose --folds among them"
+                f"{', '.join(map(str, runs))}); choose --fold among them"
             )
         for k in wanted:
             try:
@@ -160,12 +160,12 @@ def expand_models(
                 raise CheckpointError(
                     f"fold {k} of {path} has no checkpoint yet ({runs[k]}): finish the "
                     "cross-validation (rerun `partseg cv`, it resumes) or leave the fold out "
-                    "with --folds"
+                    "with --fold"
                 ) from None
             models.append(runs[k])
     if folds is not None and not expanded:
         raise ConfigError(
-            "--folds selects folds of a cross-validation folder (partseg cv --out DIR, or a "
+            "--fold selects folds of a cross-validation folder (partseg cv --out DIR, or a "
             "compare's runs/VARIANT); none of the models given is one: "
             + ", ".join(map(str, paths))
         )

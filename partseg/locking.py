@@ -90,18 +90,28 @@ class Lock:
 
 
 @contextmanager
-def run_lock(folder: str | os.PathLike, command: str) -> Iterator[Path]:
+def run_lock(folder: str | os.PathLike, command: str, *, wait_s: float = 0.0) -> Iterator[Path]:
     """Hold the lock of ``folder`` (created if needed) for the block; yields the folder.
 
     Args:
         folder: the store or run folder to write.
         command: the partseg command writing it, shown to a refused second writer.
+        wait_s: how long to keep trying while another process holds it (for locks that are
+            held for a moment only, such as ``cv --fold`` jobs writing a shared summary).
 
     Raises:
         LockError: another live process holds the lock.
         WriteError: the folder cannot be created or written.
     """
-    lock = acquire(folder, command)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            lock = acquire(folder, command)
+            break
+        except LockError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
     try:
         yield lock.path.parent
     finally:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from partseg.cli.options import add_json, add_no_progress, add_overwrite, int_range
+from partseg.cli.options import add_json, add_no_progress, add_overwrite, fold_numbers, int_range
 from partseg.cli.train import add_budget, add_overrides
 
 
@@ -80,6 +80,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--fold",
+        type=fold_numbers,
         default=None,
         metavar="K[,K]",
         help="with --folds: train and score only these folds (numbered from 0), one job per "
@@ -141,24 +142,6 @@ def default_out(config: Path, *, quick: bool) -> Path:
     return Path(f"compare-{config.stem}{'-quick' if quick else ''}")
 
 
-def fold_list(text: str) -> list[int]:
-    """``--fold 0,2`` as fold numbers.
-
-    Raises:
-        ConfigError: something other than comma-separated whole numbers.
-
-    Example:
-        >>> fold_list("2,0")
-        [2, 0]
-    """
-    from partseg.errors import ConfigError
-
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts or not all(p.isdigit() for p in parts):
-        raise ConfigError(f"--fold {text!r}: give fold numbers such as 0 or 0,2")
-    return [int(p) for p in parts]
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the comparison and print the Dice table and where the report is."""
     from partseg.experiments import load_compare_config
@@ -179,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         names = [n.strip() for n in args.variants.split(",") if n.strip()]
         config, notes = select_variants(config, names)
     if args.fold is not None:
-        config, more = select_folds(config, fold_list(args.fold))
+        config, more = select_folds(config, args.fold)
         notes += more
     for note in notes:
         print(f"partseg compare: note: {note}", file=sys.stderr)

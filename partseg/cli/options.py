@@ -64,6 +64,22 @@ def _number(text: str) -> float:
         return math.nan
 
 
+def fold_numbers(text: str) -> list[int]:
+    """``--fold 0,2`` (compare, cv): the folds to run, numbered from 0, in the order given.
+
+    Example:
+        >>> fold_numbers("2,0")
+        [2, 0]
+        >>> fold_numbers("one")
+        Traceback (most recent call last):
+        argparse.ArgumentTypeError: give fold numbers such as 0 or 0,2, got 'one'
+    """
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"give fold numbers such as 0 or 0,2, got {text!r}")
+    return [int(p) for p in parts]
+
+
 def positive_float(text: str) -> float:
     """A finite number > 0 (sizes in mm, seconds)."""
     value = _number(text)

@@ -18,10 +18,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``partseg predict``."""
     from partseg.cli.options import (
         add_amp,
+        add_deprecated,
         add_device,
         add_json,
         add_no_progress,
         add_overwrite,
+        fold_numbers,
         nonnegative_int,
         positive_int,
     )
@@ -42,17 +44,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         metavar="MODEL",
         help="run directory (uses checkpoints/best.pt, else last.pt), checkpoint file, or a "
-        "cross-validation folder (partseg cv --out DIR: its folds' runs, see --folds); "
+        "cross-validation folder (partseg cv --out DIR: its folds' runs, see --fold); "
         "several: an ensemble averaging their probabilities",
     )
     p.add_argument(
-        "--folds",
-        nargs="+",
-        type=nonnegative_int,
-        metavar="K",
-        help="folds of a cross-validation MODEL folder to ensemble, as nnU-Net's -f "
+        "--fold",
+        dest="folds",
+        type=fold_numbers,
+        default=None,
+        metavar="K[,K]",
+        help="folds of a cross-validation MODEL folder to ensemble, e.g. 0,1,2, as nnU-Net's -f "
         "(default: every fold)",
     )
+    add_deprecated(p, "--folds", "--fold K[,K]", dest="folds", nargs="+", type=nonnegative_int)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--store", help="partseg store (path or fsspec URL) holding the cases")
     source.add_argument(

@@ -287,20 +287,24 @@ def test_cross_validation_folder_predicts_its_folds_as_an_ensemble(store_path, t
     common = ["--store", store_path, "--cases", case, "--save-probabilities", "--device", "cpu"]
     folds = cv / "fold_0", cv / "fold_2"
     assert main(["predict", *map(str, folds), "--out", str(tmp_path / "runs"), *common]) == 0
-    assert (
-        main(["predict", str(cv), "--folds", "0", "2", "--out", str(tmp_path / "f"), *common]) == 0
-    )
+    assert main(["predict", str(cv), "--fold", "0,2", "--out", str(tmp_path / "f"), *common]) == 0
+    capsys.readouterr()
+    old = ["predict", str(cv), "--folds", "0", "2", "--out", str(tmp_path / "old"), *common]
+    assert main(old) == 0  # the earlier spelling still works, with a note
+    assert "--folds is deprecated; use --fold K[,K]" in capsys.readouterr().err
     by_runs, _ = _nifti(tmp_path / "runs" / f"{case}_probabilities.nii.gz")
     by_folds, _ = _nifti(tmp_path / "f" / f"{case}_probabilities.nii.gz")
     np.testing.assert_array_equal(by_folds, by_runs)  # the same ensemble, picked by fold
+    by_old, _ = _nifti(tmp_path / "old" / f"{case}_probabilities.nii.gz")
+    np.testing.assert_array_equal(by_old, by_runs)
     one, _ = _nifti(tmp_path / "runs" / f"{case}.nii.gz")
     capsys.readouterr()
     # every fold by default: fold 3 has no checkpoint, which is an error naming it
     assert main(["predict", str(cv), "--out", str(tmp_path / "all"), *common]) == 2
     assert "fold 3" in capsys.readouterr().err
-    assert main(["predict", str(cv), "--folds", "5", "--out", str(tmp_path / "x"), *common]) == 2
+    assert main(["predict", str(cv), "--fold", "5", "--out", str(tmp_path / "x"), *common]) == 2
     assert "no fold 5" in capsys.readouterr().err
-    run = str(cv / "fold_0")  # --folds on a run directory is refused, not ignored
-    assert main(["predict", run, "--folds", "0", "--out", str(tmp_path / "y"), *common]) == 2
+    run = str(cv / "fold_0")  # --fold on a run directory is refused, not ignored
+    assert main(["predict", run, "--fold", "0", "--out", str(tmp_path / "y"), *common]) == 2
     assert "cross-validation folder" in capsys.readouterr().err
     assert one.shape == tuple(store[case].attrs["original_shape"])

@@ -49,6 +49,20 @@ def test_second_writer_is_refused_with_the_holder_named(tmp_path: Path) -> None:
     assert "partseg ingest" in message and "since" in message and LOCK_NAME in message
 
 
+def test_a_brief_lock_is_waited_for(tmp_path: Path) -> None:
+    import threading
+
+    run = tmp_path / "run"
+    held = acquire(run, "cv")
+    threading.Timer(0.3, held.release).start()  # another job finishing its write
+    with run_lock(run, "cv", wait_s=10):
+        assert read_holder(run).pid == os.getpid()
+    held = acquire(run, "cv")
+    with pytest.raises(LockError, match="in use by partseg cv"), run_lock(run, "cv", wait_s=0.3):
+        pass  # still held when the wait is over
+    held.release()
+
+
 def test_live_holder_of_another_process_refuses(tmp_path: Path) -> None:
     _fake_lock(tmp_path, os.getppid())
     with pytest.raises(LockError, match=f"pid {os.getppid()}"):

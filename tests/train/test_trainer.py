@@ -15,6 +15,7 @@ from partseg.checkpoint import load_checkpoint, load_model
 from partseg.cli import main
 from partseg.config import load_config
 from partseg.errors import CheckpointError, ConfigError, WriteError
+from partseg.locking import LOCK_NAME
 from partseg.train.trainer import Trainer, TrainingError
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
@@ -191,6 +192,27 @@ def test_cv_writes_folds_and_summary(store: str, tmp_path: Path, capsys) -> None
     dice = [f["val_dice"] for f in summary["folds"]]
     assert summary["summary"]["val_dice"]["mean"] == pytest.approx(np.mean(dice))
     assert summary["summary"]["val_dice"]["std"] == pytest.approx(np.std(dice))
+
+
+def test_cv_fold_jobs_complete_one_summary(store: str, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cv"
+    args = ["cv", str(CONFIG), "--folds", "2", "--out", str(out), f"data.store={store}"]
+    assert main([*args, "train.epochs=1", "--fold", "1"]) == 0
+    assert "folds 0 of 2 not trained yet" in capsys.readouterr().out
+    assert not (out / "fold_0").exists() and not (out / LOCK_NAME).exists()
+    partial = json.loads((out / "cv_summary.json").read_text())
+    assert partial["missing"] == [0] and [f["fold"] for f in partial["folds"]] == [1]
+    assert main([*args, "train.epochs=1", "--fold", "0", "--json"]) == 0  # the other job
+    full = json.loads(capsys.readouterr().out)
+    assert full["missing"] == [] and [f["fold"] for f in full["folds"]] == [0, 1]
+    assert full["folds"][1] == partial["folds"][0]  # fold 1 was summarised, not retrained
+    dice = [f["val_dice"] for f in full["folds"]]
+    assert full["summary"]["val_dice"]["mean"] == pytest.approx(np.mean(dice))
+    # a job of another config is refused before it trains: fold 1 holds a 1-epoch run
+    before = (out / "fold_0" / "summary.json").read_text()
+    assert main([*args, "train.epochs=2", "--fold", "0", "--overwrite"]) != 0
+    assert "fold_1 holds a fold of another config" in capsys.readouterr().err
+    assert (out / "fold_0" / "summary.json").read_text() == before
 
 
 def test_train_fold_flag_and_gpu_mem(store: str, tmp_path: Path) -> None:
