@@ -213,6 +213,7 @@ def report(args: argparse.Namespace, out: Path, result: dict[str, Any]) -> None:
         print(f"{key}: {stats['mean']:.4f} +- {stats['std']:.4f} over {stats['n']} folds")
     if result["missing"]:
         left = ",".join(str(k) for k in result["missing"])
-        print(f"folds {left} of {args.folds} not trained yet: the same command with "
+        word = "fold" if len(result["missing"]) == 1 else "folds"
+        print(f"{word} {left} of {args.folds} not trained yet: the same command with "
               f"--fold {left} (or without --fold) trains them")  # fmt: skip
     print(f"cross-validation summary: {out / 'cv_summary.json'}")

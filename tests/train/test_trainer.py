@@ -198,7 +198,7 @@ def test_cv_fold_jobs_complete_one_summary(store: str, tmp_path: Path, capsys) -
     out = tmp_path / "cv"
     args = ["cv", str(CONFIG), "--folds", "2", "--out", str(out), f"data.store={store}"]
     assert main([*args, "train.epochs=1", "--fold", "1"]) == 0
-    assert "folds 0 of 2 not trained yet" in capsys.readouterr().out
+    assert "fold 0 of 2 not trained yet: the same command with --fold 0" in capsys.readouterr().out
     assert not (out / "fold_0").exists() and not (out / LOCK_NAME).exists()
     partial = json.loads((out / "cv_summary.json").read_text())
     assert partial["missing"] == [0] and [f["fold"] for f in partial["folds"]] == [1]
