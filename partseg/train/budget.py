@@ -20,7 +20,9 @@ steps take the budget:
    2.7-3.3 s, which left a fifth of a 60-minute budget unused). The remaining epochs are set
    from the first epoch's own time. Epoch 0's learning rate does not depend on the number of
    epochs (every schedule starts at its first value), so the run is still exactly the plain
-   run of its final plan.
+   run of its final plan. The plan then rests on that one epoch: another job sharing the CPU
+   during it makes the run stop short (a 3D U-Net whose first epoch ran at 4.8 s per step while
+   tests ran beside it, its later ones at 3.6-4.2 s, trained 52 of its 60 minutes).
 4. **Validation does not count** towards the budget (training steps only: the fair measure of
    what a variant learns per unit of compute), but it is capped: ``val_every`` grows so that a
    run validates at most ``MAX_VALIDATIONS`` times (always after its last epoch).
