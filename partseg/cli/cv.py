@@ -93,7 +93,7 @@ def summarize_folds(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from contextlib import nullcontext
+    from contextlib import AbstractContextManager, nullcontext
 
     from partseg.errors import ConfigError
     from partseg.locking import acquire, run_lock
@@ -124,17 +124,24 @@ def run(args: argparse.Namespace) -> int:
         return fold_config(fold, lambda _message: None).to_dict()
 
     whole = args.fold is None  # one cv holds the folder; fold jobs hold it only to write in it
+
+    def writing() -> AbstractContextManager[object]:
+        return nullcontext() if whole else run_lock(out, "cv", wait_s=BRIEF_LOCK_WAIT_S)
+
+    # a whole cv checks every fold's config as it reaches it (prepare_run); a fold job checks
+    # the folds it does not train, before training and again before summarising them
+    check = None if whole or args.resume else config_of
     lock = None
     try:
         if ctx.is_main:
             lock = acquire(out, "cv") if whole else None
-            with nullcontext() if whole else run_lock(out, "cv", wait_s=BRIEF_LOCK_WAIT_S):
+            with writing():
                 store = open_store(first.data.store)
                 splits = kfold_splits(store.case_ids, args.folds, first.data.split_seed)
                 write_splits(out / "splits.json", splits)
-                if not whole and not args.resume:  # refuse before training, not after
+                if check is not None:
                     others = [k for k in range(args.folds) if k not in selected]
-                    refuse_other_configs(out, others, config_of)
+                    refuse_other_configs(out, others, check)
         for fold in selected:
             run_dir = out / f"fold_{fold}"
             config = fold_config(fold, say)
@@ -146,8 +153,8 @@ def run(args: argparse.Namespace) -> int:
                 train(config, run_dir, resume=state == "resume", dist=ctx, log=say)
         result: dict[str, Any] = {}
         if ctx.is_main:  # written under the lock: a second cv cannot interleave its summary
-            with nullcontext() if whole else run_lock(out, "cv", wait_s=BRIEF_LOCK_WAIT_S):
-                result = fold_results(out, args.folds, None if args.resume else config_of)
+            with writing():
+                result = fold_results(out, args.folds, check)
                 write_json(out / "cv_summary.json", result)
     finally:
         if lock is not None:
