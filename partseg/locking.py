@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -45,6 +45,9 @@ from partseg.errors import LockError, WriteError
 
 #: The lock file's name inside the locked folder.
 LOCK_NAME = ".partseg.lock"
+#: How long a fold job (``cv --fold``, ``compare --fold``) waits for a sibling fold job writing
+#: the folder's shared files (a compare's data preparation with phantoms takes minutes).
+FOLD_JOB_WAIT_S = 3600.0
 _log = logging.getLogger("partseg")
 
 
@@ -90,27 +93,39 @@ class Lock:
 
 
 @contextmanager
-def run_lock(folder: str | os.PathLike, command: str, *, wait_s: float = 0.0) -> Iterator[Path]:
+def run_lock(
+    folder: str | os.PathLike,
+    command: str,
+    *,
+    wait_s: float = 0.0,
+    log: Callable[[str], None] | None = None,
+) -> Iterator[Path]:
     """Hold the lock of ``folder`` (created if needed) for the block; yields the folder.
 
     Args:
         folder: the store or run folder to write.
         command: the partseg command writing it, shown to a refused second writer.
-        wait_s: how long to keep trying while another process holds it (for locks that are
-            held for a moment only, such as ``cv --fold`` jobs writing a shared summary).
+        wait_s: how long to keep trying while another process of the same ``command`` holds
+            it: fold jobs (``cv --fold``) take turns writing their folder's shared files. A
+            holder of another command (a whole ``cv`` of that folder) refuses at once.
+        log: told once when this starts waiting, and for whom.
 
     Raises:
         LockError: another live process holds the lock.
         WriteError: the folder cannot be created or written.
     """
-    deadline = time.monotonic() + wait_s
+    deadline, told = time.monotonic() + wait_s, False
     while True:
         try:
             lock = acquire(folder, command)
             break
         except LockError:
-            if time.monotonic() >= deadline:
+            holder = read_holder(folder)
+            if time.monotonic() >= deadline or (holder is not None and holder.command != command):
                 raise
+            if log is not None and holder is not None and not told:
+                log(f"{folder} is in use by {holder.describe()}; waiting for it")
+                told = True
             time.sleep(0.2)
     try:
         yield lock.path.parent

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from partseg.errors import ConfigError
+from partseg.errors import ConfigError, LockError
 from partseg.experiments import (
     PhantomSpec,
     compare_config_from_dict,
@@ -240,6 +240,15 @@ def test_run_compare_end_to_end_and_resume(tmp_path: Path) -> None:
     assert json.loads((report / "results.json").read_text())["hd95_convention"] == "pooled"
     assert "HD95 convention: pooled" in (report / "report.md").read_text()
     assert checkpoint.stat().st_mtime_ns == before  # re-scored, not retrained
+    assert costs["masked_voxels"] is None  # no nonzero mask
+    masked = compare_config_from_dict(TINY, overrides=["evaluation.nonzero_mask=true"])
+    report = run_compare(masked, tmp_path / "cmp", progress=False, log=lines.append).report_dir
+    masked_costs = json.loads((report / "results.json").read_text())["costs"][0]
+    assert costs["air_voxels"] > 0  # the 1-step model calls some of the air tumour ...
+    assert masked_costs["air_voxels"] == 0  # ... the mask scores none of it ...
+    assert masked_costs["masked_voxels"] == costs["air_voxels"]  # ... and says how much it was
+    text = (report / "report.md").read_text()
+    assert "`masked_voxels`" in text and "outside the head (0 in every channel) set to" in text
     grid = compare_config_from_dict(TINY, overrides=["evaluation.partition=grid"])
     report = run_compare(grid, tmp_path / "cmp", progress=False, log=lines.append).report_dir
     assert np.isfinite(json.loads((report / "results.json").read_text())["costs"][0]["seam_index"])
@@ -405,6 +414,43 @@ def test_compare_one_fold_per_job_then_the_report_over_every_fold(tmp_path: Path
     capsys.readouterr()
     assert main([*args, "--fold", "2"]) == 2
     assert "--fold 2: the 2 folds are numbered 0 to 1" in capsys.readouterr().err
+
+
+def test_compare_fold_jobs_share_the_folder_and_take_turns_writing_it(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A fold job holds the folder only to prepare the data and to write its report: a sibling
+    fold job writing is waited for, a whole comparison holding the folder refuses it at once,
+    and no lock is held while it trains."""
+    import threading
+
+    from partseg.experiments import runner
+    from partseg.experiments.config import select_folds
+    from partseg.locking import acquire, read_holder
+
+    raw = {**TINY, "phantom": {**TINY["phantom"], "cases": 4}, "folds": 2, "evaluation": {
+        **TINY["evaluation"], "test_fraction": 0.25}}  # fmt: skip
+    job, _ = select_folds(compare_config_from_dict(raw), [1])
+    out = tmp_path / "out"
+    holders = []
+
+    def train_variant(*args, **kwargs):
+        holders.append(read_holder(out))
+        return original(*args, **kwargs)
+
+    original = runner.train_variant
+    monkeypatch.setattr(runner, "train_variant", train_variant)
+    whole = acquire(out, "compare")
+    with pytest.raises(LockError, match=r"in use by partseg compare \(pid"):
+        run_compare(job, out, progress=False, log=lambda _m: None)
+    whole.release()
+    sibling, lines = acquire(out, "compare --fold"), []
+    threading.Timer(0.5, sibling.release).start()  # a fold job finishing its data preparation
+    run_compare(job, out, progress=False, log=lines.append)
+    assert any("in use by partseg compare --fold" in line for line in lines)
+    assert holders == [None]  # trained with the folder free for the other fold jobs
+    assert read_holder(out) is None
+    assert json.loads((out / "report" / "results.json").read_text())["runs"][0]["fold"] == 1
 
 
 def test_load_training_config_picks_a_recipe_variant(tmp_path: Path) -> None:

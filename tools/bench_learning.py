@@ -375,7 +375,7 @@ def compare_dir(work: Path, name: str, folds: int) -> Path:
 
 #: The costs of a run the summary keeps (``RunResult.costs``).
 COST_KEYS = ("budget_seconds", "step_seconds", "steps", "train_seconds", "val_seconds",
-             "predict_seconds", "parameters", "air_voxels")  # fmt: skip
+             "predict_seconds", "parameters", "air_voxels", "masked_voxels")  # fmt: skip
 
 
 def summarize(

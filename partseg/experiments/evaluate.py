@@ -18,6 +18,10 @@ from partseg.experiments.config import EvaluationSpec
 from partseg.experiments.predictors import Predictor
 from partseg.progress import Progress
 
+#: Part of every cached evaluation's key: raised when a scoring run records something new
+#: (2: ``masked_voxels``), so evaluations cached before are scored again, not reused without it.
+EVALUATION_VERSION = 2
+
 
 @dataclass(frozen=True)
 class OverlaySlice:
@@ -99,9 +103,10 @@ def evaluate_predictor(
 
     Returns:
         The evaluation dict (``summary`` from :func:`partseg.metrics.summarize`, ``cases``,
-        ``seam_index``, ``predict_seconds``, ``air_voxels``: mean foreground voxels predicted
-        outside the head, where every input channel is 0) and the predicted overlay slices,
-        (Y, X) uint8 each.
+        ``seam_index``, ``predict_seconds``, ``air_voxels``: mean foreground voxels scored
+        outside the head, where every input channel is 0; ``masked_voxels``: mean foreground
+        voxels the model predicted there and ``nonzero_mask`` set to background, None without
+        it) and the predicted overlay slices, (Y, X) uint8 each.
     """
 
     from partseg.infer.postprocess import case_nonzero_mask, postprocess
@@ -111,8 +116,8 @@ def evaluate_predictor(
     # what shapes these scores (whether out-of-fold cases are scored too does not)
     scoring = {k: v for k, v in dataclasses.asdict(spec).items() if k != "out_of_fold"}
     key = json.dumps(
-        {"checkpoint": predictor.key, "test": list(test), "slices": [dataclasses.astuple(s)
-         for s in slices], "spec": scoring,
+        {"version": EVALUATION_VERSION, "checkpoint": predictor.key, "test": list(test),
+         "slices": [dataclasses.astuple(s) for s in slices], "spec": scoring,
          **({"reference": reference.url} if reference is not None else {})},
         sort_keys=True, default=list,
     )  # fmt: skip
@@ -124,12 +129,13 @@ def evaluate_predictor(
                 return stored, [archive[f"arr_{i}"] for i in range(len(slices))]
     classes = tuple(store.classes)
     regions = regions_for(classes)
-    cases, seams, picked, air = {}, [], {}, []
+    cases, seams, picked, air, masked = {}, [], {}, [], []
     start = time.perf_counter()
     bar = Progress(len(test), f"evaluate {predictor.name}", unit="case", enabled=progress)
     for case_id in test:
         case = store[case_id]
-        labels, probs = predictor.predict(case)  # (Z, Y, X), (K, Z, Y, X) | None
+        labels, probs, removed = predictor.predict(case)  # (Z, Y, X), (K, Z, Y, X) | None
+        masked += [] if removed is None else [removed]
         if spec.min_component_size > 1:
             labels = postprocess(labels, min_component_size=spec.min_component_size)
         truth = case if reference is None else reference[case_id]
@@ -158,6 +164,7 @@ def evaluate_predictor(
         "seam_index": float(np.mean(finite)) if finite else None,
         "predict_seconds": seconds / max(len(test), 1),
         "air_voxels": float(np.mean(air)) if air else None,
+        "masked_voxels": float(np.mean(masked)) if masked else None,
     }
     overlay = [picked[i].astype(np.uint8) for i in range(len(slices))]
     with atomic_path(slices_file, suffix=".npz") as tmp, tmp.open("wb") as handle:

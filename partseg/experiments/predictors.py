@@ -17,10 +17,14 @@ if TYPE_CHECKING:
 
 @dataclass
 class Predictor:
-    """How to turn one test case into labels: a model on a partition, or a cascade."""
+    """How to turn one test case into labels: a model on a partition, or a cascade.
+
+    ``predict`` maps a case to its labels, its probabilities (None for a cascade) and the
+    foreground voxels the nonzero mask removed (None without ``evaluation.nonzero_mask``).
+    """
 
     name: str
-    predict: Callable[[Any], tuple[np.ndarray, np.ndarray | None]]  # case -> (labels, probs)
+    predict: Callable[[Any], tuple[np.ndarray, np.ndarray | None, int | None]]
     core: tuple[int, ...] | None
     parameters: int
     key: str  # changes when the checkpoints change
@@ -42,9 +46,9 @@ def model_predictor(name: str, run_dirs: Sequence[Path], spec: EvaluationSpec) -
 
     predictor = CasePredictor.from_checkpoints(run_dirs, predict_settings(spec), log=_quiet)
 
-    def predict(case: Any) -> tuple[np.ndarray, np.ndarray]:
+    def predict(case: Any) -> tuple[np.ndarray, np.ndarray, int | None]:
         prediction = predictor.predict(case)  # probabilities float32 (K, Z, Y, X)
-        return prediction.labels, prediction.probabilities
+        return prediction.labels, prediction.probabilities, prediction.masked_voxels
 
     params = sum(int(m.model.num_parameters()) for m in predictor.members)
     # Only the grid has tile faces; exact and none equal model(volume), seam-free by construction
@@ -67,9 +71,9 @@ def cascade_predictor(spec: CascadeSpec, coarse: Path, fine: Path, ev: Evaluatio
     a = CasePredictor.from_checkpoints([coarse], settings, log=_quiet)
     b = CasePredictor.from_checkpoints([fine], settings, log=_quiet)
 
-    def predict(case: Any) -> tuple[np.ndarray, None]:
+    def predict(case: Any) -> tuple[np.ndarray, None, int | None]:
         result = predict_cascade(a, b, case, voi_size=spec.voi, min_size=spec.min_size)
-        return result.labels.astype(np.uint8), None
+        return result.labels.astype(np.uint8), None, result.masked_voxels
 
     key = checkpoint_key([coarse, fine])
     params = int(a.model.num_parameters()) + int(b.model.num_parameters())

@@ -80,6 +80,7 @@ def run_result(
         "predict_seconds": evaluation.get("predict_seconds"),
         "seam_index": evaluation.get("seam_index"),
         "air_voxels": evaluation.get("air_voxels"),
+        "masked_voxels": evaluation.get("masked_voxels"),
     }
     return RunResult(
         variant=name,
@@ -197,6 +198,8 @@ def write_compare_report(
     cleaned = ""
     if config.evaluation.min_component_size > 1:
         cleaned = f", components < {config.evaluation.min_component_size} voxels removed"
+    if config.evaluation.nonzero_mask:
+        cleaned += ", foreground outside the head (0 in every channel) set to background"
     spec = config.evaluation
     mode = f"prediction mode {spec.partition}"
     mode += f", blend={spec.blend}" if spec.partition == "grid" else ""

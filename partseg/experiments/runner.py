@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from partseg.experiments.training import (
     train_variant,
     training_costs,
 )
-from partseg.locking import run_lock
+from partseg.locking import FOLD_JOB_WAIT_S, run_lock
 
 
 @dataclass
@@ -46,40 +47,40 @@ def run_compare(
 ) -> CompareOutcome:
     """Train every variant (and fold), score them on the same test cases, write the report.
 
+    A whole comparison holds its folder's lock throughout. Fold jobs (``config.only_folds``:
+    one per GPU or machine, as nnU-Net runs its folds) may run at once in one folder: each
+    holds it only while preparing the shared data and split, and while writing the report
+    (of its own folds), waiting for a sibling fold job that does; each run locks its own
+    folder while it trains.
+
     Example:
         >>> # outcome = run_compare(load_compare_config("configs/compare_brats.yaml"), "cmp")
         >>> # print(outcome.table)
     """
-    with run_lock(out, "compare"):  # one comparison per folder; each run locks its own
-        return _run_compare(config, Path(out), progress, log)
+    out = Path(out)
+    if not config.only_folds:
+        with run_lock(out, "compare"):
+            return _run_compare(config, out, progress, log, nullcontext)
+
+    def writing() -> AbstractContextManager[object]:
+        return run_lock(out, "compare --fold", wait_s=FOLD_JOB_WAIT_S, log=log)
+
+    return _run_compare(config, out, progress, log, writing)
 
 
 def _run_compare(
-    config: CompareConfig, out: Path, progress: bool, log: Callable[[str], None]
+    config: CompareConfig,
+    out: Path,
+    progress: bool,
+    log: Callable[[str], None],
+    writing: Callable[[], AbstractContextManager[object]],
 ) -> CompareOutcome:
     from partseg.store.zarrstore import open_store
 
-    store_url = prepare_store(config, out, progress=progress)
-    if config.prior:  # the cascade's second stage: the store plus the low-res prediction
-        store_url = write_prior_store(
-            config.prior["run"], config.prior["store"], store_url, out / "data" / "prior.zarr",
-            batch_size=config.evaluation.batch_size, log=log,
-        )  # fmt: skip
+    with writing():  # the data, the prior store and the split are shared by every fold job
+        store_url, reference, split, notes = _prepare(config, out, progress, log)
     store = open_store(store_url)
-    reference_url = reference_store(config, out)
-    reference = None if reference_url is None else open_store(reference_url)
-    if reference is not None:
-        check_reference(store, reference)
-        log(f"test cases are scored on {reference_url} (predictions resampled to its grid)")
     scored = reference or store
-    split = make_split(store.case_ids, config)
-    write_json(out / "split.json", dataclasses.asdict(split))
-    notes = []
-    if config.prior:
-        leaked = leaked_test_cases(
-            config.prior["run"], open_store(config.prior["store"]), split.test
-        )
-        notes += [prior_note(leaked)] if leaked else []
     log(
         f"store {store_url}: {len(store.case_ids)} cases, {len(split.test)} held out for test; "
         f"{len(config.variants)} variant(s) x {len(split.folds)} fold(s)"
@@ -114,13 +115,46 @@ def _run_compare(
             out_of_fold.append(run_result(name, fold, predictor, evaluation, {}, (), unseen))
     from partseg.report import headline_table
 
-    report_dir = write_compare_report(
-        config, out, scored, split, results, slices, overlays,
-        trained_on=None if reference is None else store.url, notes=notes, out_of_fold=out_of_fold,
-    )  # fmt: skip
+    with writing():
+        report_dir = write_compare_report(
+            config, out, scored, split, results, slices, overlays,
+            trained_on=None if reference is None else store.url, notes=notes,
+            out_of_fold=out_of_fold,
+        )  # fmt: skip
     for note in notes:
         log(f"note: {note}")
     return CompareOutcome(report_dir, results, headline_table(results))
+
+
+def _prepare(
+    config: CompareConfig, out: Path, progress: bool, log: Callable[[str], None]
+) -> tuple[str, Any | None, Any, list[str]]:
+    """The compared store's URL (ingested, with the prior channels for a cascade's second
+    stage), the reference store to score on (None: the store itself), the split (written to
+    ``split.json``) and the notes for the report."""
+    from partseg.store.zarrstore import open_store
+
+    store_url = prepare_store(config, out, progress=progress)
+    if config.prior:  # the cascade's second stage: the store plus the low-res prediction
+        store_url = write_prior_store(
+            config.prior["run"], config.prior["store"], store_url, out / "data" / "prior.zarr",
+            batch_size=config.evaluation.batch_size, log=log,
+        )  # fmt: skip
+    store = open_store(store_url)
+    reference_url = reference_store(config, out)
+    reference = None if reference_url is None else open_store(reference_url)
+    if reference is not None:
+        check_reference(store, reference)
+        log(f"test cases are scored on {reference_url} (predictions resampled to its grid)")
+    split = make_split(store.case_ids, config)
+    write_json(out / "split.json", dataclasses.asdict(split))
+    notes = []
+    if config.prior:
+        leaked = leaked_test_cases(
+            config.prior["run"], open_store(config.prior["store"]), split.test
+        )
+        notes += [prior_note(leaked)] if leaked else []
+    return store_url, reference, split, notes
 
 
 def check_reference(store: Any, reference: Any) -> None:

@@ -52,6 +52,7 @@ class CascadeResult:
     coarse: np.ndarray  # (Z, Y, X) uint8 labels of the coarse stage
     regions: list[Region]
     vois: list[Box]
+    masked_voxels: int | None = None  # fine foreground the nonzero mask removed (None: no mask)
 
 
 def propose_regions(
@@ -129,8 +130,8 @@ def predict_cascade(
     _check_fine(fine, size)
     vois = [voi_box(r.centre, size, shape) for r in regions]
     outputs = _fine_outputs(fine, fine.in_model_order(case), vois)
-    labels = fine.finish(_paste(outputs, vois, shape, fine.region_order), case)
-    return CascadeResult(labels, coarse_labels, regions, vois)
+    labels, masked = fine.finish(_paste(outputs, vois, shape, fine.region_order), case)
+    return CascadeResult(labels, coarse_labels, regions, vois, masked)
 
 
 def _check_fine(fine: CasePredictor, size: Sequence[int]) -> None:

@@ -79,12 +79,16 @@ class Prediction:
             to), or None when only labels were asked for.
         regions: the probabilities are one sigmoid per region (a region model), not softmax
             classes.
+        masked_voxels: foreground voxels the model predicted outside the head, which the
+            nonzero mask set to background (None without ``nonzero_mask``): whether the model
+            itself learned that the air is background.
     """
 
     case_id: str
     labels: np.ndarray
     probabilities: Any | None = None
     regions: bool = False
+    masked_voxels: int | None = None
 
 
 class CasePredictor:
@@ -302,9 +306,10 @@ class CasePredictor:
         with self.evaluating():
             result = self.mode.predict(job)
         labels = labels_of(result, self.region_order) if probabilities else np.asarray(result)
-        labels = self.finish(labels, case)
+        labels, masked = self.finish(labels, case)
         kept = result if probabilities else None
-        return Prediction(str(case.id), labels, kept, regions=self.regions is not None)
+        regions = self.regions is not None
+        return Prediction(str(case.id), labels, kept, regions=regions, masked_voxels=masked)
 
     @contextmanager
     def evaluating(self) -> Iterator[None]:
@@ -316,15 +321,19 @@ class CasePredictor:
         finally:
             self.model.train(was_training)
 
-    def finish(self, labels: np.ndarray, case: Any) -> np.ndarray:
+    def finish(self, labels: np.ndarray, case: Any) -> tuple[np.ndarray, int | None]:
         """The settings' post-processing of ``case``'s labels: nonzero mask, small components
-        removed, largest component kept (each if asked)."""
-        return postprocess(
+        removed, largest component kept (each if asked); with the foreground voxels the mask
+        removed (None without it)."""
+        inside = case_nonzero_mask(case) if self.settings.nonzero_mask else None
+        masked = None if inside is None else int(np.count_nonzero(labels[~inside]))
+        finished = postprocess(
             labels,
             min_component_size=self.settings.min_component_size,
             keep_largest=self.settings.keep_largest,
-            inside=case_nonzero_mask(case) if self.settings.nonzero_mask else None,
+            inside=inside,
         )
+        return finished, masked
 
 
 def labels_of(

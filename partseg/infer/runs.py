@@ -125,13 +125,15 @@ def predict_store(
         for i, case_id in enumerate(todo):
             start = time.perf_counter()
             within = _within(bar, i, case_id)
-            written = _predict_one(predictor, store, store[case_id], out, outputs, within)
+            written, masked = _predict_one(predictor, store, store[case_id], out, outputs, within)
             manifest.record(case_id, [p.name for p in written])
             report.written.append(case_id)
             bar.set(i + 1, note=case_id)
             names = ", ".join(str(p) for p in written) or "nothing written (--export none)"
             seconds = time.perf_counter() - start
             line = f"{case_id}: {seconds:.1f} s -> {names} ({i + 1}/{len(todo)})"
+            if masked:  # the model's own foreground in the air: worth knowing
+                line += f"; the nonzero mask set {masked} foreground voxels outside the head to 0"
             (bar.write if bar.bar is not None else log)(line)
     return report
 
@@ -267,7 +269,8 @@ def _predict_one(
     out: Path,
     outputs: OutputSettings,
     progress: Callable[[float], None] | None = None,
-) -> list[Path]:
+) -> tuple[list[Path], int | None]:
+    """Predict and write one case; the files written and the voxels the nonzero mask removed."""
     sink = None
     if outputs.probabilities == "zarr":
         attrs = {"case_id": case.id, "core": list(predictor.partition.core)}
@@ -278,7 +281,8 @@ def _predict_one(
         case, probabilities=outputs.probabilities is not None, dtype=np.float16, sink=sink,
         progress=progress,
     )  # fmt: skip
-    return write_prediction(prediction, case, out, store.label_mapping, outputs)
+    written = write_prediction(prediction, case, out, store.label_mapping, outputs)
+    return written, prediction.masked_voxels
 
 
 def _select(store: Any, cases: Sequence[str] | None) -> list[str]:

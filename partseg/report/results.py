@@ -55,6 +55,7 @@ COST_ORDER = (
     "predict_seconds",
     "seam_index",
     "air_voxels",
+    "masked_voxels",
 )
 
 #: Metrics where lower is better (the rest: higher is better).

@@ -121,7 +121,7 @@ def cost_table(runs: Sequence[RunResult]) -> str:
     keys = [k for k in keys if not k.endswith("_std")]
     digits = {"parameters": 0, "peak_memory_mb": 1, "saved_activation_mb": 1, "epoch_seconds": 1,
               "budget_seconds": 0, "steps": 0, "train_seconds": 1, "val_seconds": 1,
-              "air_voxels": 0}  # fmt: skip
+              "air_voxels": 0, "masked_voxels": 0}  # fmt: skip
     body = [
         [r["variant"], *(fmt(r.get(k), r.get(f"{k}_std"), digits=digits.get(k, 3)) for k in keys)]
         for r in rows
@@ -270,7 +270,9 @@ def markdown_report(
         "`seam_index`: mean change of the stitched probabilities across core faces divided by the "
         "mean change inside cores (1.0 = no visible seam), for the grid prediction modes only "
         "(exact and none equal whole-volume inference: no tile faces). `air_voxels`: foreground "
-        "voxels predicted outside the head (every input channel 0), mean per test case.",
+        "voxels scored outside the head (every input channel 0), mean per test case; "
+        "`masked_voxels`: the foreground the model predicted there and `evaluation.nonzero_mask` "
+        "set to background before scoring (whether the model itself learned the air).",
         "",
     ]
     parts += list(notes) + ([""] if notes else [])

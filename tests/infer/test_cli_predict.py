@@ -103,6 +103,30 @@ def test_predict_writes_labels_in_original_geometry(store_path, tmp_path):
         assert set(np.unique(labels)) <= set(store.label_mapping)
 
 
+def test_nonzero_mask_clears_the_air_and_says_how_much_it_cleared(store_path, tmp_path, capsys):
+    from partseg.infer.postprocess import case_nonzero_mask
+
+    store = open_store(store_path)
+    ckpt = _checkpoint(tmp_path / "a.pt", store, seed=1)  # untrained: tumour here and there
+    base = ["predict", str(ckpt), "--store", store_path, "--device", "cpu"]
+    assert main([*base, "--out", str(tmp_path / "plain")]) == 0
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "masked"), "--nonzero-mask"]) == 0
+    printed = capsys.readouterr().out
+    cleared = 0
+    for case in store:
+        plain = _nifti(tmp_path / "plain" / f"{case.id}.nii.gz")[0][case.crop_box.slices()]
+        masked = _nifti(tmp_path / "masked" / f"{case.id}.nii.gz")[0][case.crop_box.slices()]
+        head = case_nonzero_mask(case)
+        np.testing.assert_array_equal(masked, np.where(head, plain, 0))
+        air = int(np.count_nonzero(plain[~head]))
+        cleared += air
+        line = next(x for x in printed.splitlines() if x.startswith(f"{case.id}:"))
+        note = f"the nonzero mask set {air} foreground voxels outside the head to 0"
+        assert (note in line) == (air > 0)
+    assert cleared > 0  # the untrained model did call some air tumour
+
+
 def test_rerun_predicts_only_unfinished_cases(store_path, tmp_path, capsys):
     store = open_store(store_path)
     assert len(store.case_ids) == 3

@@ -94,6 +94,8 @@ def test_prediction_on_a_realistic_phantom_has_no_foreground_in_the_air(tmp_path
     assert 0 < head.mean() < 1  # the cropped phantom still holds air around the head
     for masked in (False, True):
         settings = PredictSettings(device="cpu", nonzero_mask=masked)
-        labels = CasePredictor.from_model(model, partition, layout, settings).predict(case).labels
+        prediction = CasePredictor.from_model(model, partition, layout, settings).predict(case)
+        labels = prediction.labels
         assert (labels[head] == 1).all()  # inside the head: as predicted
         assert (labels[~head] > 0).any() != masked  # in the air: background only when masked
+        assert prediction.masked_voxels == (int((~head).sum()) if masked else None)

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,13 +54,22 @@ def test_a_brief_lock_is_waited_for(tmp_path: Path) -> None:
     import threading
 
     run = tmp_path / "run"
-    held = acquire(run, "cv")
-    threading.Timer(0.3, held.release).start()  # another job finishing its write
-    with run_lock(run, "cv", wait_s=10):
+    held = acquire(run, "cv --fold")
+    threading.Timer(0.3, held.release).start()  # another fold job finishing its write
+    told: list[str] = []
+    with run_lock(run, "cv --fold", wait_s=10, log=told.append):
         assert read_holder(run).pid == os.getpid()
-    held = acquire(run, "cv")
-    with pytest.raises(LockError, match="in use by partseg cv"), run_lock(run, "cv", wait_s=0.3):
+    assert len(told) == 1 and "in use by partseg cv --fold" in told[0]
+    held = acquire(run, "cv --fold")
+    still = pytest.raises(LockError, match="in use by partseg cv --fold")
+    with still, run_lock(run, "cv --fold", wait_s=0.3):
         pass  # still held when the wait is over
+    held.release()
+    held, start = acquire(run, "cv"), time.monotonic()  # a whole cv holds the folder for hours
+    refused = pytest.raises(LockError, match=r"in use by partseg cv \(pid")
+    with refused, run_lock(run, "cv --fold", wait_s=30):
+        pass
+    assert time.monotonic() - start < 5  # refused at once, not after 30 s
     held.release()
 
 
