@@ -299,6 +299,7 @@ def merge(earlier: Mapping[str, Any], summary: dict[str, Any], source: Path) -> 
         return [r for r in records if (r["variant"], r["fold"]) not in redone]
 
     carried = kept(run_records(earlier))
+    _refuse_mixed_scoring([*carried, *summary["runs"]], source)
     unseen = [*kept(earlier.get("out_of_fold_runs", [])), *summary.get("out_of_fold_runs", [])]
     records = {"runs": _ordered([*carried, *summary["runs"]]), "out_of_fold_runs": _ordered(unseen)}
     merged = {**summary, **derive(records["runs"], records["out_of_fold_runs"]), **records}
@@ -315,6 +316,23 @@ def merge(earlier: Mapping[str, Any], summary: dict[str, Any], source: Path) -> 
         "labels_checked": bool(get(earlier, "data.test_label_voxels")),
     }]  # fmt: skip
     return merged
+
+
+def _refuse_mixed_scoring(records: Sequence[Mapping[str, Any]], source: Path) -> None:
+    """Raise SystemExit when runs of one comparison were scored with other settings (runs
+    recorded before the settings were, ``scoring`` empty or absent, are not checked)."""
+    for compare in dict.fromkeys(r["compare"] for r in records):
+        seen: dict[str, list[str]] = {}
+        for r in records:
+            if r["compare"] == compare and r.get("scoring"):
+                text = json.dumps(r["scoring"], sort_keys=True)
+                seen.setdefault(text, []).append(f"{r['variant']} fold {r['fold']}")
+        if len(seen) > 1:
+            ways = "; ".join(f"{', '.join(runs)}: {text}" for text, runs in seen.items())
+            raise SystemExit(
+                f"bench_learning: --merge {source}: the {compare} runs were scored differently "
+                f"({ways}); rerun the earlier ones here (finished runs are only re-scored)"
+            )
 
 
 def run_records(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -373,6 +391,10 @@ def compare_dir(work: Path, name: str, folds: int) -> Path:
     return work / (f"compare_{name}_folds{folds}" if folds else f"compare_{name}")
 
 
+#: The scoring settings (``results.json``'s ``scoring``) a run record keeps: runs of one
+#: comparison scored with other settings (say, with and without the nonzero mask) are not merged.
+SCORING_KEYS = ("partition", "blend", "overlap", "nonzero_mask", "min_component_size",
+                "hd95_convention")  # fmt: skip
 #: The costs of a run the summary keeps (``RunResult.costs``).
 COST_KEYS = ("budget_seconds", "step_seconds", "steps", "train_seconds", "val_seconds",
              "predict_seconds", "parameters", "air_voxels", "masked_voxels")  # fmt: skip
@@ -388,9 +410,10 @@ def summarize(
     records: dict[str, list[dict[str, Any]]] = {"runs": [], "out_of_fold_runs": []}
     for compare, data in outputs.items():
         hardware = data.get("settings", {}).get("hardware")
+        scoring = {k: v for k, v in data.get("scoring", {}).items() if k in SCORING_KEYS}
         unseen = data.get("out_of_fold", {}).get("runs", [])
         for key, runs in (("runs", data["runs"]), ("out_of_fold_runs", unseen)):
-            records[key] += [_record(r, compare, hardware) for r in runs
+            records[key] += [_record(r, compare, hardware, scoring) for r in runs
                              if r["variant"] in data["variants"]]  # fmt: skip
     hardware = next(iter(outputs.values()), {}).get("settings", {}).get("hardware")
     return {
@@ -408,16 +431,19 @@ def summarize(
     }  # fmt: skip
 
 
-def _record(run: Mapping[str, Any], compare: str, hardware: str | None) -> dict[str, Any]:
+def _record(
+    run: Mapping[str, Any], compare: str, hardware: str | None, scoring: Mapping[str, Any]
+) -> dict[str, Any]:
     """One run of a ``results.json`` as the summary keeps it: WT/TC/ET scores and per-case
-    values, the costs of :data:`COST_KEYS`, the comparison and the machine."""
+    values, the costs of :data:`COST_KEYS`, the comparison, the machine and how it was scored
+    (:data:`SCORING_KEYS`; empty in a report written before reports recorded it)."""
 
     def regions(targets: Mapping[str, Any]) -> dict[str, Any]:
         return {region: targets[name] for region, name in REGIONS.items() if name in targets}
 
     return {
         "variant": run["variant"], "fold": run["fold"], "compare": compare, "hardware": hardware,
-        "scores": regions(run.get("scores", {})),
+        "scoring": dict(scoring), "scores": regions(run.get("scores", {})),
         "costs": {k: v for k, v in run.get("costs", {}).items() if k in COST_KEYS},
         "cases": {case_id: regions(t) for case_id, t in run.get("cases", {}).items()},
     }  # fmt: skip

@@ -84,6 +84,18 @@ def _foreground_per_slice(case: Any) -> np.ndarray:
     return (whole_label(case) > 0).sum(axis=(1, 2)).astype(float)
 
 
+def scoring_of(spec: EvaluationSpec) -> dict[str, Any]:
+    """The evaluation settings that shape the scores (whether out-of-fold cases are scored too
+    does not): part of the cache key, and ``scoring`` in the report's ``results.json``.
+
+    Example:
+        >>> scoring = scoring_of(EvaluationSpec(nonzero_mask=True))
+        >>> scoring["partition"], scoring["nonzero_mask"], "out_of_fold" in scoring
+        ('exact', True, False)
+    """
+    return {k: v for k, v in dataclasses.asdict(spec).items() if k != "out_of_fold"}
+
+
 def evaluate_predictor(
     predictor: Predictor,
     store: Any,
@@ -113,11 +125,9 @@ def evaluate_predictor(
     from partseg.infer.seams import seam_index
     from partseg.metrics import evaluate_case, original_diagonal, regions_for, summarize
 
-    # what shapes these scores (whether out-of-fold cases are scored too does not)
-    scoring = {k: v for k, v in dataclasses.asdict(spec).items() if k != "out_of_fold"}
     key = json.dumps(
         {"version": EVALUATION_VERSION, "checkpoint": predictor.key, "test": list(test),
-         "slices": [dataclasses.astuple(s) for s in slices], "spec": scoring,
+         "slices": [dataclasses.astuple(s) for s in slices], "spec": scoring_of(spec),
          **({"reference": reference.url} if reference is not None else {})},
         sort_keys=True, default=list,
     )  # fmt: skip

@@ -12,7 +12,7 @@ import numpy as np
 
 from partseg.experiments.config import CompareConfig
 from partseg.experiments.data import Split
-from partseg.experiments.evaluate import OverlaySlice
+from partseg.experiments.evaluate import OverlaySlice, scoring_of
 from partseg.experiments.predictors import Predictor
 from partseg.report import METRIC_ORDER
 
@@ -212,7 +212,7 @@ def write_compare_report(
     rep.write_report(report_dir, results, title=config.title, settings=settings,
                      figures=figures, notes=notes,
                      hd95_convention=config.evaluation.hd95_convention,
-                     out_of_fold=out_of_fold)  # fmt: skip
+                     out_of_fold=out_of_fold, scoring=scoring_of(config.evaluation))  # fmt: skip
     return report_dir
 
 

@@ -188,6 +188,7 @@ def write_report(
     notes: Sequence[str] = (),
     hd95_convention: str = DEFAULT_HD95,
     out_of_fold: Sequence[RunResult] = (),
+    scoring: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``report.md``, ``results.csv`` and ``results.json`` into ``out_dir``.
 
@@ -204,6 +205,8 @@ def write_report(
             validation cases (:mod:`~partseg.report.crossval`): their scores and paired tests
             over every training case, as ``out_of_fold`` in the JSON and a section of the
             Markdown.
+        scoring: how the runs were scored (prediction mode, nonzero mask, ...), ``scoring`` in
+            the JSON: what tells whether two reports' scores can be compared.
 
     Returns:
         ``out_dir`` as a Path.
@@ -217,6 +220,7 @@ def write_report(
         "title": title,
         "hd95_convention": HD95_CONVENTIONS.check(hd95_convention, key="hd95_convention"),
         "settings": settings,
+        **({"scoring": dict(scoring)} if scoring is not None else {}),
         "variants": variants_of(runs),
         "scores": aggregate_scores(runs),
         "costs": aggregate_costs(runs),

@@ -59,6 +59,8 @@ def test_quick_benchmark_writes_the_summary_and_resumes(bench, tmp_path: Path, c
     assert summary["commands"][0].startswith("partseg phantom")
     capsys.readouterr()
     assert variant["hardware"] == summary["hardware"]
+    scoring = summary["runs"][0]["scoring"]  # how the recipe scores: seam-free, head only
+    assert scoring["partition"] == "exact" and scoring["nonzero_mask"] is True
     labels = summary["data"]["test_label_voxels"]
     assert sorted(labels) == ["Phantom_005", "Phantom_006"]
     # the store's classes (BraTS label 4 is class 3) inside the case's crop of the head
@@ -168,6 +170,20 @@ def test_merge_refuses_a_summary_of_other_data_or_budget(bench, budget, labels, 
     now = _summary([_run("3d", "brats_comparison", {"c1": 0.7})], budget, labels)
     with pytest.raises(SystemExit, match=named):
         bench.merge(earlier, now, Path("old.json"))
+
+
+def test_merge_refuses_runs_of_one_comparison_scored_differently(bench) -> None:
+    def run(variant: str, masked: bool | None, compare: str = "brats_comparison") -> dict:
+        scoring = {} if masked is None else {"partition": "exact", "nonzero_mask": masked}
+        return {**_run(variant, compare, {"c1": 0.5}), "scoring": scoring}
+
+    earlier = _summary([run("2d", False), run("3d_context_2mm", True, "cpu_lowres")])
+    with pytest.raises(SystemExit, match=r"brats_comparison runs were scored differently.*2d "):
+        bench.merge(earlier, _summary([run("3d", True)]), Path("old.json"))
+    merged = bench.merge(earlier, _summary([run("2d", True), run("3d", True)]), Path("old.json"))
+    assert [r["scoring"]["nonzero_mask"] for r in merged["runs"]] == [True, True, True]
+    unknown = _summary([run("2d", None)])  # written before runs recorded their scoring
+    assert len(bench.merge(unknown, _summary([run("3d", True)]), Path("old.json"))["runs"]) == 2
 
 
 def test_quick_cross_validated_benchmark_one_fold_per_sitting(bench, tmp_path: Path) -> None:
