@@ -35,7 +35,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -131,6 +131,15 @@ def run_lock(
         yield lock.path.parent
     finally:
         lock.release()
+
+
+def fold_job_lock(
+    folder: str | os.PathLike, command: str, log: Callable[[str], None] | None = None
+) -> AbstractContextManager[Path]:
+    """The lock a fold job of ``command`` (``cv``, ``compare``) holds while it writes its
+    folder's shared files: it waits up to :data:`FOLD_JOB_WAIT_S` for a sibling fold job and is
+    refused at once by a whole ``command`` holding the folder."""
+    return run_lock(folder, f"{command} --fold", wait_s=FOLD_JOB_WAIT_S, log=log)
 
 
 def acquire(folder: str | os.PathLike, command: str) -> Lock:

@@ -321,12 +321,13 @@ def merge(earlier: Mapping[str, Any], summary: dict[str, Any], source: Path) -> 
 def _refuse_mixed_scoring(records: Sequence[Mapping[str, Any]], source: Path) -> None:
     """Raise SystemExit when runs of one comparison were scored with other settings (runs
     recorded before the settings were, ``scoring`` empty or absent, are not checked)."""
-    for compare in dict.fromkeys(r["compare"] for r in records):
-        seen: dict[str, list[str]] = {}
-        for r in records:
-            if r["compare"] == compare and r.get("scoring"):
-                text = json.dumps(r["scoring"], sort_keys=True)
-                seen.setdefault(text, []).append(f"{r['variant']} fold {r['fold']}")
+    scored: dict[str, dict[str, list[str]]] = {}  # compare -> scoring -> runs
+    for r in (r for r in records if r.get("scoring")):
+        group = scored.setdefault(r["compare"], {})
+        group.setdefault(json.dumps(r["scoring"], sort_keys=True), []).append(
+            f"{r['variant']} fold {r['fold']}"
+        )
+    for compare, seen in scored.items():
         if len(seen) > 1:
             ways = "; ".join(f"{', '.join(runs)}: {text}" for text, runs in seen.items())
             raise SystemExit(

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from contextlib import AbstractContextManager, nullcontext
 
     from partseg.errors import ConfigError
-    from partseg.locking import FOLD_JOB_WAIT_S, acquire, run_lock
+    from partseg.locking import acquire, fold_job_lock
     from partseg.store.zarrstore import open_store
     from partseg.train.distributed import init_distributed, launch, shutdown
     from partseg.train.splits import kfold_splits, write_splits
@@ -123,8 +123,7 @@ def run(args: argparse.Namespace) -> int:
     whole = args.fold is None  # one cv holds the folder; fold jobs hold it only to write in it
 
     def writing() -> AbstractContextManager[object]:
-        return nullcontext() if whole else run_lock(out, "cv --fold", wait_s=FOLD_JOB_WAIT_S,
-                                                    log=say)  # fmt: skip
+        return nullcontext() if whole else fold_job_lock(out, "cv", say)
 
     # a whole cv checks every fold's config as it reaches it (prepare_run); a fold job checks
     # the folds it does not train, before training and again before summarising them

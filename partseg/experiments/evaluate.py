@@ -151,7 +151,9 @@ def evaluate_predictor(
         truth = case if reference is None else reference[case_id]
         if reference is not None:
             labels = regrid_labels(labels, case, truth, len(classes))
-        air.append(int((labels[~case_nonzero_mask(truth)] > 0).sum()))
+        # masked on this grid already: nothing outside the head, no second read of the image
+        masked_here = removed is not None and reference is None
+        air.append(0 if masked_here else int((labels[~case_nonzero_mask(truth)] > 0).sum()))
         gt = whole_label(truth)
         diagonal = original_diagonal(truth.attrs, truth.shape, truth.spacing)  # BraTS: 373.13
         cases[case_id] = evaluate_case(

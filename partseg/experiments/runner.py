@@ -26,7 +26,7 @@ from partseg.experiments.training import (
     train_variant,
     training_costs,
 )
-from partseg.locking import FOLD_JOB_WAIT_S, run_lock
+from partseg.locking import fold_job_lock, run_lock
 
 
 @dataclass
@@ -61,11 +61,7 @@ def run_compare(
     if not config.only_folds:
         with run_lock(out, "compare"):
             return _run_compare(config, out, progress, log, nullcontext)
-
-    def writing() -> AbstractContextManager[object]:
-        return run_lock(out, "compare --fold", wait_s=FOLD_JOB_WAIT_S, log=log)
-
-    return _run_compare(config, out, progress, log, writing)
+    return _run_compare(config, out, progress, log, lambda: fold_job_lock(out, "compare", log))
 
 
 def _run_compare(
