@@ -310,7 +310,8 @@ def merge(earlier: Mapping[str, Any], summary: dict[str, Any], source: Path) -> 
     walls = [earlier.get("wall_seconds", {}), summary.get("wall_seconds", {})]
     stages = dict.fromkeys([*walls[0], *walls[1]])
     merged["wall_seconds"] = {k: max(w.get(k, 0.0) for w in walls) for k in stages}
-    merged["merged"] = [*summary.get("merged", []), {
+    # the sittings that made the earlier summary stay listed before the one merged now
+    merged["merged"] = [*earlier.get("merged", []), *summary.get("merged", []), {
         "from": earlier.get("command", str(source)),
         "runs": [f"{r['variant']} fold {r['fold']}" for r in carried],
         "labels_checked": bool(get(earlier, "data.test_label_voxels")),

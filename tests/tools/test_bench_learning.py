@@ -140,6 +140,11 @@ def test_merge_joins_the_folds_of_a_variant_run_in_two_sittings(bench) -> None:
     assert wt["sd"] == pytest.approx(np.std([0.5, 0.9], ddof=1))
     assert wt["per_case"] == pytest.approx({"c1": 0.6, "c2": 0.8})  # the mean over folds
     assert [(r["variant"], r["fold"]) for r in merged["runs"]] == [("3d", 0), ("3d", 1)]
+    # a third sitting merges the joined summary: the history of both earlier sittings stays
+    third = _summary([_run("3d", "brats_comparison", {"c1": 0.9, "c2": 0.9}, fold=2)], folds=3)
+    joined = bench.merge({**merged, "folds": 3}, third, Path("joined.json"))
+    assert [m["runs"] for m in joined["merged"]] == [["3d fold 0"], ["3d fold 0", "3d fold 1"]]
+    assert joined["variants"]["3d"]["dice"]["WT"]["folds"] == 3
 
 
 def test_merge_reads_the_committed_summary(bench) -> None:
